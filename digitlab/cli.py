@@ -1,0 +1,346 @@
+"""The ``digitlab`` command: parse arguments, call the library, print.
+
+Each subcommand is a ``cmd_<name>(args) -> int`` function. User errors (``DigitlabError``) are
+printed as one line and exit with code 2; Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import DigitlabError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but errors are a single line (plus a pointer to --help)."""
+
+    def error(self, message: str):  # noqa: D401
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    v = int(text) if text.lstrip("-").isdigit() else None
+    if v is None or v < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
+    return v
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def _model_arg(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+
+
+def cmd_models(args) -> int:
+    from .models import MODELS, count_parameters, create_model, list_models
+    rows = []
+    for name in list_models():
+        spec = MODELS[name]
+        rows.append({"name": name, "parameters": count_parameters(create_model(name)),
+                     "description": spec.description, "defaults": spec.defaults})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    w = max(len(r["name"]) for r in rows)
+    print(f"{'name':<{w}}  {'params':>9}  description")
+    for r in rows:
+        print(f"{r['name']:<{w}}  {r['parameters']:>9,}  {r['description']}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    from .training import AUGMENTS, OPTIMIZERS, PRECISIONS, PRESETS, SCHEDULES
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model", default="cnn", help="architecture from `digitlab models` (default: cnn)")
+    g.add_argument("--model-arg", action="append", type=_model_arg, default=[], metavar="KEY=VALUE",
+                   help="architecture option, JSON value (e.g. widths=[16,32,64]); repeatable")
+    g.add_argument("--preset", choices=sorted(PRESETS), help="named recipe; explicit flags still win")
+    g.add_argument("--data-dir", default="mnist", metavar="DIR",
+                   help="dataset folder (IDX files, or DIR/<label>/ images) or name (default: bundled mnist)")
+    g.add_argument("--val-size", type=_nonneg_int, default=5000,
+                   help="training images held out for validation (default: 5000)")
+    g = p.add_argument_group("optimisation (defaults depend on the model; see `digitlab models --json`)")
+    g.add_argument("--epochs", type=_positive_int)
+    g.add_argument("--batch-size", type=_positive_int)
+    g.add_argument("--optimizer", choices=OPTIMIZERS)
+    g.add_argument("--lr", type=_positive_float, help="peak learning rate")
+    g.add_argument("--momentum", type=_nonneg_float, default=0.9, help="sgd momentum / adam beta1 (default 0.9)")
+    g.add_argument("--schedule", choices=SCHEDULES)
+    g.add_argument("--warmup", type=_nonneg_float, default=0.2, help="warm-up fraction of steps (default 0.2)")
+    g.add_argument("--weight-decay", type=_nonneg_float)
+    g.add_argument("--label-smoothing", type=_nonneg_float)
+    g.add_argument("--augment", choices=AUGMENTS,
+                   help="none | standard (rotation, scale, shift) | robust (+ slant, stroke thickness)")
+    g.add_argument("--no-augment", dest="augment", action="store_const", const="none",
+                   help="same as --augment none")
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+    g.add_argument("--precision", choices=PRECISIONS, help="auto uses bf16 autocast where the hardware is fast at it")
+    g.add_argument("--tta", action="store_true", help="test-time augmentation (shifts) in the final evaluation")
+    g.add_argument("--out", metavar="DIR", help="model directory to write (default: runs/<model>-<time>)")
+    g.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    g.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    g.add_argument("--no-eval", action="store_true", help="skip the final test-set evaluation and report")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group("smoke runs")
+    g.add_argument("--subset", type=_positive_int, help="train on the first N images only")
+    g.add_argument("--max-steps", type=_positive_int, help="stop after N optimiser steps")
+
+
+def train_config_from_args(args):
+    from .training import TrainConfig
+    return TrainConfig(
+        model=args.model, model_kwargs=dict(args.model_arg), preset=args.preset, data=args.data_dir,
+        epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+        momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
+        warmup=args.warmup, label_smoothing=args.label_smoothing, augment=args.augment,
+        val_size=args.val_size, seed=args.seed, device=args.device, precision=args.precision,
+        subset=args.subset, max_steps=args.max_steps, tta=args.tta)
+
+
+def cmd_train(args) -> int:
+    from tqdm import tqdm
+
+    from .training import default_out_dir, train
+
+    cfg = train_config_from_args(args)
+    if args.resume and not args.out:
+        raise DigitlabError("--resume needs --out DIR (the interrupted run's directory)")
+    resolved = cfg.resolved()  # validate before any work
+    out = Path(args.out) if args.out else default_out_dir(resolved.model)
+    show = not args.quiet
+    bar = None
+
+    def on_progress(p):
+        nonlocal bar
+        if not show:
+            return
+        if bar is None or bar.desc != f"epoch {p.epoch}/{p.epochs}":
+            if bar is not None:
+                bar.close()
+            bar = tqdm(total=p.steps, desc=f"epoch {p.epoch}/{p.epochs}", unit="step",
+                       leave=False, file=sys.stderr, dynamic_ncols=True)
+        bar.update(p.step - bar.n)
+        bar.set_postfix(loss=f"{p.loss:.4f}", acc=f"{100 * p.acc:.2f}%", refresh=False)
+
+    def on_epoch(row):
+        nonlocal bar
+        if bar is not None:
+            bar.close()
+            bar = None
+        if show:
+            _err(f"epoch {row['epoch']:>3}: train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}%"
+                 f" | val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}% | {row['seconds']:.1f}s")
+
+    from .data import load_dataset
+    dataset = None if args.resume else load_dataset(resolved.data, progress=show)
+    if show and not args.resume:
+        _err(f"training {resolved.model} on {dataset.name}: {resolved.epochs} epochs, "
+             f"batch {resolved.batch_size}, {resolved.optimizer} lr {resolved.lr} {resolved.schedule}, "
+             f"augment {resolved.augment} -> {out}")
+    try:
+        summary = train(cfg, out=out, dataset=dataset, resume=args.resume, force=args.force,
+                        on_progress=on_progress, on_epoch=on_epoch, evaluate_test=not args.no_eval)
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        _err(f"\ninterrupted: checkpoint saved; continue with: digitlab train --resume --out {out}")
+        return 130
+    print(f"trained {resolved.model} in {summary['train_seconds']:.1f}s -> {summary['out']}")
+    if "test" in summary:
+        t = summary["test"]
+        print(f"test accuracy {100 * t['accuracy']:.2f}%  loss {t['loss']:.4f}  "
+              f"report: {Path(summary['out']) / 'report.md'}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluation import evaluate
+    m = evaluate(args.model_dir, args.data_dir, tta=args.tta, device=args.device,
+                 write=not args.no_write)
+    if args.json:
+        print(json.dumps(m, indent=2))
+        return 0
+    t = m["test"]
+    print(f"{m['dataset']['name']} test: accuracy {100 * t['accuracy']:.2f}% "
+          f"({t['n'] - t['errors']}/{t['n']}), loss {t['loss']:.4f}, macro F1 {t['macro_f1']:.4f}")
+    print(f"{'class':>8} {'precision':>9} {'recall':>8} {'f1':>8} {'support':>8}")
+    for r in m["per_class"]:
+        print(f"{r['class']:>8} {r['precision']:>9.4f} {r['recall']:>8.4f} {r['f1']:>8.4f} {r['support']:>8}")
+    if not args.no_write and args.model_dir:
+        print(f"report: {Path(args.model_dir) / 'report.md'}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# download
+
+
+def cmd_download(args) -> int:
+    from .data import download
+    path = download(args.name, args.dir)
+    print(f"{args.name} -> {path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# serve
+
+
+def cmd_serve(args) -> int:
+    import os
+    import socket
+
+    import uvicorn
+
+    from .artifacts import default_model_dir, load_model
+    from .server.app import MODEL_DIR_ENV, THREADS_ENV, Settings, create_app
+
+    model_dir = Path(args.model_dir) if args.model_dir else default_model_dir()
+    load_model(model_dir)  # a bad directory is a one-line error here, not a traceback per worker
+    with socket.socket() as probe:
+        try:
+            probe.bind((args.host, args.port))
+        except OSError as exc:
+            raise DigitlabError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    print(f"serving {model_dir} at http://{args.host}:{args.port}/ (API docs at /docs), "
+          f"{args.workers} worker(s); Ctrl-C stops", flush=True)
+    options = dict(host=args.host, port=args.port, log_level=args.log_level,
+                   access_log=args.access_log, timeout_graceful_shutdown=5)
+    if args.workers == 1:
+        app = create_app(settings=Settings(model_dir=str(model_dir), torch_threads=args.threads))
+        uvicorn.run(app, **options)
+    else:
+        # Worker processes import the app themselves: the settings travel in the environment.
+        os.environ[MODEL_DIR_ENV] = str(model_dir)
+        os.environ[THREADS_ENV] = str(args.threads)
+        uvicorn.run("digitlab.server.app:create_app_from_env", factory=True, workers=args.workers,
+                    **options)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="digitlab", description="Train, evaluate and serve handwritten-digit classifiers.")
+    p.add_argument("--version", action="version", version=f"digitlab {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    s = sub.add_parser("models", help="list the model zoo")
+    s.add_argument("--json", action="store_true", help="print JSON (with each model's training defaults)")
+    s.set_defaults(func=cmd_models)
+
+    s = sub.add_parser("train", help="train a model on bundled MNIST or your data",
+                       description="Train a model and write its model directory "
+                                   "(model.safetensors, config.json, metrics and report).")
+    _add_train_args(s)
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("evaluate", help="test metrics and report for a model directory")
+    s.add_argument("--model-dir", metavar="DIR", help="model directory (default: the shipped model)")
+    s.add_argument("--data-dir", default="mnist", metavar="DIR",
+                   help="dataset folder or name (default: bundled mnist)")
+    s.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    s.add_argument("--tta", action="store_true", help="test-time augmentation (small shifts)")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--no-write", action="store_true", help="do not write metrics.json / report files")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("download", help="download a public MNIST-format dataset (needs internet)")
+    s.add_argument("name", help="dataset name, e.g. fashion-mnist")
+    s.add_argument("--dir", help="target folder (default: ~/.cache/digitlab/NAME)")
+    s.set_defaults(func=cmd_download)
+
+    s = sub.add_parser("serve", help="run the web service and drawing page",
+                       description="Serve the JSON API (/api, docs at /docs) and the drawing page "
+                                   "(/) with uvicorn. The model is loaded once per worker.")
+    s.add_argument("--model-dir", metavar="DIR", help="model directory (default: the shipped model)")
+    s.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1; "
+                                                       "0.0.0.0 for every interface)")
+    s.add_argument("--port", type=_positive_int, default=8000, help="TCP port (default: 8000)")
+    s.add_argument("--workers", type=_positive_int, default=1,
+                   help="worker processes, each with its own copy of the model (default: 1)")
+    s.add_argument("--threads", type=_positive_int, default=1,
+                   help="torch threads per worker (default: 1: requests are single small images)")
+    s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info",
+                                                           "debug"])
+    s.add_argument("--access-log", action="store_true", help="log every request")
+    s.set_defaults(func=cmd_serve)
+
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except DigitlabError as exc:
+        _err(f"digitlab {args.command}: error: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

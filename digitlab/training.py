@@ -1,0 +1,469 @@
+"""Training: the config dataclass, batch augmentation, LR schedules, checkpoints and ``train()``.
+
+``train(cfg)`` is one explicit loop you can read top to bottom: epochs -> train steps -> validate
+-> log -> checkpoint. Data stays in memory as uint8 tensors; each batch is converted, augmented
+and normalised as a whole (no per-sample Python in the hot loop). Checkpoints are safetensors with
+the loop state as JSON metadata (no pickle), written atomically after every epoch and on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .artifacts import build_config, save_model_dir, write_json
+from .data import Dataset, load_dataset, split_train_val
+from .errors import ConfigError, DigitlabError
+from .models import Normalize, count_parameters, create_model, get_spec
+
+CHECKPOINT = "checkpoint.safetensors"
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "onecycle", "cosine")
+AUGMENTS = ("none", "standard", "robust")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+# Named recipes (--preset). Each is a set of TrainConfig overrides, measured by
+# benchmarks/records.py; explicit flags still win over a preset.
+PRESETS: dict[str, dict[str, Any]] = {
+    # Shipped-model recipe: the default CNN with stroke-thickness, slant, scale and position
+    # augmentation, so that it reads real drawings and photos (see docs/predict.md).
+    "robust": dict(model="cnn", epochs=8, augment="robust"),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Every option of ``digitlab train``; ``None`` means "the model's own default"."""
+
+    model: str = "cnn"                  # registry name, see `digitlab models`
+    model_kwargs: dict = field(default_factory=dict)  # architecture options, e.g. {"widths": [32, 64, 128]}
+    preset: str | None = None           # named recipe from PRESETS (fills unset fields)
+    data: str = "mnist"                 # "mnist" (bundled), a registered name, or a folder
+    epochs: int | None = None           # passes over the training split
+    batch_size: int | None = None       # images per step
+    optimizer: str | None = None        # adam | adamw | sgd (sgd uses Nesterov momentum)
+    lr: float | None = None             # peak learning rate (per step, not scaled by batch)
+    momentum: float = 0.9               # sgd momentum / adam beta1
+    weight_decay: float | None = None   # L2 (adam, sgd) or decoupled (adamw)
+    schedule: str | None = None         # constant | onecycle | cosine
+    warmup: float = 0.2                 # fraction of steps spent warming up (onecycle, cosine)
+    label_smoothing: float | None = None  # cross-entropy target smoothing, 0 = off
+    augment: str | None = None          # none | standard (affine) | robust (+ thickness, slant)
+    val_size: int = 5000                # training images held out for validation (seeded)
+    seed: int = 0                       # seeds init, split, shuffling and augmentation
+    device: str = "auto"                # auto | cpu | cuda
+    precision: str | None = None        # auto (bf16 where fast) | fp32 | bf16 autocast
+    subset: int | None = None           # smoke runs: use only the first N training images
+    max_steps: int | None = None        # smoke runs: stop after N optimiser steps
+    tta: bool = False                   # test-time augmentation (shifts) when evaluating
+
+    def resolved(self) -> "TrainConfig":
+        """Fill unset fields from the preset, then the model's defaults; validate everything."""
+        cfg = TrainConfig(**asdict(self))
+        if cfg.preset is not None:
+            if cfg.preset not in PRESETS:
+                raise ConfigError(f"unknown preset {cfg.preset!r}; choose from: {', '.join(PRESETS)}")
+            base = TrainConfig()
+            for k, v in PRESETS[cfg.preset].items():
+                # preset values apply unless the user changed that field from its default
+                if getattr(cfg, k) == getattr(base, k):
+                    setattr(cfg, k, v)
+        spec = get_spec(cfg.model)
+        generic = dict(epochs=5, batch_size=128, optimizer="adam", lr=1e-3, weight_decay=0.0,
+                       schedule="onecycle", label_smoothing=0.0, augment="none", precision="auto")
+        for k, v in {**generic, **spec.defaults}.items():
+            if getattr(cfg, k) is None:
+                setattr(cfg, k, v)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ConfigError(msg)
+        need(self.epochs is not None and self.epochs >= 1, f"epochs must be >= 1 (got {self.epochs})")
+        need(self.batch_size is not None and self.batch_size >= 1,
+             f"batch size must be >= 1 (got {self.batch_size})")
+        need(self.lr is not None and self.lr > 0, f"learning rate must be > 0 (got {self.lr})")
+        need(self.weight_decay is None or self.weight_decay >= 0, "weight decay must be >= 0")
+        need(self.label_smoothing is None or 0 <= self.label_smoothing < 1,
+             "label smoothing must be in [0, 1)")
+        need(0 <= self.warmup < 1, "warmup must be a fraction in [0, 1)")
+        need(self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; choose from: {', '.join(OPTIMIZERS)}")
+        need(self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}; choose from: {', '.join(SCHEDULES)}")
+        need(self.augment in AUGMENTS, f"unknown augmentation {self.augment!r}; choose from: {', '.join(AUGMENTS)}")
+        need(self.precision in PRECISIONS, f"unknown precision {self.precision!r}; choose from: {', '.join(PRECISIONS)}")
+        need(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+             f"unknown device {self.device!r}; choose auto, cpu or cuda")
+        need(self.val_size >= 0, "validation size must be >= 0")
+        need(self.subset is None or self.subset >= 1, "subset must be >= 1")
+        need(self.max_steps is None or self.max_steps >= 1, "max steps must be >= 1")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ConfigError(f"unknown training options: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+# ---------------------------------------------------------------------------------------------
+# Devices and precision
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device cuda requested but no CUDA GPU is available")
+    return torch.device(name)
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """bf16 autocast: on GPUs, and on CPUs with native bf16 (AVX512-BF16/AMX) where it is ~2x."""
+    if precision == "fp32":
+        return False
+    if device.type == "cuda":
+        return precision in ("bf16", "auto") and torch.cuda.is_bf16_supported()
+    if precision == "bf16":
+        return True
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def is_conv(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+# ---------------------------------------------------------------------------------------------
+# Augmentation on whole batches (x: float (N, 1, 28, 28) in [0, 1], background 0)
+
+
+def augment_batch(x: torch.Tensor, level: str, gen: torch.Generator) -> torch.Tensor:
+    """Random affine per image (rotation, scale, shift; + shear and stroke thickness if robust)."""
+    if level == "none":
+        return x
+    n, dev = x.shape[0], x.device
+
+    def u(lo: float, hi: float) -> torch.Tensor:
+        return (torch.rand(n, generator=gen) * (hi - lo) + lo).to(dev)
+
+    if level == "standard":
+        rot, s_lo, s_hi, shift, shear = 10.0, 0.9, 1.1, 2.0, 0.0
+    else:
+        rot, s_lo, s_hi, shift, shear = 15.0, 0.75, 1.15, 3.0, 0.35
+    a = u(-rot, rot) * math.pi / 180
+    s = u(s_lo, s_hi)
+    sh = u(-shear, shear) if shear else torch.zeros(n, device=dev)
+    t = u(-shift, shift) * (2 / 28), u(-shift, shift) * (2 / 28)
+    cos, sin = torch.cos(a) / s, torch.sin(a) / s
+    # grid = inverse map from output to input coordinates: rotation/scale, then x-shear (slant)
+    theta = torch.stack([
+        torch.stack([cos, -sin + sh * cos, t[0]], 1),
+        torch.stack([sin, cos + sh * sin, t[1]], 1),
+    ], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if level == "robust":
+        # Stroke thickness: dilate a third of the batch, erode a sixth (grey-level morphology).
+        r = torch.rand(n, generator=gen).to(dev)
+        thick = F.max_pool2d(x, 3, 1, 1)
+        thin = -F.max_pool2d(-x, 2, 1, 0)
+        thin = F.pad(thin, (0, 1, 0, 1))
+        x = torch.where((r < 0.33).view(-1, 1, 1, 1), 0.5 * x + 0.5 * thick, x)
+        x = torch.where(((r >= 0.33) & (r < 0.5)).view(-1, 1, 1, 1), torch.maximum(thin, 0.6 * x), x)
+    return x
+
+
+def to_input(images_u8: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = images_u8.to(device, non_blocking=True).unsqueeze(1).float().div_(255)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimiser and schedule
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # No weight decay on BatchNorm and bias parameters (standard practice; they are not weights).
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+    return torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+
+
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    """Learning rate for optimiser step ``step`` of ``total`` (stateless, so resume is exact)."""
+    if cfg.schedule == "constant":
+        return cfg.lr
+    warm = max(1, int(cfg.warmup * total))
+    if step < warm:
+        # onecycle starts at lr/25 (as in Smith's 1cycle); cosine warms up from 0
+        start = cfg.lr / 25 if cfg.schedule == "onecycle" else 0.0
+        return start + (cfg.lr - start) * step / warm
+    progress = (step - warm) / max(1, total - warm)
+    if cfg.schedule == "onecycle":
+        return cfg.lr * (1 - progress) + cfg.lr / 1e4 * progress  # linear anneal to ~0
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints (safetensors + JSON metadata; atomic)
+
+
+def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, state: dict,
+                    gen: torch.Generator) -> None:
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    osd = opt.state_dict()
+    for pid, pstate in osd["state"].items():
+        for k, v in pstate.items():
+            tensors[f"optim.{pid}.{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["rng.augment"] = gen.get_state()
+    meta = {"state": state, "param_groups": osd["param_groups"]}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata={"digitlab_checkpoint": json.dumps(meta)})
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
+                    gen: torch.Generator) -> dict:
+    try:
+        from safetensors import safe_open
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads(f.metadata()["digitlab_checkpoint"])
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, KeyError, ValueError) as exc:
+        raise DigitlabError(f"{path}: corrupt checkpoint ({exc}); delete it to start over") from None
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    ostate: dict[int, dict] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, pid, name = k.split(".", 2)
+            ostate.setdefault(int(pid), {})[name] = v
+    opt.load_state_dict({"state": ostate, "param_groups": meta["param_groups"]})
+    torch.set_rng_state(tensors["rng.torch"])
+    gen.set_state(tensors["rng.augment"])
+    return meta["state"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+@dataclass
+class Progress:
+    """What the loop reports; the CLI turns it into a progress bar."""
+
+    epoch: int
+    epochs: int
+    step: int          # step within the epoch
+    steps: int         # steps per epoch
+    loss: float        # running mean over the epoch so far
+    acc: float
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    # Derived from (seed, epoch) alone, so a resumed run sees exactly the same batches.
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, images_u8: torch.Tensor, *, batch_size: int = 1000,
+                   device: torch.device | None = None, bf16: bool = False, tta: bool = False
+                   ) -> torch.Tensor:
+    """Logits (float32, on CPU) for uint8 images (N, 28, 28). ``tta`` averages probabilities
+    over the image and its four one-pixel shifts (flips would change digits)."""
+    device = device or next(model.parameters()).device
+    cl = is_conv(model)
+    out = []
+    for i in range(0, len(images_u8), batch_size):
+        x = to_input(images_u8[i:i + batch_size], device, cl)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            if tta:
+                views = [x] + [torch.roll(x, s, d) for s, d in ((1, 2), (-1, 2), (1, 3), (-1, 3))]
+                p = torch.stack([model(v).float().softmax(-1) for v in views]).mean(0)
+                out.append(p.clamp_min(1e-12).log().cpu())
+            else:
+                out.append(model(x).float().cpu())
+    return torch.cat(out) if out else torch.empty(0, 0)
+
+
+def _val_metrics(model, x, y, device, bf16) -> tuple[float, float]:
+    if len(x) == 0:
+        return float("nan"), float("nan")
+    model.eval()
+    logits = predict_logits(model, x, device=device, bf16=bf16)
+    return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
+
+
+def default_out_dir(model: str) -> Path:
+    return Path("runs") / f"{model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def train(cfg: TrainConfig | None = None, *, out: str | os.PathLike | None = None,
+          dataset: Dataset | None = None, resume: bool = False, force: bool = False,
+          on_progress: Callable[[Progress], None] | None = None,
+          on_epoch: Callable[[dict], None] | None = None,
+          evaluate_test: bool = True) -> dict:
+    """Train a model and write its model directory; returns a summary dict.
+
+    The summary holds ``out`` (the directory), ``history`` (per-epoch metrics), ``train_seconds``
+    and, unless ``evaluate_test`` is False, ``test`` metrics from evaluation.evaluate_dir.
+    Ctrl-C saves a checkpoint and re-raises KeyboardInterrupt; ``resume=True`` continues it.
+    """
+    cfg = (cfg or TrainConfig()).resolved()
+    out = Path(out) if out is not None else default_out_dir(cfg.model)
+    ckpt_path = out / CHECKPOINT
+    if resume:
+        if not ckpt_path.is_file():
+            raise DigitlabError(f"{out}: nothing to resume (no {CHECKPOINT})")
+        saved = json.loads((out / "train_config.json").read_text())
+        cfg = TrainConfig.from_dict(saved)  # the interrupted run's own (resolved) config
+    elif out.exists() and any(out.iterdir()) and not force:
+        hint = "use --resume to continue it" if ckpt_path.is_file() else "use --force to overwrite"
+        raise DigitlabError(f"{out}: already exists and is not empty; {hint}")
+
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    ds = dataset if dataset is not None else load_dataset(cfg.data)
+    if ds.train_images is None or len(ds.train_images) == 0:
+        raise DigitlabError(f"dataset {ds.name!r} has no training images")
+    xall, yall = ds.train_images, ds.train_labels
+    if cfg.subset:
+        xall, yall = xall[:cfg.subset], yall[:cfg.subset]
+    val_size = min(cfg.val_size, len(xall) // 10) if cfg.subset else cfg.val_size
+    xtr, ytr, xva, yva = split_train_val(xall, yall, val_size, cfg.seed)
+
+    model = create_model(cfg.model, num_classes=ds.num_classes, **cfg.model_kwargs).to(device)
+    conv = is_conv(model)
+    if conv:
+        model = model.to(memory_format=torch.channels_last)
+    bf16 = use_bf16(cfg.precision, device) and (conv or cfg.precision == "bf16")
+    opt = make_optimizer(model, cfg)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+
+    batch = min(cfg.batch_size, len(xtr))
+    steps_per_epoch = len(xtr) // batch
+    total = steps_per_epoch * cfg.epochs
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    # Data lives on the device for the whole run (MNIST is 47 MB as uint8).
+    xtr_d, ytr_d = xtr.to(device), ytr.to(device)
+
+    out.mkdir(parents=True, exist_ok=True)
+    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": [], "train_seconds": 0.0}
+    if resume:
+        state = load_checkpoint(ckpt_path, model, opt, gen)
+    else:
+        write_json(out / "train_config.json", asdict(cfg))
+
+    history: list[dict] = state["history"]
+    step = state["global_step"]
+    t_start = time.perf_counter() - state["train_seconds"]
+    epoch = state["epoch"]
+    loss_sum = correct = torch.zeros((), device=device)
+    seen = 0
+    try:
+        while epoch < cfg.epochs and step < total:
+            model.train()
+            order = _epoch_order(len(xtr), cfg.seed, epoch)
+            # running sums for the epoch (restored when resuming mid-epoch)
+            loss_sum = torch.tensor(state.get("loss_sum", 0.0), device=device)
+            correct = torch.tensor(state.get("correct", 0.0), device=device)
+            seen = state.get("seen", 0)
+            first = state["step_in_epoch"]
+            for i in range(first, steps_per_epoch):
+                if step >= total:
+                    break
+                lr = lr_at(step, total, cfg)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                idx = order[i * batch:(i + 1) * batch].to(device)
+                x = to_input(xtr_d[idx], device, False)
+                x = augment_batch(x, cfg.augment, gen)
+                if conv:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                y = ytr_d[idx]
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    logits = model(x)
+                    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                state["step_in_epoch"] = i + 1
+                # accumulate on-device; one sync per progress report, not per step
+                loss_sum += loss.detach() * len(y)
+                correct += (logits.argmax(1) == y).sum()
+                seen += len(y)
+                if on_progress and (i % 10 == 9 or i == steps_per_epoch - 1):
+                    on_progress(Progress(epoch + 1, cfg.epochs, i + 1, steps_per_epoch,
+                                         loss_sum.item() / seen, correct.item() / seen))
+            train_loss = loss_sum.item() / max(1, seen)
+            train_acc = correct.item() / max(1, seen)
+            val_loss, val_acc = _val_metrics(model, xva, yva, device, bf16)
+            epoch += 1
+            elapsed = time.perf_counter() - t_start
+            row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
+                   "val_loss": val_loss, "val_acc": val_acc, "lr": lr_at(max(0, step - 1), total, cfg),
+                   "seconds": round(elapsed, 3)}
+            history.append(row)
+            state.update(epoch=epoch, step_in_epoch=0, global_step=step, history=history,
+                         train_seconds=elapsed, loss_sum=0.0, correct=0.0, seen=0)
+            if epoch < cfg.epochs and step < total:
+                save_checkpoint(ckpt_path, model, opt, state, gen)
+            if on_epoch:
+                on_epoch(row)
+    except KeyboardInterrupt:
+        state.update(epoch=epoch, global_step=step, history=history,
+                     train_seconds=time.perf_counter() - t_start, loss_sum=loss_sum.item(),
+                     correct=correct.item(), seen=seen)
+        save_checkpoint(ckpt_path, model, opt, state, gen)
+        raise
+    train_seconds = time.perf_counter() - t_start
+
+    model.eval()
+    norm = next(m for m in model.modules() if isinstance(m, Normalize))
+    model_kwargs = {**cfg.model_kwargs, "mean": norm.mean, "std": norm.std}
+    config = build_config(
+        cfg.model, model_kwargs, ds.classes,
+        description=get_spec(cfg.model).description,
+        parameters=count_parameters(model),
+        training={**asdict(cfg), "train_seconds": round(train_seconds, 2), "steps": step,
+                  "machine": f"{platform.machine()} {os.cpu_count()} cores, "
+                             f"{torch.get_num_threads()} threads, {device.type}"},
+        dataset={"name": ds.name, "checksum": ds.checksum, "train_images": len(xtr),
+                 "val_images": len(xva), "source": ds.source},
+        history=history,
+        metrics={"val_accuracy": history[-1]["val_acc"] if history else None,
+                 "val_loss": history[-1]["val_loss"] if history else None},
+    )
+    save_model_dir(out, model.to(memory_format=torch.contiguous_format), config)
+    ckpt_path.unlink(missing_ok=True)
+    (out / "train_config.json").unlink(missing_ok=True)
+    summary = {"out": str(out), "history": history, "train_seconds": train_seconds,
+               "config": asdict(cfg)}
+    if evaluate_test and ds.test_images is not None:
+        from .evaluation import evaluate_dir
+        summary["test"] = evaluate_dir(out, ds, tta=cfg.tta, device=str(device))["test"]
+    return summary
+

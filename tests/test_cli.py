@@ -1,0 +1,81 @@
+"""CLI smoke tests: each subcommand on tiny runs, and bad arguments giving one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from digitlab.cli import main
+
+
+def run_cli(*args):
+    p = subprocess.run([sys.executable, "-m", "digitlab.cli", *map(str, args)],
+                       capture_output=True, text=True, timeout=300)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_models_lists_the_zoo(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in ("dense", "mlp100", "mlp128x64", "mlp150x50", "convnet", "cnn"):
+        assert name in out
+    assert main(["models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["name"]: r["parameters"] for r in rows}["mlp100"] == 79510
+
+
+def test_train_then_evaluate_smoke(tmp_path):
+    out = tmp_path / "run"
+    code, stdout, stderr = run_cli("train", "--model", "mlp100", "--subset", "2000", "--epochs", "2",
+                                   "--out", out, "--quiet")
+    assert code == 0, stderr
+    assert "test accuracy" in stdout and (out / "report.md").is_file()
+    code, stdout, _ = run_cli("evaluate", "--model-dir", out, "--json", "--no-write")
+    assert code == 0
+    assert json.loads(stdout)["test"]["accuracy"] > 0.8
+    # the same --out again refuses to overwrite silently
+    code, _, stderr = run_cli("train", "--model", "mlp100", "--subset", "500", "--max-steps", "2",
+                              "--out", out, "--quiet")
+    assert code == 2 and "--force" in stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train", "--model", "resnet9000", "--max-steps", "1"], "unknown model 'resnet9000'"),
+    (["train", "--epochs", "-3"], "must be >= 1"),
+    (["train", "--data-dir", "/no/such/dir", "--max-steps", "1"], "no such dataset folder"),
+    (["train", "--lr", "abc"], "expected a number"),
+    (["evaluate", "--model-dir", "/no/such/model"], "model directory not found"),
+    (["train", "--resume"], "--resume needs --out"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_arguments_give_one_line_errors(args, needle):
+    code, stdout, stderr = run_cli(*args)
+    assert code != 0
+    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, stderr
+    assert needle in lines[0]
+    assert "Traceback" not in stderr
+
+
+def test_ctrl_c_keeps_a_checkpoint_and_resume_finishes(tmp_path, monkeypatch, capsys):
+    import digitlab.training as training
+
+    calls = {"n": 0}
+    real = training.augment_batch
+
+    def flaky(x, level, gen):
+        calls["n"] += 1
+        if calls["n"] == 30:
+            raise KeyboardInterrupt
+        return real(x, level, gen)
+
+    monkeypatch.setattr(training, "augment_batch", flaky)
+    out = tmp_path / "c"
+    args = ["train", "--model", "mlp100", "--subset", "3000", "--epochs", "2", "--batch-size", "64",
+            "--augment", "standard", "--out", str(out), "--quiet", "--no-eval"]
+    assert main(args) == 130
+    assert "digitlab train --resume --out" in capsys.readouterr().err
+    assert (out / "checkpoint.safetensors").is_file()
+    assert main(["train", "--resume", "--out", str(out), "--quiet", "--no-eval"]) == 0
+    assert (out / "model.safetensors").is_file() and not (out / "checkpoint.safetensors").exists()

@@ -1,0 +1,129 @@
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from digitlab.artifacts import load_model
+from digitlab.errors import ConfigError, DigitlabError
+from digitlab.training import (CHECKPOINT, TrainConfig, augment_batch, lr_at, predict_logits,
+                               train)
+
+
+def test_short_real_mnist_run_reaches_accuracy_bar(mnist, tmp_path):
+    s = train(TrainConfig(model="mlp100", epochs=1, seed=0), out=tmp_path / "m", dataset=mnist)
+    assert s["test"]["accuracy"] >= 0.95
+    assert len(s["history"]) == 1 and s["history"][0]["val_acc"] >= 0.94
+    assert (tmp_path / "m" / "metrics.json").is_file()
+    assert not (tmp_path / "m" / CHECKPOINT).exists()  # removed once the run completes
+
+
+@pytest.mark.slow
+def test_cnn_short_run_reaches_98_percent(mnist, tmp_path):
+    s = train(TrainConfig(model="cnn", epochs=1, seed=0), out=tmp_path / "c", dataset=mnist,
+              evaluate_test=False)
+    m, _ = load_model(tmp_path / "c")
+    acc = (predict_logits(m, mnist.test_images).argmax(1) == mnist.test_labels).float().mean().item()
+    assert acc >= 0.98, acc
+
+
+def _cfg(**kw):
+    base = dict(model="cnn", model_kwargs={"widths": [8, 16, 16]}, epochs=3, batch_size=64,
+                subset=1200, val_size=200, seed=5, augment="robust")
+    return TrainConfig(**{**base, **kw})
+
+
+def test_same_seed_same_metrics(mnist, tmp_path):
+    a = train(_cfg(), out=tmp_path / "a", dataset=mnist, evaluate_test=False)
+    b = train(_cfg(), out=tmp_path / "b", dataset=mnist, evaluate_test=False)
+    c = train(_cfg(seed=6), out=tmp_path / "c", dataset=mnist, evaluate_test=False)
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(a["history"]) == strip(b["history"])
+    assert strip(a["history"]) != strip(c["history"])
+
+
+def test_resume_after_interrupt_continues_from_checkpoint(mnist, tmp_path):
+    full = train(_cfg(), out=tmp_path / "full", dataset=mnist, evaluate_test=False)
+    seen = []
+
+    def interrupt(p):
+        seen.append((p.epoch, p.step))
+        if p.epoch == 2 and p.step >= 10:
+            raise KeyboardInterrupt  # what Ctrl-C does mid-epoch
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(), out=tmp_path / "cut", dataset=mnist, on_progress=interrupt, evaluate_test=False)
+    ckpt = tmp_path / "cut" / CHECKPOINT
+    assert ckpt.is_file() and not (tmp_path / "cut" / "model.safetensors").exists()
+    assert any(k.startswith("optim.") for k in load_file(str(ckpt)))
+
+    with pytest.raises(DigitlabError, match="--resume"):
+        train(_cfg(), out=tmp_path / "cut", dataset=mnist)
+
+    resumed_steps = []
+    res = train(out=tmp_path / "cut", dataset=mnist, resume=True, evaluate_test=False,
+                on_progress=lambda p: resumed_steps.append((p.epoch, p.step)))
+    assert resumed_steps[0][0] == 2 and resumed_steps[0][1] > 10  # did not start over
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(res["history"]) == strip(full["history"])  # exactly where it would have been
+    a, _ = load_model(tmp_path / "full")
+    b, _ = load_model(tmp_path / "cut")
+    for (k, v), (_, w) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(v, w), k
+    assert not ckpt.exists()
+
+
+def test_resume_without_checkpoint_is_an_error(tmp_path):
+    with pytest.raises(DigitlabError, match="nothing to resume"):
+        train(out=tmp_path, resume=True)
+
+
+def test_max_steps_and_subset_smoke(mnist, tmp_path):
+    s = train(TrainConfig(model="convnet", subset=300, batch_size=64, max_steps=3), out=tmp_path / "s",
+              dataset=mnist, evaluate_test=False)
+    cfg = load_model(tmp_path / "s")[1]
+    assert cfg["training"]["steps"] == 3 and s["history"][-1]["epoch"] == 1
+
+
+@pytest.mark.parametrize("bad, msg", [
+    (dict(epochs=-1), "epochs"), (dict(batch_size=0), "batch size"), (dict(lr=0.0), "learning rate"),
+    (dict(optimizer="rmsprop"), "unknown optimizer"), (dict(schedule="step"), "unknown schedule"),
+    (dict(augment="heavy"), "unknown augmentation"), (dict(model="nope"), "unknown model"),
+    (dict(preset="nope"), "unknown preset"), (dict(label_smoothing=1.5), "label smoothing"),
+])
+def test_invalid_config_is_refused(bad, msg):
+    with pytest.raises(ConfigError, match=msg):
+        TrainConfig(**bad).resolved()
+
+
+def test_defaults_come_from_the_model_and_flags_win():
+    cfg = TrainConfig(model="mlp100").resolved()
+    assert cfg.optimizer == "adam" and cfg.epochs >= 1
+    assert TrainConfig(model="mlp100", epochs=7).resolved().epochs == 7
+    with pytest.raises(ConfigError, match="unknown training options"):
+        TrainConfig.from_dict({"epochz": 3})
+
+
+def test_augmentation_changes_images_but_keeps_range_and_shape():
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(16, 1, 28, 28)
+    x[:, :, 8:20, 12:16] = 1.0
+    assert augment_batch(x, "none", g) is x
+    for level in ("standard", "robust"):
+        y = augment_batch(x, level, g)
+        assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1.0 + 1e-6
+        assert not torch.allclose(y, x)
+        # ink stays roughly the same amount (no digit vanishes or floods the frame)
+        ratio = y.sum((1, 2, 3)) / x.sum((1, 2, 3))
+        assert (ratio > 0.3).all() and (ratio < 3).all()
+
+
+@pytest.mark.parametrize("schedule", ["constant", "onecycle", "cosine"])
+def test_lr_schedules(schedule):
+    cfg = TrainConfig(model="mlp100", schedule=schedule, lr=0.1).resolved()
+    lrs = [lr_at(s, 100, cfg) for s in range(100)]
+    assert max(lrs) == pytest.approx(0.1)
+    if schedule == "constant":
+        assert set(lrs) == {0.1}
+    else:
+        assert lrs[0] < 0.1 and lrs[-1] < 0.01 and all(not math.isnan(v) for v in lrs)
