@@ -128,3 +128,46 @@ def load_model(directory: str | os.PathLike | None = None, device: str = "cpu"
         raise ModelDirError(f"{wpath}: weights do not match the architecture "
                             f"({first[1].strip() if len(first) > 1 else first[0]})") from None
     return model.to(device).eval(), cfg
+
+
+def make_ensemble(member_dirs: list[str | os.PathLike], out: str | os.PathLike) -> Path:
+    """Combine model directories into one ensemble directory (averaged probabilities).
+
+    The result is a model directory like any other: evaluate, predict and serve accept it.
+    """
+    if len(member_dirs) < 2:
+        raise ModelDirError("an ensemble needs at least two model directories")
+    models, configs = [], []
+    for d in member_dirs:
+        m, c = load_model(d)
+        models.append(m)
+        configs.append(c)
+    classes = configs[0]["classes"]
+    for d, c in zip(member_dirs, configs):
+        if c["classes"] != classes:
+            raise ModelDirError(f"{d}: classes {c['classes']} differ from {member_dirs[0]}'s {classes}")
+    members = []
+    for d, c in zip(member_dirs, configs):
+        if c.get("kind") == "ensemble":
+            members.extend(c["members"])  # flatten nested ensembles
+        else:
+            members.append({"architecture": c["architecture"], "model_kwargs": c["model_kwargs"],
+                            "classes": classes, "source": str(d),
+                            "val_accuracy": (c.get("metrics") or {}).get("val_accuracy")})
+    flat = []
+    for m in models:
+        flat.extend(m.members if isinstance(m, Ensemble) else [m])
+    ensemble = Ensemble(flat)
+    precisions = {c.get("training", {}).get("precision", "fp32") for c in configs}
+    cfg = build_config(
+        "ensemble", {"mean": configs[0]["model_kwargs"].get("mean"),
+                     "std": configs[0]["model_kwargs"].get("std")}, classes,
+        kind="ensemble", members=members,
+        description=f"ensemble of {len(flat)} models (mean of softmax probabilities)",
+        parameters=sum(p.numel() for p in ensemble.parameters()),
+        training={"precision": "fp32" if "fp32" in precisions else precisions.pop(),
+                  "members": [str(d) for d in member_dirs]},
+        dataset=configs[0].get("dataset", {}),
+        metrics={},
+    )
+    return save_model_dir(out, ensemble, cfg)

@@ -228,6 +228,26 @@ def cmd_evaluate(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# ensemble
+
+
+def cmd_ensemble(args) -> int:
+    from .artifacts import make_ensemble
+    from .data import load_dataset
+    from .evaluation import evaluate_dir
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise DigitlabError(f"{out}: already exists and is not empty; use --force to overwrite")
+    make_ensemble(args.model_dirs, out)
+    print(f"ensemble of {len(args.model_dirs)} models -> {out}")
+    if not args.no_eval:
+        m = evaluate_dir(out, load_dataset(args.data_dir), tta=args.tta)
+        print(f"test accuracy {100 * m['test']['accuracy']:.2f}%  loss {m['test']['loss']:.4f}  "
+              f"report: {out / 'report.md'}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # download
 
 
@@ -277,6 +297,69 @@ def cmd_serve(args) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+# ---------------------------------------------------------------------------------------------
+# predict
+
+
+def _describe(p, number: bool) -> str:
+    """One human-readable line per prediction."""
+    name = p.path if p.path is not None else "<image>"
+    if p.error:
+        return p.error if p.error.startswith(name) else f"{name}: error: {p.error}"
+    if number and p.digits is not None:
+        if p.number is None:
+            return f"{name}: no number ({p.reason})"
+        parts = " ".join(f"{'?' if d.digit is None else d.digit}:{d.confidence:.0%}"
+                         for d in p.digits)
+        tail = f"  [{p.reason}]" if p.reason else ""
+        return f"{name}: {p.number}  (per digit {parts}){tail}"
+    top = ", ".join(f"{k} {v:.1%}" for k, v in p.top_k)
+    if p.rejected:
+        return f"{name}: no digit ({p.reason})" + (f"  top-{len(p.top_k)}: {top}" if top else "")
+    return f"{name}: {p.digit}  ({p.confidence:.1%})  top-{len(p.top_k)}: {top}"
+
+
+def cmd_predict(args) -> int:
+    from .predict import Predictor, expand_inputs, row, save_stages, write_results
+    if args.output and Path(args.output).suffix.lower() not in (".csv", ".json"):
+        raise DigitlabError(f"{args.output}: --output must end in .csv or .json")
+    paths, expanded = expand_inputs(args.images)
+    if not paths:
+        raise DigitlabError(f"no images found in {' '.join(args.images)}")
+    predictor = Predictor(args.model_dir, reject_threshold=args.reject_threshold)
+    bar = None
+    if len(paths) > 3 and (expanded or sys.stderr.isatty()):
+        from tqdm import tqdm
+        bar = tqdm(total=len(paths), unit="img", desc="predicting", file=sys.stderr, leave=False)
+    try:
+        preds = predictor.predict(paths, top_k=args.top_k, number=args.number,
+                                  keep_stages=bool(args.debug_dir),
+                                  progress=bar.update if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.debug_dir:
+        used: set[str] = set()
+        for i, p in enumerate(preds):
+            if p.error:
+                continue
+            name = Path(paths[i]).stem or f"image{i}"
+            name = f"{name}-{i}" if name in used else name
+            used.add(name)
+            save_stages(p, Path(args.debug_dir) / name)
+    if args.output:
+        write_results(args.output, preds, args.number)
+    if args.json:
+        print(json.dumps([row(p, args.number) for p in preds], indent=2))
+    else:
+        for p in preds:
+            print(_describe(p, args.number))
+    failed = sum(p.error is not None for p in preds)
+    if failed:
+        _err(f"digitlab predict: {failed} of {len(preds)} images could not be read")
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="digitlab", description="Train, evaluate and serve handwritten-digit classifiers.")
     p.add_argument("--version", action="version", version=f"digitlab {__version__}")
@@ -301,6 +384,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.add_argument("--no-write", action="store_true", help="do not write metrics.json / report files")
     s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("ensemble", help="combine model directories into one (averaged probabilities)")
+    s.add_argument("model_dirs", nargs="+", metavar="DIR", help="two or more model directories")
+    s.add_argument("--out", required=True, metavar="DIR", help="ensemble model directory to write")
+    s.add_argument("--data-dir", default="mnist", metavar="DIR", help="test set for the report (default: mnist)")
+    s.add_argument("--tta", action="store_true", help="test-time augmentation in the report")
+    s.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation")
+    s.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    s.set_defaults(func=cmd_ensemble)
+
+    s = sub.add_parser("predict", help="read the digit (or number) in your images",
+                       description="Read digits in photos, scans and drawings: any size, colour "
+                                   "and position. Exit code 1 if some files could not be read.")
+    s.add_argument("images", nargs="+", metavar="IMAGE|DIR|GLOB",
+                   help="image files, folders (searched recursively) or glob patterns")
+    s.add_argument("--model-dir", metavar="DIR", help="model directory (default: the shipped model)")
+    s.add_argument("--top-k", type=_positive_int, default=3, metavar="K",
+                   help="how many candidates to show (default 3)")
+    s.add_argument("--json", action="store_true", help="print one JSON list on stdout")
+    s.add_argument("--number", action="store_true",
+                   help="read a row of digits (a whole number) left to right")
+    s.add_argument("--output", metavar="FILE", help="also write the results to FILE (.csv or .json)")
+    s.add_argument("--debug-dir", metavar="DIR",
+                   help="write the preprocessing stages of each image (what the model saw)")
+    s.add_argument("--reject-threshold", type=float, metavar="P",
+                   help="reject digits whose confidence is below P (default: the model's, "
+                        "see docs/predict.md)")
+    s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("download", help="download a public MNIST-format dataset (needs internet)")
     s.add_argument("name", help="dataset name, e.g. fashion-mnist")

@@ -59,3 +59,25 @@ def test_missing_corrupt_or_mismatched_weights(model_dir):
     w.unlink()
     with pytest.raises(ModelDirError, match="missing model.safetensors"):
         load_model(model_dir)
+
+
+def test_ensemble_is_a_model_directory(tmp_path):
+    from digitlab.artifacts import make_ensemble
+    dirs = []
+    for i, arch in enumerate(["mlp100", "dense"]):
+        torch.manual_seed(i)
+        d = tmp_path / arch
+        save_model_dir(d, create_model(arch), build_config(arch, {}, [str(c) for c in range(10)]))
+        dirs.append(d)
+    out = make_ensemble(dirs, tmp_path / "ens")
+    ens, cfg = load_model(out)
+    assert cfg["kind"] == "ensemble" and [m["architecture"] for m in cfg["members"]] == ["mlp100", "dense"]
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        expected = sum(load_model(d)[0](x).softmax(1) for d in dirs) / 2
+        assert torch.allclose(ens(x).softmax(1), expected, atol=1e-6)
+    # nested ensembles flatten
+    nested, ncfg = load_model(make_ensemble([out, dirs[0]], tmp_path / "nested"))
+    assert len(ncfg["members"]) == 3 and len(nested.members) == 3
+    with pytest.raises(ModelDirError, match="at least two"):
+        make_ensemble(dirs[:1], tmp_path / "one")
