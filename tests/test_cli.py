@@ -79,3 +79,27 @@ def test_ctrl_c_keeps_a_checkpoint_and_resume_finishes(tmp_path, monkeypatch, ca
     assert (out / "checkpoint.safetensors").is_file()
     assert main(["train", "--resume", "--out", str(out), "--quiet", "--no-eval"]) == 0
     assert (out / "model.safetensors").is_file() and not (out / "checkpoint.safetensors").exists()
+
+
+@pytest.mark.parametrize("preset", ["fast", "fast-995", "best", "robust"])
+def test_presets_smoke(tmp_path, preset, capsys):
+    out = tmp_path / preset
+    assert main(["train", "--preset", preset, "--subset", "600", "--max-steps", "2", "--out", str(out),
+                 "--quiet", "--no-eval"]) == 0
+    from digitlab.artifacts import read_config
+    from digitlab.training import PRESETS
+    cfg = read_config(out)
+    for key, value in PRESETS[preset].items():
+        if key not in ("epochs",):
+            assert cfg["training"][key] == value, key
+
+
+def test_ensemble_command(tmp_path, small_model_dir, capsys):
+    other = tmp_path / "other"
+    assert main(["train", "--model", "dense", "--subset", "3000", "--epochs", "1", "--out", str(other),
+                 "--quiet", "--no-eval"]) == 0
+    out = tmp_path / "ens"
+    assert main(["ensemble", str(small_model_dir), str(other), "--out", str(out)]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    assert (out / "metrics.json").is_file() and (out / "report.md").is_file()
+    assert main(["ensemble", str(small_model_dir), "--out", str(tmp_path / "x")]) == 2
