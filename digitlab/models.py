@@ -98,19 +98,19 @@ def dense(num_classes: int = 10, mean: float = MNIST_MEAN, std: float = MNIST_ST
 
 
 @register_model("mlp100", "784-100-10 ReLU MLP (the classic Keras tutorial)",
-                **{**_DENSE, "epochs": 5, "lr": 0.005, "batch_size": 128})
+                **{**_DENSE, "epochs": 3, "lr": 0.005})
 def mlp100(num_classes: int = 10, mean: float = MNIST_MEAN, std: float = MNIST_STD) -> nn.Module:
     return _mlp([784, 100], num_classes, mean, std)
 
 
 @register_model("mlp128x64", "784-128-64-10 ReLU MLP",
-                **{**_DENSE, "epochs": 6, "lr": 0.005})
+                **{**_DENSE, "epochs": 4, "lr": 0.005})
 def mlp128x64(num_classes: int = 10, mean: float = MNIST_MEAN, std: float = MNIST_STD) -> nn.Module:
     return _mlp([784, 128, 64], num_classes, mean, std)
 
 
 @register_model("mlp150x50", "784-150-50-10 ReLU MLP",
-                **{**_DENSE, "epochs": 6, "lr": 0.005})
+                **{**_DENSE, "epochs": 4, "lr": 0.005})
 def mlp150x50(num_classes: int = 10, mean: float = MNIST_MEAN, std: float = MNIST_STD) -> nn.Module:
     return _mlp([784, 150, 50], num_classes, mean, std)
 

@@ -1,0 +1,262 @@
+"""Load test of ``digitlab serve`` on loopback: single-image POST /api/predict requests.
+
+Starts the server in a subprocess on a free 127.0.0.1 port, then keeps ``--concurrency``
+keep-alive connections busy with a 100x100 PNG (an MNIST test digit drawn dark on white) for
+``--seconds`` or ``--max-requests``, whichever comes first. Prints requests/s, latency
+percentiles, errors and the server's memory (RSS of the server and its workers) idle, after a
+warm-up, and at the end.
+
+    python benchmarks/load.py                       # 16 connections, 30 s, 1 worker
+    python benchmarks/load.py --workers 2 --form raw --seconds 10
+
+The client is a small asyncio HTTP/1.1 loop on raw sockets: it shares the CPU with the server,
+so it has to cost far less per request than the server does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def digit_png(index: int = 0, size: int = 100) -> bytes:
+    """An MNIST test digit, dark ink on white paper, as a size x size RGB PNG."""
+    from digitlab.data import load_dataset
+
+    img = load_dataset("mnist").test_images[index].numpy()
+    paper = Image.fromarray(255 - img).resize((size, size), Image.BILINEAR).convert("RGB")
+    buf = io.BytesIO()
+    paper.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def build_request(form: str, png: bytes, port: int) -> bytes:
+    if form == "multipart":
+        boundary = uuid.uuid4().hex
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+                f"filename=\"digit.png\"\r\nContent-Type: image/png\r\n\r\n").encode() + png + \
+            f"\r\n--{boundary}--\r\n".encode()
+        ctype = f"multipart/form-data; boundary={boundary}"
+    elif form == "raw":
+        body, ctype = png, "image/png"
+    else:
+        import base64
+        body = json.dumps({"image": "data:image/png;base64," + base64.b64encode(png).decode()}).encode()
+        ctype = "application/json"
+    head = (f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    return head + body
+
+
+def process_tree(pid: int) -> list[int]:
+    """A process and all its descendants (uvicorn's worker processes)."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return found
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of the server and its workers, KiB."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time used so far by the server and its workers."""
+    ticks = 0
+    for p in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    return status, await reader.readexactly(length)
+
+
+async def hammer(port: int, request: bytes, concurrency: int, seconds: float, max_requests: int,
+                 timeout: float) -> dict:
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    sent = 0
+    deadline = time.perf_counter() + seconds
+
+    def error(kind: str):
+        errors[kind] = errors.get(kind, 0) + 1
+
+    async def connection():
+        nonlocal sent
+        reader = writer = None
+        while time.perf_counter() < deadline and sent < max_requests:
+            sent += 1
+            try:
+                if writer is None:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                t0 = time.perf_counter()
+                writer.write(request)
+                status, body = await asyncio.wait_for(read_response(reader), timeout)
+                latencies.append(time.perf_counter() - t0)
+                if status != 200:
+                    error(f"HTTP {status}")
+                elif b'"probabilities"' not in body:
+                    error("bad body")
+            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
+                error(type(exc).__name__)
+                if writer is not None:
+                    writer.close()
+                reader = writer = None
+        if writer is not None:
+            writer.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(connection() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - t0
+    lat = np.array(latencies) * 1000 if latencies else np.array([float("nan")])
+    return {"requests": len(latencies), "seconds": elapsed, "rps": len(latencies) / elapsed,
+            "p50_ms": float(np.percentile(lat, 50)), "p90_ms": float(np.percentile(lat, 90)),
+            "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max()),
+            "errors": sum(errors.values()), "error_kinds": errors}
+
+
+def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    import http.client
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"server exited with code {proc.returncode}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("GET", "/api/health")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit("server did not become ready")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model-dir", help="model directory (default: the shipped model)")
+    ap.add_argument("--concurrency", type=int, default=16, help="open connections (default 16)")
+    ap.add_argument("--seconds", type=float, default=30.0, help="test duration, s (default 30)")
+    ap.add_argument("--max-requests", type=int, default=200_000, help="stop after this many")
+    ap.add_argument("--warmup", type=float, default=3.0, help="warm-up before measuring, s")
+    ap.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
+    ap.add_argument("--form", choices=["multipart", "raw", "json"], default="multipart",
+                    help="how the image is sent (default multipart field 'file')")
+    ap.add_argument("--timeout", type=float, default=10.0, help="per-request timeout, s")
+    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = ap.parse_args(argv)
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "digitlab.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--workers", str(args.workers), "--threads", str(args.threads), "--log-level", "warning"]
+    if args.model_dir:
+        cmd += ["--model-dir", args.model_dir]
+    png = digit_png()
+    request = build_request(args.form, png, port)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_ready(port, proc)
+        time.sleep(0.5)
+        rss_idle = rss_kib(proc.pid)
+        warm = asyncio.run(hammer(port, request, args.concurrency, args.warmup, 10**9, args.timeout))
+        rss_before = rss_kib(proc.pid)
+        cpu0, client0 = cpu_seconds(proc.pid), time.process_time()
+        res = asyncio.run(hammer(port, request, args.concurrency, args.seconds, args.max_requests,
+                                 args.timeout))
+        cpu1, client1 = cpu_seconds(proc.pid), time.process_time()
+        rss_after = rss_kib(proc.pid)
+        alive = proc.poll() is None
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    growth = (rss_after - rss_before) / rss_before
+    res.update(form=args.form, png_bytes=len(png), concurrency=args.concurrency,
+               workers=args.workers, threads=args.threads, warmup_requests=warm["requests"],
+               warmup_errors=warm["errors"], rss_idle_mib=rss_idle / 1024,
+               rss_before_mib=rss_before / 1024, rss_after_mib=rss_after / 1024,
+               rss_growth=growth, server_alive=alive, cpus=os.cpu_count(),
+               server_cpu_ms_per_request=1000 * (cpu1 - cpu0) / max(1, res["requests"]),
+               client_cpu_ms_per_request=1000 * (client1 - client0) / max(1, res["requests"]),
+               load_average=os.getloadavg())
+    rows = [
+        ("request", f"POST /api/predict, {args.form}, {len(png)} B 100x100 PNG"),
+        ("server", f"{args.workers} worker(s) x {args.threads} torch thread(s), {os.cpu_count()} CPUs "
+                   "shared with the client"),
+        ("concurrency", f"{args.concurrency} keep-alive connections"),
+        ("duration", f"{res['seconds']:.1f} s (after {args.warmup:.0f} s warm-up, "
+                     f"{warm['requests']} requests)"),
+        ("requests", f"{res['requests']}"),
+        ("throughput", f"{res['rps']:.0f} requests/s"),
+        ("latency p50", f"{res['p50_ms']:.2f} ms"),
+        ("latency p90", f"{res['p90_ms']:.2f} ms"),
+        ("latency p99", f"{res['p99_ms']:.2f} ms"),
+        ("latency max", f"{res['max_ms']:.1f} ms"),
+        ("server CPU/request", f"{res['server_cpu_ms_per_request']:.2f} ms (client: "
+                               f"{res['client_cpu_ms_per_request']:.2f} ms)"),
+        ("load average", " ".join(f"{x:.1f}" for x in res["load_average"]) + " (1, 5, 15 min)"),
+        ("errors", f"{res['errors']}" + (f" {res['error_kinds']}" if res["errors"] else "")),
+        ("server RSS idle", f"{rss_idle / 1024:.1f} MiB"),
+        ("server RSS before", f"{rss_before / 1024:.1f} MiB (after warm-up)"),
+        ("server RSS after", f"{rss_after / 1024:.1f} MiB ({100 * growth:+.1f}%)"),
+        ("server alive", "yes" if alive else "NO"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print(f"| {'metric':<{width}} | value |\n|{'-' * (width + 2)}|-------|")
+    for k, v in rows:
+        print(f"| {k:<{width}} | {v} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+    return 0 if alive and res["errors"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

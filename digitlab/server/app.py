@@ -1,0 +1,139 @@
+"""The FastAPI application: ``create_app()`` wires the routes, limits, error handlers and static
+page; its lifespan loads the Predictor once, at start-up, and every request shares it.
+
+``create_app_from_env`` is the factory uvicorn imports when it runs several worker processes
+(``digitlab serve --workers N``); it reads the model directory from ``DIGITLAB_MODEL_DIR``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..artifacts import default_model_dir
+from .inputs import BodyLimitMiddleware, Limits
+from .routes import STATIC, api, page
+from .schemas import ModelInfo
+
+log = logging.getLogger("digitlab.server")
+
+MODEL_DIR_ENV = "DIGITLAB_MODEL_DIR"
+THREADS_ENV = "DIGITLAB_TORCH_THREADS"
+
+
+@dataclass
+class Settings:
+    model_dir: str | None = None         # None -> the model shipped in the package
+    reject_threshold: float | None = None  # None -> the model's own (config.json) threshold
+    # Intra-op threads for torch in this process. One request is a single 28x28 image: more
+    # threads only add synchronisation, and a server gets its parallelism from concurrent requests
+    # and worker processes. None leaves torch's setting alone (tests, embedding in another app).
+    torch_threads: int | None = None
+    limits: Limits = field(default_factory=Limits)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        threads = os.environ.get(THREADS_ENV)
+        return cls(model_dir=os.environ.get(MODEL_DIR_ENV) or None,
+                   torch_threads=int(threads) if threads else None)
+
+
+def _model_info(predictor, model_dir: Path, limits: Limits) -> ModelInfo:
+    cfg = predictor.config
+    model = getattr(predictor, "model", None)
+    return ModelInfo(
+        model_dir=str(model_dir), architecture=cfg["architecture"], kind=cfg.get("kind"),
+        model_kwargs=cfg.get("model_kwargs") or {}, classes=list(predictor.classes),
+        parameters=sum(p.numel() for p in model.parameters()) if model is not None else None,
+        reject_threshold=getattr(predictor, "reject_threshold", None),
+        metrics=cfg.get("metrics"), training=cfg.get("training"), dataset=cfg.get("dataset"),
+        input=cfg.get("input"), versions=cfg.get("versions"), limits=asdict(limits))
+
+
+def create_app(model_dir: str | os.PathLike | None = None, settings: Settings | None = None
+               ) -> FastAPI:
+    """The app; nothing is loaded until it starts (lifespan). ``model_dir`` overrides settings."""
+    settings = settings or Settings()
+    directory = Path(model_dir or settings.model_dir or default_model_dir())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        # Heavy imports here, not at module import: `digitlab --help` stays quick.
+        import torch
+
+        from ..predict import Predictor
+
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
+        predictor = Predictor(directory, reject_threshold=settings.reject_threshold)
+        app.state.predictor = predictor
+        app.state.model_info = _model_info(predictor, directory, settings.limits)
+        log.info("digitlab: loaded %s (%s)", directory, predictor.config["architecture"])
+        yield
+        app.state.predictor = None
+
+    app = FastAPI(
+        title="digitlab", version=__version__, lifespan=lifespan,
+        # /docs is served below from the swagger-ui-bundle package, so it works offline
+        # (FastAPI's default pulls Swagger UI from a CDN); ReDoc has no offline bundle: off.
+        docs_url=None, redoc_url=None,
+        description="Handwritten-digit recognition: send an image, get the digit, its "
+                    "probabilities and the 28x28 image the model saw. The page at / draws and "
+                    "uploads digits.")
+    app.state.settings = settings
+    app.state.limits = settings.limits
+    app.state.predictor = None
+    app.add_middleware(BodyLimitMiddleware, limits=settings.limits)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type")}
+                  for e in exc.errors()]
+        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
+        return JSONResponse({"detail": detail or "invalid request", "errors": errors},
+                            status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception):
+        # A bug, not a bad input: log it with its traceback, keep the worker, answer JSON.
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+    app.include_router(api)
+    app.include_router(page)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _offline_docs(app)
+    return app
+
+
+def _offline_docs(app: FastAPI) -> None:
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="digitlab API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/static/favicon.svg")
+
+
+def create_app_from_env() -> FastAPI:
+    return create_app(settings=Settings.from_env())

@@ -1,0 +1,93 @@
+"""The HTTP endpoints. Each one reads its input, calls the Predictor loaded at start-up, and maps
+the result onto a response schema; decoding, limits and inference live elsewhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from .. import __version__
+from .inputs import InputError, check_image, read_batch, read_image
+from .schemas import (BatchOut, Error, Health, ModelInfo, PredictionOut, batch_item,
+                      prediction_out)
+
+STATIC = Path(__file__).parent / "static"
+
+_IMAGE_SCHEMA = {"type": "string", "format": "binary"}
+_B64_SCHEMA = {"type": "string", "description": "data URL (data:image/png;base64,...) or base64"}
+PREDICT_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
+                                       "properties": {"file": _IMAGE_SCHEMA}}},
+    "image/*": {"schema": _IMAGE_SCHEMA},
+    "application/json": {"schema": {"type": "object", "required": ["image"],
+                                    "properties": {"image": _B64_SCHEMA}}},
+}}}
+BATCH_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["files"], "properties": {
+        "files": {"type": "array", "items": _IMAGE_SCHEMA}}}},
+    "application/json": {"schema": {"type": "object", "required": ["images"], "properties": {
+        "images": {"type": "array", "items": _B64_SCHEMA}}}},
+}}}
+ERRORS = {code: {"model": Error, "description": text} for code, text in {
+    400: "broken image, bad base64 or bad JSON",
+    413: "body, image or pixel count over the limit; too many images",
+    415: "unsupported media type",
+    422: "missing or invalid fields",
+}.items()}
+
+TopKQuery = Query(3, ge=1, le=10, description="how many of the best classes to list")
+NumberQuery = Query(False, description="read a whole number: segment the digits left to right")
+
+api = APIRouter(prefix="/api", tags=["api"])
+page = APIRouter(include_in_schema=False)
+
+
+@api.post("/predict", response_model=PredictionOut, responses=ERRORS, openapi_extra=PREDICT_BODY,
+          summary="Classify one image (multipart 'file', raw image bytes, or JSON data URL)")
+async def predict(request: Request, number: bool = NumberQuery, top_k: int = TopKQuery):
+    limits = request.app.state.limits
+    data = await read_image(request, limits)
+    check_image(data, limits)
+    pred = await run_in_threadpool(request.app.state.predictor.predict_one, data,
+                                   top_k=top_k, number=number)
+    if pred.error:
+        raise InputError(400, pred.error)
+    return prediction_out(pred, request.app.state.predictor.classes)
+
+
+@api.post("/predict/batch", response_model=BatchOut, responses=ERRORS, openapi_extra=BATCH_BODY,
+          summary="Classify several images; one result or one error per image")
+async def predict_batch(request: Request, number: bool = NumberQuery, top_k: int = TopKQuery):
+    uploads = await read_batch(request, request.app.state.limits)  # bad images carry .error
+    predictor = request.app.state.predictor
+    good = [up.data for up in uploads if up.error is None]
+    preds = iter(await run_in_threadpool(predictor.predict, good, top_k=top_k, number=number)
+                 if good else [])
+    items = [batch_item(i, up.name, up.error or next(preds), predictor.classes)
+             for i, up in enumerate(uploads)]
+    return BatchOut(count=len(items), results=items)
+
+
+@api.get("/health", response_model=Health, summary="Liveness")
+async def health(request: Request):
+    return Health(status="ok", model_loaded=getattr(request.app.state, "predictor", None) is not None,
+                  version=__version__)
+
+
+@api.get("/model", response_model=ModelInfo, summary="The loaded model: architecture, metrics, "
+                                                     "training config")
+async def model_info(request: Request):
+    return request.app.state.model_info
+
+
+@page.get("/")
+async def index():
+    # The page's own policy: every script, style and request stays on this server.
+    return FileResponse(STATIC / "index.html", headers={
+        "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
+                                   "style-src 'self'; script-src 'self'; connect-src 'self'; "
+                                   "object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+        "Cache-Control": "no-cache"})

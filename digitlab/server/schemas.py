@@ -1,0 +1,119 @@
+"""Pydantic request and response models of the HTTP API (they are also what /docs shows)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..predict import png_base64
+
+
+class ImageJSON(BaseModel):
+    """One image as JSON: what ``canvas.toDataURL()`` gives, or plain base64 of the file bytes."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"image": "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAA..."}]})
+
+    image: str = Field(min_length=1, description="data URL (data:image/png;base64,...) or base64")
+
+
+class BatchJSON(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    images: list[str] = Field(min_length=1, description="data URLs or base64 strings")
+
+
+class TopK(BaseModel):
+    digit: int
+    label: str
+    probability: float
+
+
+class PredictionOut(BaseModel):
+    """The result for one image (or, in number mode, for one digit of it)."""
+
+    digit: int | None = Field(description="predicted class index; null when rejected")
+    label: str | None = Field(description="class name of `digit` (the digit as text for MNIST)")
+    confidence: float = Field(description="softmax probability of the top class")
+    probabilities: list[float] = Field(description="one per class, summing to 1; empty when the "
+                                                   "model did not run (no ink found; number mode "
+                                                   "gives them per digit)")
+    top_k: list[TopK]
+    rejected: bool = Field(description="true when the model is not confident enough or the image "
+                                       "holds no digit; `reason` says why")
+    reason: str | None = None
+    image: str | None = Field(None, description="the 28x28 image the model saw, as a PNG data URL")
+    number: str | None = Field(None, description="number mode: the digits read left to right")
+    digits: list[PredictionOut] | None = Field(None, description="number mode: one result per digit")
+
+
+class BatchItem(BaseModel):
+    """One image of a batch: a result, or the error that image alone produced."""
+
+    index: int
+    filename: str | None = None
+    ok: bool
+    result: PredictionOut | None = None
+    error: str | None = None
+    status: int | None = Field(None, description="the HTTP status this error would have had alone")
+
+
+class BatchOut(BaseModel):
+    count: int
+    results: list[BatchItem]
+
+
+class Health(BaseModel):
+    status: str
+    model_loaded: bool
+    version: str
+
+
+class ModelInfo(BaseModel):
+    model_dir: str
+    architecture: str
+    kind: str | None = None
+    model_kwargs: dict[str, Any] = {}
+    classes: list[str]
+    parameters: int | None = None
+    reject_threshold: float | None = None
+    metrics: dict[str, Any] | None = None
+    training: dict[str, Any] | None = Field(None, description="the training config the model was "
+                                                              "trained with")
+    dataset: Any = None
+    input: dict[str, Any] | None = None
+    versions: dict[str, Any] | None = None
+    limits: dict[str, int] = Field(description="this server's request limits")
+
+
+class Error(BaseModel):
+    detail: str = Field(description="what went wrong, for a person to read")
+    errors: list[dict[str, Any]] | None = Field(None, description="field errors (422 only)")
+
+
+def prediction_out(pred, classes: list[str]) -> PredictionOut:
+    """A ``digitlab.predict.Prediction`` as the API shows it."""
+    def label(i):
+        return classes[i] if i is not None and 0 <= i < len(classes) else None
+
+    return PredictionOut(
+        digit=pred.digit, label=label(pred.digit), confidence=float(pred.confidence),
+        probabilities=[float(p) for p in pred.probabilities],
+        top_k=[TopK(digit=int(i), label=label(int(i)), probability=float(p)) for i, p in pred.top_k],
+        rejected=bool(pred.rejected), reason=pred.reason,
+        image="data:image/png;base64," + png_base64(pred.image) if pred.image is not None else None,
+        number=pred.number,
+        digits=[prediction_out(d, classes) for d in pred.digits] if pred.digits is not None else None,
+    )
+
+
+def batch_item(index: int, filename: str | None, outcome, classes: list[str]) -> BatchItem:
+    """One entry of a batch answer: ``outcome`` is the image's Prediction, or the HTTP error
+    (anything with ``status_code`` and ``detail``) that refused it before the model ran."""
+    if hasattr(outcome, "status_code"):
+        return BatchItem(index=index, filename=filename, ok=False, error=str(outcome.detail),
+                         status=outcome.status_code)
+    if outcome.error:
+        return BatchItem(index=index, filename=filename, ok=False, error=outcome.error, status=400)
+    return BatchItem(index=index, filename=filename, ok=True, result=prediction_out(outcome, classes))

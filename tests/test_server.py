@@ -1,0 +1,442 @@
+"""The web service through FastAPI's TestClient: every endpoint, input form, limit and error."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+import zlib
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from digitlab import cli
+from digitlab.predict import Predictor
+from digitlab.server import Limits, Settings, create_app
+
+SMALL_LIMITS = Limits(max_upload_bytes=20_000, max_batch_bytes=60_000, max_pixels=250_000,
+                      max_batch=4)
+
+
+def png_bytes(img: Image.Image, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def paper_digit(img28: np.ndarray, size: int = 100) -> Image.Image:
+    """An MNIST digit as dark ink on white paper, the way a user's image looks."""
+    return Image.fromarray(255 - img28).resize((size, size), Image.BILINEAR).convert("RGB")
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height (a decompression bomb's calling card)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) \
+        + chunk(b"IEND", b"")
+
+
+def data_url(data: bytes, kind: str = "image/png") -> str:
+    return f"data:{kind};base64," + base64.b64encode(data).decode()
+
+
+@pytest.fixture(scope="module")
+def digits(mnist):
+    """Three MNIST test digits as 100x100 PNGs of ink on paper, with their labels."""
+    return [(png_bytes(paper_digit(mnist.test_images[i].numpy())), int(mnist.test_labels[i]))
+            for i in range(3)]
+
+
+@pytest.fixture(scope="module")
+def client(small_model_dir):
+    with TestClient(create_app(small_model_dir)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def tight(small_model_dir):
+    """An app with small limits, so the limit tests send small bodies."""
+    with TestClient(create_app(small_model_dir, Settings(limits=SMALL_LIMITS))) as c:
+        yield c
+
+
+def assert_error(r: httpx.Response, status: int, *words: str):
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.headers["content-type"].startswith("application/json")
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) and detail
+    for w in words:
+        assert w.lower() in detail.lower(), detail
+
+
+def assert_prediction(body: dict):
+    probs = body["probabilities"]
+    assert len(probs) == 10 and abs(sum(probs) - 1) < 1e-4
+    assert body["digit"] == int(np.argmax(probs)) and body["label"] == str(body["digit"])
+    assert body["confidence"] == pytest.approx(max(probs))
+    assert [t["digit"] for t in body["top_k"]] == list(np.argsort(probs)[::-1][:len(body["top_k"])])
+    assert body["rejected"] is False and body["reason"] is None
+    seen = Image.open(io.BytesIO(base64.b64decode(body["image"].split(",", 1)[1])))
+    assert seen.format == "PNG" and seen.size == (28, 28)
+
+
+# ---- the service --------------------------------------------------------------------------------
+
+def test_health(client):
+    assert client.get("/api/health").json() == {"status": "ok", "model_loaded": True,
+                                                "version": __import__("digitlab").__version__}
+
+
+def test_model_info(client, small_model_dir):
+    info = client.get("/api/model").json()
+    assert info["architecture"] == "mlp100" and info["model_dir"] == str(small_model_dir)
+    assert info["classes"] == [str(i) for i in range(10)]
+    assert info["parameters"] > 0 and 0 <= info["reject_threshold"] <= 1
+    assert info["training"]["epochs"] == 1 and info["training"]["model"] == "mlp100"
+    assert "val_accuracy" in info["metrics"]
+    assert info["limits"]["max_upload_bytes"] == 5 * 1024 * 1024
+
+
+def test_model_is_loaded_once(small_model_dir, digits, monkeypatch):
+    loads = []
+    real_init = Predictor.__init__
+    monkeypatch.setattr(Predictor, "__init__",
+                        lambda self, *a, **k: (loads.append(1), real_init(self, *a, **k))[1])
+    app = create_app(small_model_dir)
+    assert loads == []  # nothing happens at import or construction
+    with TestClient(app) as c:
+        for _ in range(3):
+            assert c.post("/api/predict", content=digits[0][0],
+                          headers={"content-type": "image/png"}).status_code == 200
+    assert loads == [1]
+
+
+def test_predict_multipart_matches_the_library(client, small_model_dir, digits):
+    data, label = digits[0]
+    r = client.post("/api/predict", files={"file": ("seven.png", data, "image/png")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert_prediction(body)
+    assert body["digit"] == label
+    # The service runs exactly the library's preprocessing and model.
+    lib = Predictor(small_model_dir).predict_one(data)
+    assert body["probabilities"] == pytest.approx(lib.probabilities, abs=1e-6)
+    assert len(body["top_k"]) == 3 and body["number"] is None and body["digits"] is None
+
+
+@pytest.mark.parametrize("form", ["raw", "octet-stream", "json-data-url", "json-base64",
+                                  "multipart-octet", "jpeg"])
+def test_predict_input_forms_agree(client, digits, form):
+    data, label = digits[1]
+    expected = client.post("/api/predict", files={"file": ("x.png", data, "image/png")}).json()
+    if form == "raw":
+        r = client.post("/api/predict", content=data, headers={"content-type": "image/png"})
+    elif form == "octet-stream":
+        r = client.post("/api/predict", content=data,
+                        headers={"content-type": "application/octet-stream"})
+    elif form == "json-data-url":
+        r = client.post("/api/predict", json={"image": data_url(data)})
+    elif form == "json-base64":
+        r = client.post("/api/predict", json={"image": base64.b64encode(data).decode()})
+    elif form == "multipart-octet":  # what many HTTP clients send for a file part
+        r = client.post("/api/predict", files={"file": ("x", data, "application/octet-stream")})
+    else:
+        jpeg = png_bytes(Image.open(io.BytesIO(data)), "JPEG")
+        r = client.post("/api/predict", content=jpeg, headers={"content-type": "image/jpeg"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert_prediction(body)
+    if form == "jpeg":
+        assert body["digit"] == label
+    else:
+        assert body["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-6)
+
+
+def test_predict_top_k(client, digits):
+    r = client.post("/api/predict?top_k=5", content=digits[0][0], headers={"content-type": "image/png"})
+    assert len(r.json()["top_k"]) == 5
+    probs = [t["probability"] for t in r.json()["top_k"]]
+    assert probs == sorted(probs, reverse=True)
+    assert_error(client.post("/api/predict?top_k=0", content=digits[0][0],
+                             headers={"content-type": "image/png"}), 422, "top_k")
+    assert_error(client.post("/api/predict?top_k=abc", content=digits[0][0],
+                             headers={"content-type": "image/png"}), 422, "top_k")
+
+
+def test_predict_blank_image_is_rejected_not_an_error(client):
+    r = client.post("/api/predict", content=png_bytes(Image.new("RGB", (100, 100), "white")),
+                    headers={"content-type": "image/png"})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["rejected"] is True and body["digit"] is None and body["reason"]
+
+
+def test_predict_number(client, mnist):
+    row = np.concatenate([mnist.test_images[i].numpy() for i in range(3)], axis=1)  # "721"
+    img = Image.fromarray(255 - row).resize((84 * 4, 28 * 4), Image.BILINEAR)
+    r = client.post("/api/predict?number=true", content=png_bytes(img),
+                    headers={"content-type": "image/png"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    truth = "".join(str(int(mnist.test_labels[i])) for i in range(3))
+    assert len(body["digits"]) == 3 and len(body["number"]) == 3
+    assert sum(a == b for a, b in zip(body["number"], truth)) >= 2  # a 1-epoch model may slip once
+    for d in body["digits"]:
+        assert len(d["probabilities"]) == 10 and d["image"].startswith("data:image/png;base64,")
+    assert body["number"] == "".join(d["label"] if d["digit"] is not None else "?"
+                                     for d in body["digits"])
+
+
+# ---- batch -----------------------------------------------------------------------------------
+
+def test_batch_multipart_with_errors_per_image(client, digits):
+    files = [("files", ("a.png", digits[0][0], "image/png")),
+             ("files", ("broken.png", b"\x89PNG\r\n\x1a\nnot really", "image/png")),
+             ("files", ("notes.txt", b"hello", "text/plain")),
+             ("files", ("c.png", digits[2][0], "image/png"))]
+    r = client.post("/api/predict/batch", files=files)
+    assert r.status_code == 200, r.text
+    res = r.json()["results"]
+    assert r.json()["count"] == 4 and [x["index"] for x in res] == [0, 1, 2, 3]
+    assert [x["ok"] for x in res] == [True, False, False, True]
+    assert [x["filename"] for x in res] == ["a.png", "broken.png", "notes.txt", "c.png"]
+    assert res[1]["status"] == 400 and res[1]["error"] and res[1]["result"] is None
+    assert res[2]["status"] == 415
+    assert res[0]["result"]["digit"] == digits[0][1] and res[3]["result"]["digit"] == digits[2][1]
+    single = client.post("/api/predict", content=digits[2][0], headers={"content-type": "image/png"})
+    assert res[3]["result"]["probabilities"] == pytest.approx(single.json()["probabilities"], abs=1e-5)
+
+
+def test_batch_json(client, digits):
+    r = client.post("/api/predict/batch?top_k=2", json={"images": [data_url(d) for d, _ in digits]
+                                                        + ["@@not base64@@"]})
+    assert r.status_code == 200, r.text
+    res = r.json()["results"]
+    assert [x["ok"] for x in res] == [True, True, True, False]
+    assert [x["result"]["digit"] for x in res[:3]] == [y for _, y in digits]
+    assert all(len(x["result"]["top_k"]) == 2 for x in res[:3])
+    assert res[3]["status"] == 400 and "base64" in res[3]["error"]
+
+
+def test_batch_limits_and_forms(tight, digits):
+    small = png_bytes(Image.open(io.BytesIO(digits[0][0])).convert("L").resize((40, 40)))
+    too_many = [("files", (f"{i}.png", small, "image/png")) for i in range(5)]
+    assert_error(tight.post("/api/predict/batch", files=too_many), 413, "too many")
+    assert_error(tight.post("/api/predict/batch", json={"images": [data_url(small)] * 5}), 413,
+                 "too many")
+    assert_error(tight.post("/api/predict/batch", json={"images": []}), 422, "images")
+    assert_error(tight.post("/api/predict/batch", files={"note": (None, "no files")}), 422, "no images")
+    assert_error(tight.post("/api/predict/batch", content=small,
+                            headers={"content-type": "image/png"}), 415, "batch")
+    # One image over the per-image limit fails alone; the others still get results.
+    big = np.random.default_rng(0).integers(0, 256, (160, 160), dtype=np.uint8)
+    files = [("files", ("ok.png", small, "image/png")),
+             ("files", ("big.png", png_bytes(Image.fromarray(big)), "image/png"))]
+    res = tight.post("/api/predict/batch", files=files).json()["results"]
+    assert res[0]["ok"] and not res[1]["ok"] and res[1]["status"] == 413
+
+
+# ---- limits and errors ------------------------------------------------------------------------
+
+def test_upload_size_limit(tight, client):
+    noise = np.random.default_rng(1).integers(0, 256, (200, 200), dtype=np.uint8)
+    big = png_bytes(Image.fromarray(noise))  # ~40 KB of incompressible pixels
+    assert len(big) > SMALL_LIMITS.max_upload_bytes
+    assert_error(tight.post("/api/predict", content=big, headers={"content-type": "image/png"}),
+                 413, "limit")
+    assert_error(tight.post("/api/predict", files={"file": ("big.png", big, "image/png")}), 413)
+    assert_error(tight.post("/api/predict", json={"image": data_url(big)}), 413)
+
+    # Far over the limit, the body is refused before it is read: from its Content-Length...
+    assert_error(tight.post("/api/predict", content=b"\0" * 200_000,
+                            headers={"content-type": "image/png"}), 413, "request body is 200000")
+    # ... or, with no Content-Length (chunked), as soon as the bytes received pass the limit.
+    def chunks():
+        for _ in range(100):
+            yield b"\0" * 10_000
+    assert_error(tight.post("/api/predict", content=chunks(), headers={"content-type": "image/png"}),
+                 413, "request body is over the limit")
+    # The default limit is 5 MB.
+    six_mb = b"\x89PNG" + b"\0" * (6 * 1024 * 1024)
+    assert_error(client.post("/api/predict", content=six_mb, headers={"content-type": "image/png"}),
+                 413)
+
+
+def test_decompression_bombs_are_refused_from_the_header(client, tight):
+    bomb = png_header(30_000, 30_000)  # 900 Mpx declared in a ~100-byte file
+    assert len(bomb) < 200
+    assert_error(client.post("/api/predict", content=bomb, headers={"content-type": "image/png"}),
+                 413, "pixels")
+    assert_error(client.post("/api/predict", json={"image": data_url(bomb)}), 413, "pixels")
+    # The pixel limit is configurable: 600x600 is over the tight app's 250,000.
+    ok_size = png_bytes(Image.new("L", (600, 600), 255))
+    assert_error(tight.post("/api/predict", content=ok_size, headers={"content-type": "image/png"}),
+                 413, "600x600")
+
+
+@pytest.mark.parametrize("headers,content,words", [
+    ({"content-type": "text/plain"}, b"7", ["text/plain"]),
+    ({"content-type": "application/pdf"}, b"%PDF-1.4", ["application/pdf"]),
+    ({}, b"\x89PNG", ["no content-type"]),
+    ({"content-type": "application/x-www-form-urlencoded"}, b"file=7", ["urlencoded"]),
+])
+def test_unsupported_media_types(client, headers, content, words):
+    assert_error(client.post("/api/predict", content=content, headers=headers), 415, *words)
+
+
+def test_unsupported_types_inside_json_and_multipart(client):
+    assert_error(client.post("/api/predict", json={"image": data_url(b"hello", "text/plain")}), 415)
+    assert_error(client.post("/api/predict", files={"file": ("a.txt", b"hello", "text/plain")}), 415)
+
+
+@pytest.mark.parametrize("kind,payload,status,words", [
+    ("image/png", b"this is not a png", 400, ["cannot read"]),
+    ("image/png", b"", 400, ["empty"]),
+    ("image/jpeg", b"\xff\xd8\xff\xe0" + b"\0" * 40, 400, []),       # JPEG header, no image
+    ("application/json", b"{not json", 400, ["invalid json"]),
+    ("application/json", b'"just a string"', 422, []),
+    ("application/json", b'{"image": 7}', 422, ["image"]),
+    ("application/json", b'{"picture": "abc"}', 422, ["image"]),
+    ("application/json", b'{"image": ""}', 422, ["image"]),
+    ("application/json", b'{"image": "data:image/png;base64,%%%"}', 400, ["base64"]),
+    ("application/json", b'{"image": "data:image/png,rawtext"}', 400, ["base64"]),
+    ("application/json", b'{"image": "data:image/png;base64"}', 400, ["data url"]),
+])
+def test_bad_inputs(client, kind, payload, status, words):
+    assert_error(client.post("/api/predict", content=payload, headers={"content-type": kind}),
+                 status, *words)
+
+
+def test_truncated_image_is_a_clean_400(client, digits):
+    data = digits[0][0]
+    assert_error(client.post("/api/predict", content=data[: len(data) // 2],
+                             headers={"content-type": "image/png"}), 400)
+
+
+def test_multipart_errors(client, digits):
+    assert_error(client.post("/api/predict", files={"other": (None, "x")}), 422, "'file'")
+    assert_error(client.post("/api/predict", files=[("file", ("a.png", digits[0][0], "image/png"))] * 2),
+                 413, "at most 1")
+    assert_error(client.post("/api/predict", content=b"--x\r\nbroken",
+                             headers={"content-type": "multipart/form-data"}), 400)
+
+
+def test_unknown_routes_and_methods_are_json(client):
+    assert_error(client.get("/api/nothing"), 404)
+    assert_error(client.get("/api/predict"), 405)
+    assert_error(client.put("/api/health"), 405)
+
+
+def test_no_input_makes_a_500_or_kills_the_app(client, digits):
+    rng = np.random.default_rng(0)
+    good = digits[0][0]
+    bodies = [rng.bytes(int(rng.integers(0, 3000))) for _ in range(20)]
+    bodies += [good[:n] + rng.bytes(40) + good[n + 40:] for n in rng.integers(8, len(good) - 40, 20)]
+    bodies += [png_header(int(w), int(h)) for w, h in rng.integers(0, 70_000, (10, 2))]
+    for body in bodies:
+        for kind in ("image/png", "image/gif", "application/json"):
+            r = client.post("/api/predict", content=body, headers={"content-type": kind})
+            assert r.status_code in (200, 400, 413, 415, 422), (r.status_code, r.text)
+            json.loads(r.text)
+    assert client.get("/api/health").json()["status"] == "ok"
+    assert client.post("/api/predict", content=good, headers={"content-type": "image/png"}).status_code == 200
+
+
+# ---- page and docs ------------------------------------------------------------------------------
+
+def test_page_is_self_contained(client):
+    r = client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    csp = r.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "script-src 'self'" in csp
+    html = r.text
+    for needle in ('<canvas id="pad"', 'id="brush"', 'id="undo"', 'id="clear"', 'id="number-mode"',
+                   'id="file"', 'id="chart"', 'id="seen"', 'name="viewport"'):
+        assert needle in html, needle
+    import re
+    refs = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert refs and all(u.startswith("/") for u in refs), refs  # nothing from another host
+    for asset, kind in (("/static/app.js", "javascript"), ("/static/style.css", "text/css"),
+                        ("/static/favicon.svg", "image/svg+xml")):
+        a = client.get(asset)
+        assert a.status_code == 200 and kind in a.headers["content-type"], asset
+        if not asset.endswith(".svg"):  # (an SVG names its XML namespace with a URL)
+            assert "http://" not in a.text and "https://" not in a.text, asset
+    js = client.get("/static/app.js").text
+    for api in ("pointerdown", "pointermove", "pointerup", "/api/predict", "number=true",
+                "dragover", "drop", "toDataURL"):
+        assert api in js, api
+
+
+def test_openapi_documents_the_api(client):
+    spec = client.get("/openapi.json").json()
+    predict = spec["paths"]["/api/predict"]["post"]
+    assert set(predict["requestBody"]["content"]) == {"multipart/form-data", "image/*",
+                                                      "application/json"}
+    assert {"200", "400", "413", "415", "422"} <= set(predict["responses"])
+    assert {p["name"] for p in predict["parameters"]} == {"number", "top_k"}
+    assert {"/api/predict/batch", "/api/health", "/api/model"} <= set(spec["paths"])
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    # offline: every asset the docs page loads is served by the app itself
+    assert "http://" not in docs.text and "https://" not in docs.text.replace("https://github.com", "")
+    for asset in ("/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css"):
+        assert asset in docs.text and client.get(asset).status_code == 200
+
+
+# ---- the serve command --------------------------------------------------------------------------
+
+def test_serve_refuses_a_bad_model_dir(tmp_path, capsys):
+    assert cli.main(["serve", "--model-dir", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "model directory not found" in err
+
+
+def test_serve_refuses_a_busy_port(small_model_dir, capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert cli.main(["serve", "--model-dir", str(small_model_dir), "--port", str(port)]) == 2
+    assert "cannot listen" in capsys.readouterr().err
+
+
+def test_serve_runs_workers(small_model_dir, digits, tmp_path):
+    """`digitlab serve --workers 2` (the import-string path) answers on a real socket."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "digitlab.cli", "serve", "--model-dir",
+                             str(small_model_dir), "--port", str(port), "--workers", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                if httpx.get(base + "/api/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.2)
+        assert httpx.get(base + "/api/model").json()["model_dir"] == str(small_model_dir)
+        r = httpx.post(base + "/api/predict", files={"file": ("d.png", digits[0][0], "image/png")})
+        assert r.status_code == 200 and r.json()["digit"] == digits[0][1]
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    assert "serving" in proc.stdout.read()
