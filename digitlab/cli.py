@@ -309,8 +309,8 @@ def _describe(p, number: bool) -> str:
     if number and p.digits is not None:
         if p.number is None:
             return f"{name}: no number ({p.reason})"
-        parts = " ".join(f"{'?' if d.digit is None else d.digit}:{d.confidence:.0%}"
-                         for d in p.digits)
+        parts = " ".join(f"{d.top_k[0][0] if d.top_k else '?'}:{d.confidence:.0%}"
+                         f"{' (unsure)' if d.rejected else ''}" for d in p.digits)
         tail = f"  [{p.reason}]" if p.reason else ""
         return f"{name}: {p.number}  (per digit {parts}){tail}"
     top = ", ".join(f"{k} {v:.1%}" for k, v in p.top_k)

@@ -1,0 +1,428 @@
+"""Accuracy on the images people actually have: MNIST test digits re-rendered as user images.
+
+Builds realistic test sets deterministically from a seed - dark ink on white or tinted paper,
+coloured pens, big canvases, off-centre, rotated, thick and thin strokes, sensor noise, JPEG
+artefacts, transparent canvas PNGs, uneven lighting, digits printed in the machine's fonts,
+multi-digit strips, blank and junk images, clean MNIST - runs them through ``Predictor`` and
+prints one table row per set.
+
+    python benchmarks/realworld.py                       # shipped model, 500 images per set
+    python benchmarks/realworld.py --model-dir runs/cnn --n 200
+    python benchmarks/realworld.py --sweep               # choose the rejection threshold on
+                                                         # MNIST *train* digits vs junk (seed+1)
+
+The renderers are plain functions of (numpy Generator, ...) so tests reuse them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import io
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+PAPERS = [(255, 255, 255), (250, 248, 240), (245, 240, 200), (225, 235, 250), (235, 235, 235),
+          (255, 230, 235), (220, 245, 220), (200, 200, 200)]
+PENS = [(0, 0, 0), (20, 30, 120), (0, 60, 200), (180, 20, 20), (0, 110, 40), (90, 20, 120),
+        (60, 60, 60)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Renderers
+
+
+def pen_mask(digit: np.ndarray, height: int, level: float = 0.45) -> np.ndarray:
+    """An MNIST digit as a smooth pen stroke ``height`` px tall, or wide if it is wider than
+    tall (float in [0, 1]).
+
+    The 28x28 digit is cropped, upscaled bicubically and thresholded at ``level`` with a soft
+    edge: a low level gives a thick marker, a high level a thin pen.
+    """
+    ys, xs = np.nonzero(digit > 20)
+    crop = digit[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    f = height / max(crop.shape)
+    w, h = max(1, round(crop.shape[1] * f)), max(1, round(crop.shape[0] * f))
+    big = np.asarray(Image.fromarray(crop).resize((w, h), Image.Resampling.BICUBIC),
+                     dtype=np.float32) / 255.0
+    edge = max(0.04, 1.2 / f)  # ~1 px of anti-aliasing at the new scale
+    return np.clip((big - level) / edge + 0.5, 0.0, 1.0)
+
+
+def paste(canvas: np.ndarray, mask: np.ndarray, x: int, y: int, colour) -> None:
+    """Blend a pen mask in ``colour`` onto an RGB float canvas at (x, y), clipped."""
+    h, w = mask.shape
+    H, W = canvas.shape[:2]
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)
+    if x1 <= x0 or y1 <= y0:
+        return
+    m = mask[y0 - y:y1 - y, x0 - x:x1 - x, None]
+    canvas[y0:y1, x0:x1] = canvas[y0:y1, x0:x1] * (1 - m) + np.asarray(colour, np.float32) * m
+
+
+def rotate(mask: np.ndarray, degrees: float) -> np.ndarray:
+    img = Image.fromarray((mask * 255).astype(np.uint8))
+    return np.asarray(img.rotate(degrees, Image.Resampling.BICUBIC, expand=True),
+                      dtype=np.float32) / 255.0
+
+
+def paper(rng: np.random.Generator, h: int, w: int, colour=None) -> np.ndarray:
+    c = colour if colour is not None else PAPERS[rng.integers(len(PAPERS))]
+    return np.ones((h, w, 3), np.float32) * np.asarray(c, np.float32)
+
+
+def lighting(rng: np.random.Generator, canvas: np.ndarray, strength: float) -> np.ndarray:
+    """Uneven illumination: a tilted plane times a soft shadow blob (multiplicative)."""
+    h, w = canvas.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    a = rng.uniform(-1, 1, 2)
+    plane = 1 - strength * 0.5 * (1 + (a[0] * (xx / w - 0.5) + a[1] * (yy / h - 0.5)))
+    cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0.3, 0.8) * max(h, w)
+    shadow = 1 - strength * 0.4 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))
+    return canvas * (plane * shadow)[:, :, None]
+
+
+def finish(rng: np.random.Generator, canvas: np.ndarray, noise: float = 0.0,
+           blur: float = 0.0, jpeg: int | None = None, fmt: str = "PNG") -> bytes:
+    """Sensor noise (sd in 0..255 units), optical blur, then encode (JPEG quality or PNG)."""
+    if noise:
+        canvas = canvas + rng.normal(0, noise, canvas.shape).astype(np.float32)
+    img = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
+    if blur:
+        img = img.filter(ImageFilter.GaussianBlur(blur))
+    buf = io.BytesIO()
+    if jpeg is not None:
+        img.save(buf, "JPEG", quality=int(jpeg))
+    else:
+        img.save(buf, fmt)
+    return buf.getvalue()
+
+
+def user_digit(rng: np.random.Generator, digit: np.ndarray, style: str) -> Any:
+    """Render one MNIST digit the way people hand digits in. Returns encoded bytes."""
+    if style == "ink_on_white":
+        H, W = rng.integers(150, 600, 2)
+        h = int(min(H, W) * rng.uniform(0.4, 0.8))
+        m = pen_mask(digit, h, rng.uniform(0.35, 0.55))
+        c = paper(rng, H, W, (255, 255, 255))
+        paste(c, m, (W - m.shape[1]) // 2, (H - m.shape[0]) // 2, (0, 0, 0))
+        return finish(rng, c, noise=2)
+    if style == "tinted_colour_pen":
+        H, W = rng.integers(150, 500, 2)
+        h = int(min(H, W) * rng.uniform(0.4, 0.8))
+        m = pen_mask(digit, h, rng.uniform(0.35, 0.55))
+        c = paper(rng, H, W)
+        paste(c, m, int(rng.uniform(0.05, 0.95) * (W - m.shape[1])),
+              int(rng.uniform(0.05, 0.95) * (H - m.shape[0])), PENS[rng.integers(len(PENS))])
+        return finish(rng, c, noise=3)
+    if style == "big_canvas_off_centre":
+        H, W = rng.integers(900, 1600, 2)
+        h = int(min(H, W) * rng.uniform(0.12, 0.35))
+        m = pen_mask(digit, h, rng.uniform(0.35, 0.55))
+        c = paper(rng, H, W)
+        paste(c, m, int(rng.uniform(0.02, 0.98) * (W - m.shape[1])),
+              int(rng.uniform(0.02, 0.98) * (H - m.shape[0])), PENS[rng.integers(len(PENS))])
+        return finish(rng, c, noise=2, jpeg=int(rng.integers(80, 95)))
+    if style == "rotated":
+        H = W = int(rng.integers(200, 400))
+        m = rotate(pen_mask(digit, int(H * 0.6), 0.45), rng.uniform(-12, 12))
+        c = paper(rng, H, W)
+        paste(c, m, (W - m.shape[1]) // 2, (H - m.shape[0]) // 2, PENS[rng.integers(len(PENS))])
+        return finish(rng, c, noise=2)
+    if style in ("thick", "thin"):
+        H = W = int(rng.integers(200, 500))
+        level = rng.uniform(0.12, 0.25) if style == "thick" else rng.uniform(0.7, 0.85)
+        m = pen_mask(digit, int(H * rng.uniform(0.5, 0.8)), level)
+        if style == "thick" and rng.random() < 0.5:
+            k = 2 * int(H / 60) + 1  # a broad marker
+            m = np.asarray(Image.fromarray((m * 255).astype(np.uint8)).filter(
+                ImageFilter.MaxFilter(k)), np.float32) / 255.0
+        c = paper(rng, H, W)
+        paste(c, m, (W - m.shape[1]) // 2, (H - m.shape[0]) // 2, PENS[rng.integers(len(PENS))])
+        return finish(rng, c, noise=2)
+    if style == "noise_jpeg":
+        H = W = int(rng.integers(150, 400))
+        m = pen_mask(digit, int(H * rng.uniform(0.5, 0.8)), rng.uniform(0.35, 0.55))
+        c = paper(rng, H, W)
+        paste(c, m, int(rng.uniform(0.1, 0.9) * (W - m.shape[1])),
+              int(rng.uniform(0.1, 0.9) * (H - m.shape[0])), PENS[rng.integers(len(PENS))])
+        return finish(rng, c, noise=rng.uniform(8, 20), blur=rng.uniform(0, 1.2),
+                      jpeg=int(rng.integers(25, 60)))
+    if style == "transparent_canvas":
+        H = W = int(rng.choice([200, 280, 400]))
+        m = pen_mask(digit, int(H * rng.uniform(0.5, 0.8)), rng.uniform(0.35, 0.55))
+        canvas = np.zeros((H, W, 3), np.float32)
+        paste(canvas, m, (W - m.shape[1]) // 2, (H - m.shape[0]) // 2 + int(rng.integers(-20, 20)),
+              (1, 1, 1))
+        a = canvas[:, :, 0]
+        rgb = np.zeros((H, W, 3), np.float32)
+        if rng.random() < 0.3:
+            rgb[:] = 255  # white strokes on a transparent canvas (dark UI themes)
+        elif rng.random() < 0.5:
+            rgb[:] = PENS[rng.integers(len(PENS))]
+        rgba = np.dstack([rgb, a * 255]).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(rgba, "RGBA").save(buf, "PNG")
+        return buf.getvalue()
+    if style == "uneven_lighting_photo":
+        H, W = rng.integers(300, 900, 2)
+        h = int(min(H, W) * rng.uniform(0.3, 0.6))
+        m = pen_mask(digit, h, rng.uniform(0.35, 0.55))
+        c = paper(rng, H, W)
+        paste(c, m, int(rng.uniform(0.1, 0.9) * (W - m.shape[1])),
+              int(rng.uniform(0.1, 0.9) * (H - m.shape[0])), PENS[rng.integers(len(PENS))])
+        c = lighting(rng, c, rng.uniform(0.3, 0.6))
+        return finish(rng, c, noise=rng.uniform(3, 8), blur=rng.uniform(0.3, 1.0),
+                      jpeg=int(rng.integers(60, 90)))
+    raise ValueError(style)
+
+
+USER_STYLES = ("ink_on_white", "tinted_colour_pen", "big_canvas_off_centre", "rotated", "thick",
+               "thin", "noise_jpeg", "transparent_canvas", "uneven_lighting_photo")
+
+
+def find_fonts() -> list[str]:
+    """TrueType fonts installed on this machine (empty if none)."""
+    found = []
+    for pattern in ("/usr/share/fonts/**/*.ttf", "/usr/local/share/fonts/**/*.ttf",
+                    str(Path.home() / ".fonts/**/*.ttf")):
+        found += glob.glob(pattern, recursive=True)
+    return sorted(set(found))
+
+
+def font_digit(rng: np.random.Generator, fonts: list[str], label: int) -> bytes:
+    H, W = rng.integers(120, 400, 2)
+    size = int(min(H, W) * rng.uniform(0.4, 0.8))
+    font = ImageFont.truetype(fonts[rng.integers(len(fonts))], size)
+    img = Image.new("RGB", (int(W), int(H)), PAPERS[rng.integers(len(PAPERS))])
+    d = ImageDraw.Draw(img)
+    x0, y0, x1, y1 = d.textbbox((0, 0), str(label), font=font)
+    x = rng.uniform(0.1, 0.9) * max(1, W - (x1 - x0)) - x0
+    y = rng.uniform(0.1, 0.9) * max(1, H - (y1 - y0)) - y0
+    d.text((x, y), str(label), fill=PENS[rng.integers(len(PENS))], font=font)
+    return finish(rng, np.asarray(img, np.float32), noise=2)
+
+
+def digit_strip(rng: np.random.Generator, digits: list[np.ndarray],
+                rule: bool | None = None) -> bytes:
+    """Several digits side by side with visible gaps, slight vertical jitter and scale
+    differences, optionally written on a ruled line; returns PNG bytes."""
+    h = int(rng.integers(50, 110))
+    masks = [pen_mask(d, int(h * rng.uniform(0.85, 1.1)), rng.uniform(0.35, 0.55)) for d in digits]
+    gaps = [int(h * rng.uniform(0.15, 0.5)) for _ in masks]
+    margin = int(h * rng.uniform(0.3, 1.0))
+    W = 2 * margin + sum(m.shape[1] for m in masks) + sum(gaps[:-1])
+    H = int(h * 1.5) + 2 * margin
+    c = paper(rng, H, W)
+    pen = PENS[rng.integers(len(PENS))]
+    x, base = margin, margin + int(h * 1.2)
+    bottom = 0
+    for m, g in zip(masks, gaps):
+        y = base - m.shape[0] + int(rng.uniform(-0.08, 0.08) * h)
+        paste(c, m, x, y, pen)
+        bottom = max(bottom, y + m.shape[0])
+        x += m.shape[1] + g
+    if rule if rule is not None else rng.random() < 0.3:
+        t = max(1, int(h * rng.uniform(0.02, 0.05)))
+        y = bottom + int(rng.integers(-t, max(1, h // 10)))
+        x0 = int(rng.uniform(0, 0.5) * margin)
+        c[y:y + t, x0:W - x0] = np.asarray(PENS[rng.integers(len(PENS))], np.float32)
+    return finish(rng, c, noise=2)
+
+
+def junk(rng: np.random.Generator, kind: str) -> bytes:
+    """Images with no digit: blank, noise, scribbles, shapes."""
+    H, W = (int(v) for v in rng.integers(150, 500, 2))
+    if kind == "blank_paper":
+        c = lighting(rng, paper(rng, H, W), rng.uniform(0, 0.5))
+        return finish(rng, c, noise=rng.uniform(0, 6), jpeg=int(rng.integers(50, 95)))
+    if kind == "blank_uniform":
+        v = rng.integers(0, 256)
+        return finish(rng, np.full((H, W, 3), v, np.float32))
+    if kind == "noise_uniform":
+        return finish(rng, rng.uniform(0, 255, (H, W, 3)).astype(np.float32))
+    if kind == "noise_gaussian":
+        g = rng.normal(128, rng.uniform(30, 80), (H, W, 1)).astype(np.float32)
+        return finish(rng, np.repeat(g, 3, axis=2))
+    if kind == "noise_salt_pepper":
+        c = paper(rng, H, W)
+        dots = rng.random((H, W)) < rng.uniform(0.02, 0.15)
+        c[dots] = 0
+        return finish(rng, c)
+    if kind == "noise_blobs":
+        small = rng.uniform(0, 255, (max(2, H // 16), max(2, W // 16))).astype(np.float32)
+        big = np.asarray(Image.fromarray(small).resize((W, H), Image.Resampling.BICUBIC))
+        return finish(rng, np.repeat(big[:, :, None], 3, axis=2), noise=5)
+    img = Image.new("RGB", (W, H), PAPERS[rng.integers(len(PAPERS))])
+    d = ImageDraw.Draw(img)
+    pen = PENS[rng.integers(len(PENS))]
+    s = min(H, W)
+    cx, cy = W / 2 + rng.uniform(-0.2, 0.2) * W, H / 2 + rng.uniform(-0.2, 0.2) * H
+    if kind == "scribble":
+        pts = [(cx, cy)]
+        for _ in range(int(rng.integers(15, 40))):
+            pts.append((pts[-1][0] + rng.normal(0, s * 0.15), pts[-1][1] + rng.normal(0, s * 0.15)))
+        d.line(pts, fill=pen, width=max(2, int(s * rng.uniform(0.015, 0.05))), joint="curve")
+    elif kind == "filled_shape":
+        r = s * rng.uniform(0.15, 0.35)
+        box = [cx - r, cy - r * rng.uniform(0.6, 1.0), cx + r, cy + r * rng.uniform(0.6, 1.0)]
+        shape = rng.integers(3)
+        if shape == 0:
+            d.rectangle(box, fill=pen)
+        elif shape == 1:
+            d.ellipse(box, fill=pen)
+        else:
+            d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=pen)
+    elif kind == "lines_grid":
+        step = int(s * rng.uniform(0.05, 0.15))
+        width = max(1, int(s * 0.01))
+        for x in range(0, W, step):
+            d.line([(x, 0), (x, H)], fill=pen, width=width)
+        for y in range(0, H, step):
+            d.line([(0, y), (W, y)], fill=pen, width=width)
+    elif kind == "horizontal_bar":
+        r = s * rng.uniform(0.2, 0.4)
+        d.line([(cx - r, cy), (cx + r, cy)], fill=pen, width=max(2, int(s * 0.04)))
+    elif kind == "specks":
+        for _ in range(int(rng.integers(20, 120))):
+            x, y, r = rng.uniform(0, W), rng.uniform(0, H), rng.uniform(0.5, 2.5)
+            d.ellipse([x - r, y - r, x + r, y + r], fill=pen)
+    else:
+        raise ValueError(kind)
+    return finish(rng, np.asarray(img, np.float32), noise=2)
+
+
+JUNK_KINDS = ("blank_paper", "blank_uniform", "noise_uniform", "noise_gaussian",
+              "noise_salt_pepper", "noise_blobs", "scribble", "filled_shape", "lines_grid",
+              "horizontal_bar", "specks")
+
+
+# ---------------------------------------------------------------------------------------------
+# Sets and scoring
+
+
+def build_sets(images: np.ndarray, labels: np.ndarray, n: int, seed: int,
+               include_clean: bool = True) -> dict[str, tuple[list[Any], list[Any], str]]:
+    """name -> (items, labels, kind) with kind in digit | number | junk. Deterministic."""
+    rng = np.random.default_rng(seed)
+    sets: dict[str, tuple[list[Any], list[Any], str]] = {}
+    if include_clean:
+        idx = rng.choice(len(images), min(n * 4, len(images)), replace=False)
+        sets["clean_mnist (28x28 arrays)"] = (list(images[idx]), list(labels[idx]), "digit")
+    for style in USER_STYLES:
+        idx = rng.choice(len(images), n, replace=False)
+        sets[style] = ([user_digit(rng, images[i], style) for i in idx],
+                       [int(labels[i]) for i in idx], "digit")
+    fonts = find_fonts()
+    if fonts:
+        lab = [int(v) for v in rng.integers(0, 10, n)]
+        sets["printed_fonts"] = ([font_digit(rng, fonts, v) for v in lab], lab, "digit")
+    strips, texts = [], []
+    for _ in range(n):
+        k = int(rng.integers(2, 7))
+        idx = rng.choice(len(images), k, replace=False)
+        strips.append(digit_strip(rng, [images[i] for i in idx]))
+        texts.append("".join(str(int(labels[i])) for i in idx))
+    sets["multi_digit_strips"] = (strips, texts, "number")
+    kinds = [JUNK_KINDS[i % len(JUNK_KINDS)] for i in range(n)]
+    sets["junk (blank, noise, scribbles, shapes)"] = ([junk(rng, k) for k in kinds], kinds, "junk")
+    return sets
+
+
+def score(predictor, items: list[Any], labels: list[Any], kind: str) -> dict[str, float]:
+    preds = predictor.predict(items, number=(kind == "number"))
+    n = len(preds)
+    rejected = sum(p.rejected or p.error is not None for p in preds) / n
+    if kind == "junk":
+        return {"n": n, "metric": rejected, "rejected": rejected}
+    if kind == "number":
+        exact = sum(p.number == t for p, t in zip(preds, labels)) / n
+        return {"n": n, "metric": exact, "rejected": rejected}
+    top1 = sum(bool(p.top_k) and p.top_k[0][0] == t for p, t in zip(preds, labels)) / n
+    answered = sum(p.digit == t for p, t in zip(preds, labels)) / n
+    return {"n": n, "metric": top1, "answered_correct": answered, "rejected": rejected}
+
+
+def sweep(predictor, images, labels, n: int, seed: int) -> list[tuple[float, float, float]]:
+    """Rejection trade-off on validation-like data: MNIST *training* digits re-rendered in every
+    user style plus clean, against junk from a different seed than the benchmark's.
+    Returns (threshold, clean digits rejected, all digits rejected, junk accepted) rows."""
+    sets = build_sets(images, labels, n, seed + 1)
+    digit_items = [x for name, (xs, _, k) in sets.items() if k == "digit" for x in xs]
+    n_clean = len(sets["clean_mnist (28x28 arrays)"][0])  # the first digit set
+    junk_items = sets["junk (blank, noise, scribbles, shapes)"][0]
+    saved = predictor.reject_threshold
+    predictor.reject_threshold = 0.0
+    try:
+        dp = predictor.predict(digit_items)
+        jp = predictor.predict(junk_items)
+    finally:
+        predictor.reject_threshold = saved
+    dconf = np.array([p.confidence if p.probabilities else -1.0 for p in dp])
+    jconf = np.array([p.confidence if p.probabilities else -1.0 for p in jp])
+    rows = []
+    for t in np.round(np.arange(0.0, 0.96, 0.05), 2):
+        # confidence -1 marks a rejection by preprocessing, so "< t" counts those too
+        rows.append((float(t), float(np.mean(dconf[:n_clean] < max(t, 1e-9))),
+                     float(np.mean(dconf < max(t, 1e-9))), float(np.mean(jconf >= max(t, 1e-9)))))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model-dir", default=None, help="model directory (default: shipped model)")
+    ap.add_argument("--n", type=int, default=500, help="images per set (clean MNIST: 4x)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sweep", action="store_true",
+                    help="print the rejection-threshold trade-off (MNIST train digits vs junk)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    args = ap.parse_args(argv)
+
+    import torch
+    torch.set_num_threads(args.threads)
+    from digitlab.data import load_dataset
+    from digitlab.predict import Predictor
+
+    predictor = Predictor(args.model_dir)
+    ds = load_dataset("mnist")
+    if args.sweep:
+        rows = sweep(predictor, ds.train_images.numpy(), ds.train_labels.numpy(), args.n,
+                     args.seed)
+        print("| threshold | clean MNIST rejected | all digit sets rejected | junk accepted |")
+        print("|---:|---:|---:|---:|")
+        for t, cr, dr, ja in rows:
+            mark = " (current)" if abs(t - predictor.reject_threshold) < 1e-9 else ""
+            print(f"| {t:.2f}{mark} | {cr:.2%} | {dr:.2%} | {ja:.2%} |")
+        return 0
+
+    x, y = ds.test_images.numpy(), ds.test_labels.numpy()
+    t0 = time.perf_counter()
+    base = predictor.predict(list(x))
+    mnist_acc = float(np.mean([bool(p.top_k) and p.top_k[0][0] == t for p, t in zip(base, y)]))
+    mnist_rej = float(np.mean([p.rejected for p in base]))
+    print(f"model: {predictor.model_dir}  reject threshold {predictor.reject_threshold:.2f}")
+    print(f"MNIST test (10,000, 28x28): accuracy {mnist_acc:.2%}, rejected {mnist_rej:.2%}\n")
+    sets = build_sets(x, y, args.n, args.seed)
+    print("| set | n | accuracy (top-1) | vs MNIST | correct & accepted | rejected |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, (items, labels, kind) in sets.items():
+        r = score(predictor, items, labels, kind)
+        if kind == "junk":
+            print(f"| {name} | {r['n']} | - | - | - | **{r['rejected']:.2%}** |")
+        elif kind == "number":
+            print(f"| {name} (whole string exact) | {r['n']} | {r['metric']:.2%} | - | - | "
+                  f"{r['rejected']:.2%} |")
+        else:
+            print(f"| {name} | {r['n']} | {r['metric']:.2%} | {(r['metric'] - mnist_acc) * 100:+.2f} "
+                  f"| {r['answered_correct']:.2%} | {r['rejected']:.2%} |")
+    print(f"\n({time.perf_counter() - t0:.0f} s; seed {args.seed})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
