@@ -4,7 +4,7 @@ For each preset: test accuracy (mean, min, max over seeds) and training seconds 
 the machine it ran on. The test set is evaluated once per run, after training; nothing is
 selected on it.
 
-    .venv/bin/python benchmarks/records.py --presets fast fast-995 --seeds 0 1 2 3 4
+    .venv/bin/python benchmarks/records.py --presets fast --seeds 0 1 2 3 4
     .venv/bin/python benchmarks/records.py --presets default --seeds 0 1 2   # the plain cnn
     .venv/bin/python benchmarks/records.py --presets best --seeds 0 1 2 --ensemble
 """
@@ -39,7 +39,7 @@ def main() -> None:
     from digitlab.training import PRESETS, TrainConfig, train
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--presets", nargs="+", default=["fast", "fast-995", "default"],
+    ap.add_argument("--presets", nargs="+", default=["fast", "default"],
                     help=f"presets ({', '.join(PRESETS)}) or 'default' for the plain cnn")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--device", default="auto")

@@ -81,7 +81,7 @@ def test_ctrl_c_keeps_a_checkpoint_and_resume_finishes(tmp_path, monkeypatch, ca
     assert (out / "model.safetensors").is_file() and not (out / "checkpoint.safetensors").exists()
 
 
-@pytest.mark.parametrize("preset", ["fast", "fast-995", "best", "robust"])
+@pytest.mark.parametrize("preset", ["fast", "best", "robust"])
 def test_presets_smoke(tmp_path, preset, capsys):
     out = tmp_path / preset
     assert main(["train", "--preset", preset, "--subset", "600", "--max-steps", "2", "--out", str(out),
