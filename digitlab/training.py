@@ -46,7 +46,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                  batch_size=128, lr=0.05, augment="standard"),
     # Shipped-model recipe: the default CNN with stroke-thickness, slant, scale and position
     # augmentation, so that it reads real drawings and photos (see docs/predict.md).
-    "robust": dict(model="cnn", epochs=10, augment="robust"),
+    "robust": dict(model="cnn", epochs=10, batch_size=256, lr=0.1, augment="robust"),
 }
 
 
