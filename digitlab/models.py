@@ -164,7 +164,7 @@ class CNN(nn.Module):
 
 
 @register_model("cnn", "default CNN: 3 conv-BN stages (32-64-128), global max pool",
-                optimizer="sgd", lr=0.1, epochs=5, batch_size=256, schedule="onecycle",
+                optimizer="sgd", lr=0.05, epochs=5, batch_size=128, schedule="onecycle",
                 augment="standard", weight_decay=5e-4, label_smoothing=0.1, precision="auto")
 def cnn(num_classes: int = 10, widths: tuple[int, ...] = (32, 64, 128), depth: int = 1,
         mean: float = MNIST_MEAN, std: float = MNIST_STD) -> nn.Module:
