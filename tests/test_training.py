@@ -21,7 +21,7 @@ def test_short_real_mnist_run_reaches_accuracy_bar(mnist, tmp_path):
 @pytest.mark.slow
 def test_cnn_short_run_reaches_98_percent(mnist, tmp_path):
     train(TrainConfig(model="cnn", epochs=1, seed=0), out=tmp_path / "c", dataset=mnist,
-              evaluate_test=False)
+          evaluate_test=False)
     m, _ = load_model(tmp_path / "c")
     acc = (predict_logits(m, mnist.test_images).argmax(1) == mnist.test_labels).float().mean().item()
     assert acc >= 0.98, acc
