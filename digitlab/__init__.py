@@ -6,27 +6,28 @@
 __version__ = "0.1.0"
 
 from .errors import ConfigError, DataError, DigitlabError, ImageError, ModelDirError  # noqa: E402
-from .data import load_dataset  # noqa: E402
-from .models import create_model, list_models  # noqa: E402
-from .artifacts import load_model  # noqa: E402
 
 __all__ = ["__version__", "load_dataset", "create_model", "list_models", "load_model",
-           "train", "evaluate", "TrainConfig", "Predictor", "preprocess",
+           "train", "evaluate", "TrainConfig", "Predictor",
            "DigitlabError", "DataError", "ModelDirError", "ImageError", "ConfigError"]
+
+# Every public name loads its module on first use: `import digitlab` (and the preprocessing
+# worker processes of `Predictor`, which import only `digitlab.preprocess`) stay free of torch.
+_LAZY = {
+    "load_dataset": "data", "create_model": "models", "list_models": "models",
+    "load_model": "artifacts", "train": "training", "TrainConfig": "training",
+    "evaluate": "evaluation", "Predictor": "predict",
+}
+# (the preprocessing function is `digitlab.preprocess.preprocess`: the name `digitlab.preprocess`
+# is its module)
 
 
 def __getattr__(name):
-    # Heavier modules load on first use, so `import digitlab` stays quick for the CLI.
-    if name in ("train", "TrainConfig"):
-        from . import training
-        return getattr(training, name)
-    if name == "evaluate":
-        from .evaluation import evaluate
-        return evaluate
-    if name == "Predictor":
-        from .predict import Predictor
-        return Predictor
-    if name == "preprocess":
-        from .preprocess import preprocess
-        return preprocess
-    raise AttributeError(name)
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'digitlab' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

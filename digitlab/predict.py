@@ -1,8 +1,10 @@
 """Prediction on real images: ``Predictor(model_dir).predict(images)`` -> one ``Prediction`` each.
 
-Every image goes through ``preprocess`` (the one MNIST-style normalisation), decoding and
-preprocessing run in a thread pool (Pillow and numpy release the GIL for the heavy parts), and
-the 28x28 results are classified in batches. A digit whose softmax confidence is below the
+Every image goes through ``preprocess`` (the one MNIST-style normalisation) and the 28x28
+results are classified in batches. Large images are decoded and preprocessed in a thread pool
+(Pillow and numpy release the GIL for the heavy parts); a long list of files (a folder of small
+scans) is preprocessed in forked worker processes while the model classifies earlier batches,
+as PyTorch's DataLoader does. A digit whose softmax confidence is below the
 rejection threshold - or an image in which preprocessing found no digit - comes back as
 ``rejected`` with a reason instead of a confident wrong answer. The threshold was chosen on
 re-rendered MNIST *training* digits against generated junk (docs/predict.md); a model directory
@@ -19,11 +21,13 @@ import csv
 import glob
 import io
 import json
+import multiprocessing
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from functools import partial
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -39,6 +43,9 @@ from .preprocess import ImageSource, Preprocessed, preprocess, segment_digits
 DEFAULT_REJECT_THRESHOLD = 0.45
 _PARALLEL_MIN = 8  # below this many images a thread pool costs more than it saves
 _PARALLEL_MIN_PIXELS = 200 * 200  # ...and for images smaller than this
+# From this many files on, preprocessing runs in worker processes: small images are Python-bound
+# (threads would fight over the GIL) and a fork costs a few milliseconds.
+_PROCESS_MIN = 512
 
 
 @dataclass
@@ -173,16 +180,34 @@ class Predictor:
         if workers is None:
             workers = min(4, os.cpu_count() or 1)
 
-        def prepare(item: Any) -> Preprocessed | list[Preprocessed] | ImageError:
-            try:
-                if number:
-                    return segment_digits(item, keep_stages=keep_stages)
-                return preprocess(item, keep_stages=keep_stages)
-            except ImageError as exc:
-                return exc
-
+        prepare = partial(_prepare, number=number, keep_stages=keep_stages)
         results: list[Prediction] = []
-        pool = ThreadPoolExecutor(workers) if workers > 1 and len(items) >= _PARALLEL_MIN else None
+        for chunk, prepared in self._prepared(items, prepare, workers, batch_size):
+            results.extend(self._finish(chunk, prepared, top_k, keep_stages, batch_size))
+            if progress is not None:
+                progress(len(chunk))
+        return results
+
+    @staticmethod
+    def _prepared(items: list[Any], prepare: Callable[[Any], Any], workers: int,
+                  batch_size: int) -> Iterator[tuple[list[Any], list[Any]]]:
+        """Yield (chunk, preprocessed chunk) in order, batch_size items at a time."""
+        paths = all(isinstance(x, (str, os.PathLike)) for x in items)
+        if (workers > 1 and paths and len(items) >= _PROCESS_MIN
+                and "fork" in multiprocessing.get_all_start_methods()):
+            try:
+                pool = multiprocessing.get_context("fork").Pool(workers)
+            except OSError:  # no processes allowed here: fall back to this one
+                pool = None
+            if pool is not None:
+                with pool:
+                    done = pool.imap(prepare, items, chunksize=16)
+                    for start in range(0, len(items), batch_size):
+                        chunk = items[start:start + batch_size]
+                        yield chunk, [next(done) for _ in chunk]
+                return
+        threads = (ThreadPoolExecutor(workers) if workers > 1 and len(items) >= _PARALLEL_MIN
+                   else None)
         try:
             for start in range(0, len(items), batch_size):
                 chunk = items[start:start + batch_size]
@@ -190,18 +215,14 @@ class Predictor:
                 # Threads pay off when decoding dominates (photos); for small images the
                 # Python-level work holds the GIL and threads only add contention.
                 size = first.size if isinstance(first, Preprocessed) else (
-                    first[0].size if isinstance(first, list) else (0, 0))
-                if pool is not None and size[0] * size[1] >= _PARALLEL_MIN_PIXELS:
-                    prepared = [first, *pool.map(prepare, chunk[1:])]
+                    first[0].size if isinstance(first, list) and first else (0, 0))
+                if threads is not None and size[0] * size[1] >= _PARALLEL_MIN_PIXELS:
+                    yield chunk, [first, *threads.map(prepare, chunk[1:])]
                 else:
-                    prepared = [first, *(prepare(x) for x in chunk[1:])]
-                results.extend(self._finish(chunk, prepared, top_k, keep_stages, batch_size))
-                if progress is not None:
-                    progress(len(chunk))
+                    yield chunk, [first, *(prepare(x) for x in chunk[1:])]
         finally:
-            if pool is not None:
-                pool.shutdown()
-        return results
+            if threads is not None:
+                threads.shutdown()
 
     def predict_one(self, image: ImageSource, **kw: Any) -> Prediction:
         return self.predict([image], **kw)[0]
@@ -231,6 +252,17 @@ class Predictor:
                          for d in p]
                 out.append(_number(path, parts))
         return out
+
+
+def _prepare(item: Any, number: bool, keep_stages: bool
+             ) -> Preprocessed | list[Preprocessed] | ImageError:
+    """Preprocess one item (a module-level function, so worker processes can run it)."""
+    try:
+        if number:
+            return segment_digits(item, keep_stages=keep_stages)
+        return preprocess(item, keep_stages=keep_stages)
+    except ImageError as exc:
+        return exc
 
 
 def _number(path: str | None, parts: list[Prediction]) -> Prediction:

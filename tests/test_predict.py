@@ -150,6 +150,40 @@ def test_bad_files_get_their_own_error(predictor, samples, tmp_path):
         assert q.probabilities == [] and not q.rejected
 
 
+@pytest.mark.parametrize("number", [False, True])
+def test_many_files_in_worker_processes_match_one_process(predictor, samples, tmp_path,
+                                                          monkeypatch, number):
+    """A long list of files is preprocessed in worker processes; the answers, their order and
+    per-file errors are exactly those of a single process."""
+    import digitlab.predict as predict_mod
+
+    x, _ = samples
+    paths = []
+    for i in range(40):
+        p = tmp_path / f"{i:02d}.png"
+        Image.fromarray(x[i]).save(p)
+        paths.append(str(p))
+    (tmp_path / "bad.png").write_text("not an image")
+    paths.insert(7, str(tmp_path / "bad.png"))
+    one = predictor.predict(paths, workers=1, number=number, batch_size=16)
+
+    monkeypatch.setattr(predict_mod, "_PROCESS_MIN", 10)
+    forked = []
+    real_pool = predict_mod.multiprocessing.get_context
+
+    def spy(method):
+        forked.append(method)
+        return real_pool(method)
+
+    monkeypatch.setattr(predict_mod.multiprocessing, "get_context", spy)
+    many = predictor.predict(paths, workers=2, number=number, batch_size=16)
+    assert forked == ["fork"]
+    assert [(q.path, q.digit, q.number, q.confidence, q.reason, q.error) for q in many] == \
+        [(q.path, q.digit, q.number, q.confidence, q.reason, q.error) for q in one]
+    assert "not an image" in many[7].error
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(one, many) if a.error is None)
+
+
 # ---------------------------------------------------------------------------------------------
 # Rejection
 
