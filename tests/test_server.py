@@ -179,7 +179,10 @@ def test_predict_blank_image_is_rejected_not_an_error(client):
                     headers={"content-type": "image/png"})
     assert r.status_code == 200
     body = r.json()
-    assert body["rejected"] is True and body["digit"] is None and body["reason"]
+    assert body["rejected"] is True and body["digit"] is None and "blank" in body["reason"]
+    # the model did not run: ten equal probabilities, no ranking, zero confidence
+    assert body["probabilities"] == pytest.approx([0.1] * 10) and body["top_k"] == []
+    assert body["confidence"] == 0.0
 
 
 def test_predict_number(client, mnist):

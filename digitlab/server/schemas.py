@@ -36,9 +36,10 @@ class PredictionOut(BaseModel):
     digit: int | None = Field(description="predicted class index; null when rejected")
     label: str | None = Field(description="class name of `digit` (the digit as text for MNIST)")
     confidence: float = Field(description="softmax probability of the top class")
-    probabilities: list[float] = Field(description="one per class, summing to 1; empty when the "
-                                                   "model did not run (no ink found; number mode "
-                                                   "gives them per digit)")
+    probabilities: list[float] = Field(description="one per class, summing to 1; uniform when the "
+                                                   "image holds no digit (the model did not run, "
+                                                   "`top_k` is empty); a number of several digits "
+                                                   "has them per digit, under `digits`")
     top_k: list[TopK]
     rejected: bool = Field(description="true when the model is not confident enough or the image "
                                        "holds no digit; `reason` says why")
@@ -97,9 +98,13 @@ def prediction_out(pred, classes: list[str]) -> PredictionOut:
     def label(i):
         return classes[i] if i is not None and 0 <= i < len(classes) else None
 
+    probs = [float(p) for p in pred.probabilities]
+    if not probs and not (pred.digits and len(pred.digits) > 1):
+        # No digit found, so the model did not run: every class equally (un)likely.
+        probs = [1.0 / len(classes)] * len(classes)
     return PredictionOut(
         digit=pred.digit, label=label(pred.digit), confidence=float(pred.confidence),
-        probabilities=[float(p) for p in pred.probabilities],
+        probabilities=probs,
         top_k=[TopK(digit=int(i), label=label(int(i)), probability=float(p)) for i, p in pred.top_k],
         rejected=bool(pred.rejected), reason=pred.reason,
         image="data:image/png;base64," + png_base64(pred.image) if pred.image is not None else None,

@@ -230,7 +230,8 @@
     if (body.rejected) setStatus("Not sure" + (body.reason ? ": " + body.reason : "."));
     else if (number) setStatus("Read " + (body.digits ? body.digits.length : 0) + " digit(s).");
     else setStatus("Top guesses: " + body.top_k.map((t) => t.label + " (" + (t.probability * 100).toFixed(0) + "%)").join(", "));
-    showChart(body.probabilities && body.probabilities.length ? body.probabilities : null, body.digit);
+    // no ranking (top_k empty) means no digit was found: the uniform probabilities say nothing
+    showChart(body.top_k && body.top_k.length ? body.probabilities : null, body.digit);
     showSeen(body.image);
     showDigits(number ? body.digits : null);
     markShown(v, body.rejected ? "rejected" : "ok");
@@ -293,7 +294,7 @@
     });
     function select(i) {
       chips.forEach((c, j) => c.setAttribute("aria-pressed", String(i === j)));
-      showChart(digits[i].probabilities.length ? digits[i].probabilities : null, digits[i].digit);
+      showChart(digits[i].top_k.length ? digits[i].probabilities : null, digits[i].digit);
       $("chart-caption").textContent = "Probabilities for digit " + (i + 1) + " of " + digits.length;
     }
     // Start with the digit the model is least sure of: the one worth a look.
