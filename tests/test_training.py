@@ -2,11 +2,13 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from digitlab.artifacts import load_model
 from digitlab.errors import ConfigError, DigitlabError
-from digitlab.training import (CHECKPOINT, TrainConfig, augment_batch, lr_at, predict_logits,
+from digitlab.training import (CHECKPOINT, OUTLIER_WEIGHT, TrainConfig, add_outliers,
+                               augment_batch, lr_at, outlier_images, outlier_loss, predict_logits,
                                train)
 
 
@@ -116,6 +118,40 @@ def test_augmentation_changes_images_but_keeps_range_and_shape():
         # ink stays roughly the same amount (no digit vanishes or floods the frame)
         ratio = y.sum((1, 2, 3)) / x.sum((1, 2, 3))
         assert (ratio > 0.3).all() and (ratio < 3).all()
+
+
+def test_outlier_images_are_shapes_inside_the_digit_box():
+    o = outlier_images(60, torch.Generator().manual_seed(0))
+    assert o.shape == (60, 1, 28, 28) and o.min() >= 0 and o.max() <= 1
+    assert (o.sum((1, 2, 3)) > 10).all()  # every one has ink
+    # fitted like a digit: nothing in the outer 2-pixel frame of the 28x28 field
+    assert o[..., :2, :].sum() == 0 and o[..., 26:, :].sum() == 0
+    assert o[..., :, :2].sum() == 0 and o[..., :, 26:].sum() == 0
+    again = outlier_images(60, torch.Generator().manual_seed(0))
+    assert torch.equal(o, again)  # the generator decides everything (resume stays exact)
+
+
+def test_add_outliers_replaces_a_few_rows_and_leaves_the_input_alone():
+    x = torch.zeros(2000, 1, 28, 28)
+    y, mask, k = add_outliers(x, torch.Generator().manual_seed(1))
+    assert k == int(mask.sum()) and 0.03 * len(x) < k < 0.07 * len(x)
+    assert (y[mask].sum((1, 2, 3)) > 0).all() and y[~mask].sum() == 0 and x.sum() == 0
+
+
+def test_outlier_loss_is_cross_entropy_plus_a_pull_to_uniform():
+    torch.manual_seed(0)
+    logits, y = torch.randn(8, 10), torch.randint(0, 10, (8,))
+    assert torch.allclose(outlier_loss(logits, y, None, 0.1),
+                          F.cross_entropy(logits, y, label_smoothing=0.1))
+    junk = torch.zeros(8, dtype=torch.bool)
+    junk[:3] = True
+    flat = logits.clone()
+    flat[:3] = 0.0  # uniform on the outliers: the smallest outlier term, log(10) each
+    peaked = flat.clone()
+    peaked[:3, 0] = 5.0  # a confident digit on an outlier costs more
+    expected = (F.cross_entropy(flat[3:], y[3:], reduction="sum") + OUTLIER_WEIGHT * 3 * math.log(10)) / 8
+    assert torch.isclose(outlier_loss(flat, y, junk, 0.0), expected)
+    assert outlier_loss(peaked, y, junk, 0.0) > outlier_loss(flat, y, junk, 0.0)
 
 
 @pytest.mark.parametrize("schedule", ["constant", "onecycle", "cosine"])
