@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -77,6 +78,11 @@ def create_app(model_dir: str | os.PathLike | None = None, settings: Settings | 
             torch.set_num_threads(settings.torch_threads)
         predictor = Predictor(directory, reject_threshold=settings.reject_threshold)
         app.state.predictor = predictor
+        # One image at a time per process: preprocessing is Python-bound, so concurrent threads
+        # in one process only fight over the GIL (a worker spent 2.7x the CPU per request that
+        # way). The event loop keeps accepting and parsing requests meanwhile; parallelism
+        # comes from `--workers`.
+        app.state.model_lane = anyio.CapacityLimiter(1)
         app.state.model_info = _model_info(predictor, directory, settings.limits)
         log.info("digitlab: loaded %s (%s)", directory, predictor.config["architecture"])
         yield

@@ -3,11 +3,13 @@ the result onto a response schema; decoding, limits and inference live elsewhere
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
+
+import anyio
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
-from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
 from .inputs import InputError, check_image, read_batch, read_image
@@ -45,14 +47,20 @@ api = APIRouter(prefix="/api", tags=["api"])
 page = APIRouter(include_in_schema=False)
 
 
+async def _in_model_lane(request: Request, fn, *args, **kwargs):
+    """Run preprocessing + inference in a worker thread, one request at a time per process."""
+    return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs),
+                                          limiter=request.app.state.model_lane)
+
+
 @api.post("/predict", response_model=PredictionOut, responses=ERRORS, openapi_extra=PREDICT_BODY,
           summary="Classify one image (multipart 'file', raw image bytes, or JSON data URL)")
 async def predict(request: Request, number: bool = NumberQuery, top_k: int = TopKQuery):
     limits = request.app.state.limits
     data = await read_image(request, limits)
     check_image(data, limits)
-    pred = await run_in_threadpool(request.app.state.predictor.predict_one, data,
-                                   top_k=top_k, number=number)
+    pred = await _in_model_lane(request, request.app.state.predictor.predict_one, data,
+                                top_k=top_k, number=number)
     if pred.error:
         raise InputError(400, pred.error)
     return prediction_out(pred, request.app.state.predictor.classes)
@@ -64,8 +72,8 @@ async def predict_batch(request: Request, number: bool = NumberQuery, top_k: int
     uploads = await read_batch(request, request.app.state.limits)  # bad images carry .error
     predictor = request.app.state.predictor
     good = [up.data for up in uploads if up.error is None]
-    preds = iter(await run_in_threadpool(predictor.predict, good, top_k=top_k, number=number)
-                 if good else [])
+    preds = iter(await _in_model_lane(request, predictor.predict, good, top_k=top_k,
+                                      number=number) if good else [])
     items = [batch_item(i, up.name, up.error or next(preds), predictor.classes)
              for i, up in enumerate(uploads)]
     return BatchOut(count=len(items), results=items)
