@@ -65,6 +65,24 @@ def paste(canvas: np.ndarray, mask: np.ndarray, x: int, y: int, colour) -> None:
     canvas[y0:y1, x0:x1] = canvas[y0:y1, x0:x1] * (1 - m) + np.asarray(colour, np.float32) * m
 
 
+def random_pen(rng: np.random.Generator):
+    return PENS[rng.integers(len(PENS))]
+
+
+def paste_anywhere(rng: np.random.Generator, canvas: np.ndarray, mask: np.ndarray, lo: float,
+                   hi: float) -> None:
+    """Paste in a random pen at a random place: x and y at a fraction lo..hi of the free room."""
+    H, W = canvas.shape[:2]
+    x = int(rng.uniform(lo, hi) * (W - mask.shape[1]))
+    y = int(rng.uniform(lo, hi) * (H - mask.shape[0]))
+    paste(canvas, mask, x, y, random_pen(rng))
+
+
+def paste_centred(canvas: np.ndarray, mask: np.ndarray, colour, dy: int = 0) -> None:
+    H, W = canvas.shape[:2]
+    paste(canvas, mask, (W - mask.shape[1]) // 2, (H - mask.shape[0]) // 2 + dy, colour)
+
+
 def rotate(mask: np.ndarray, degrees: float) -> np.ndarray:
     img = Image.fromarray((mask * 255).astype(np.uint8))
     return np.asarray(img.rotate(degrees, Image.Resampling.BICUBIC, expand=True),
@@ -110,29 +128,27 @@ def user_digit(rng: np.random.Generator, digit: np.ndarray, style: str) -> Any:
         h = int(min(H, W) * rng.uniform(0.4, 0.8))
         m = pen_mask(digit, h, rng.uniform(0.35, 0.55))
         c = paper(rng, H, W, (255, 255, 255))
-        paste(c, m, (W - m.shape[1]) // 2, (H - m.shape[0]) // 2, (0, 0, 0))
+        paste_centred(c, m, (0, 0, 0))
         return finish(rng, c, noise=2)
     if style == "tinted_colour_pen":
         H, W = rng.integers(150, 500, 2)
         h = int(min(H, W) * rng.uniform(0.4, 0.8))
         m = pen_mask(digit, h, rng.uniform(0.35, 0.55))
         c = paper(rng, H, W)
-        paste(c, m, int(rng.uniform(0.05, 0.95) * (W - m.shape[1])),
-              int(rng.uniform(0.05, 0.95) * (H - m.shape[0])), PENS[rng.integers(len(PENS))])
+        paste_anywhere(rng, c, m, 0.05, 0.95)
         return finish(rng, c, noise=3)
     if style == "big_canvas_off_centre":
         H, W = rng.integers(900, 1600, 2)
         h = int(min(H, W) * rng.uniform(0.12, 0.35))
         m = pen_mask(digit, h, rng.uniform(0.35, 0.55))
         c = paper(rng, H, W)
-        paste(c, m, int(rng.uniform(0.02, 0.98) * (W - m.shape[1])),
-              int(rng.uniform(0.02, 0.98) * (H - m.shape[0])), PENS[rng.integers(len(PENS))])
+        paste_anywhere(rng, c, m, 0.02, 0.98)
         return finish(rng, c, noise=2, jpeg=int(rng.integers(80, 95)))
     if style == "rotated":
         H = W = int(rng.integers(200, 400))
         m = rotate(pen_mask(digit, int(H * 0.6), 0.45), rng.uniform(-12, 12))
         c = paper(rng, H, W)
-        paste(c, m, (W - m.shape[1]) // 2, (H - m.shape[0]) // 2, PENS[rng.integers(len(PENS))])
+        paste_centred(c, m, random_pen(rng))
         return finish(rng, c, noise=2)
     if style in ("thick", "thin"):
         H = W = int(rng.integers(200, 500))
@@ -143,28 +159,26 @@ def user_digit(rng: np.random.Generator, digit: np.ndarray, style: str) -> Any:
             m = np.asarray(Image.fromarray((m * 255).astype(np.uint8)).filter(
                 ImageFilter.MaxFilter(k)), np.float32) / 255.0
         c = paper(rng, H, W)
-        paste(c, m, (W - m.shape[1]) // 2, (H - m.shape[0]) // 2, PENS[rng.integers(len(PENS))])
+        paste_centred(c, m, random_pen(rng))
         return finish(rng, c, noise=2)
     if style == "noise_jpeg":
         H = W = int(rng.integers(150, 400))
         m = pen_mask(digit, int(H * rng.uniform(0.5, 0.8)), rng.uniform(0.35, 0.55))
         c = paper(rng, H, W)
-        paste(c, m, int(rng.uniform(0.1, 0.9) * (W - m.shape[1])),
-              int(rng.uniform(0.1, 0.9) * (H - m.shape[0])), PENS[rng.integers(len(PENS))])
+        paste_anywhere(rng, c, m, 0.1, 0.9)
         return finish(rng, c, noise=rng.uniform(8, 20), blur=rng.uniform(0, 1.2),
                       jpeg=int(rng.integers(25, 60)))
     if style == "transparent_canvas":
         H = W = int(rng.choice([200, 280, 400]))
         m = pen_mask(digit, int(H * rng.uniform(0.5, 0.8)), rng.uniform(0.35, 0.55))
         canvas = np.zeros((H, W, 3), np.float32)
-        paste(canvas, m, (W - m.shape[1]) // 2, (H - m.shape[0]) // 2 + int(rng.integers(-20, 20)),
-              (1, 1, 1))
+        paste_centred(canvas, m, (1, 1, 1), dy=int(rng.integers(-20, 20)))
         a = canvas[:, :, 0]
         rgb = np.zeros((H, W, 3), np.float32)
         if rng.random() < 0.3:
             rgb[:] = 255  # white strokes on a transparent canvas (dark UI themes)
         elif rng.random() < 0.5:
-            rgb[:] = PENS[rng.integers(len(PENS))]
+            rgb[:] = random_pen(rng)
         rgba = np.dstack([rgb, a * 255]).astype(np.uint8)
         buf = io.BytesIO()
         Image.fromarray(rgba, "RGBA").save(buf, "PNG")
@@ -174,8 +188,7 @@ def user_digit(rng: np.random.Generator, digit: np.ndarray, style: str) -> Any:
         h = int(min(H, W) * rng.uniform(0.3, 0.6))
         m = pen_mask(digit, h, rng.uniform(0.35, 0.55))
         c = paper(rng, H, W)
-        paste(c, m, int(rng.uniform(0.1, 0.9) * (W - m.shape[1])),
-              int(rng.uniform(0.1, 0.9) * (H - m.shape[0])), PENS[rng.integers(len(PENS))])
+        paste_anywhere(rng, c, m, 0.1, 0.9)
         c = lighting(rng, c, rng.uniform(0.3, 0.6))
         return finish(rng, c, noise=rng.uniform(3, 8), blur=rng.uniform(0.3, 1.0),
                       jpeg=int(rng.integers(60, 90)))
@@ -204,7 +217,7 @@ def font_digit(rng: np.random.Generator, fonts: list[str], label: int) -> bytes:
     x0, y0, x1, y1 = d.textbbox((0, 0), str(label), font=font)
     x = rng.uniform(0.1, 0.9) * max(1, W - (x1 - x0)) - x0
     y = rng.uniform(0.1, 0.9) * max(1, H - (y1 - y0)) - y0
-    d.text((x, y), str(label), fill=PENS[rng.integers(len(PENS))], font=font)
+    d.text((x, y), str(label), fill=random_pen(rng), font=font)
     return finish(rng, np.asarray(img, np.float32), noise=2)
 
 
@@ -219,7 +232,7 @@ def digit_strip(rng: np.random.Generator, digits: list[np.ndarray],
     W = 2 * margin + sum(m.shape[1] for m in masks) + sum(gaps[:-1])
     H = int(h * 1.5) + 2 * margin
     c = paper(rng, H, W)
-    pen = PENS[rng.integers(len(PENS))]
+    pen = random_pen(rng)
     x, base = margin, margin + int(h * 1.2)
     bottom = 0
     for m, g in zip(masks, gaps):
@@ -231,7 +244,7 @@ def digit_strip(rng: np.random.Generator, digits: list[np.ndarray],
         t = max(1, int(h * rng.uniform(0.02, 0.05)))
         y = bottom + int(rng.integers(-t, max(1, h // 10)))
         x0 = int(rng.uniform(0, 0.5) * margin)
-        c[y:y + t, x0:W - x0] = np.asarray(PENS[rng.integers(len(PENS))], np.float32)
+        c[y:y + t, x0:W - x0] = np.asarray(random_pen(rng), np.float32)
     return finish(rng, c, noise=2)
 
 
@@ -260,7 +273,7 @@ def junk(rng: np.random.Generator, kind: str) -> bytes:
         return finish(rng, np.repeat(big[:, :, None], 3, axis=2), noise=5)
     img = Image.new("RGB", (W, H), PAPERS[rng.integers(len(PAPERS))])
     d = ImageDraw.Draw(img)
-    pen = PENS[rng.integers(len(PENS))]
+    pen = random_pen(rng)
     s = min(H, W)
     cx, cy = W / 2 + rng.uniform(-0.2, 0.2) * W, H / 2 + rng.uniform(-0.2, 0.2) * H
     if kind == "scribble":

@@ -258,15 +258,19 @@ def outlier_images(k: int, gen: torch.Generator) -> torch.Tensor:
     return out
 
 
-def add_outliers(x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, int]:
+def add_outliers(x: torch.Tensor, gen: torch.Generator
+                 ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
     """Replace ~OUTLIER_FRACTION of the batch with ``outlier_images``; returns the batch, the
-    mask of replaced rows (on x's device) and how many there are (known without a device sync)."""
+    mask of replaced rows on x's device (None when none was) and how many there are (known
+    without a device sync)."""
     pick = torch.rand(x.shape[0], generator=gen) < OUTLIER_FRACTION
     k = int(pick.sum())
-    if k:
-        x = x.clone()
-        x[pick.to(x.device)] = outlier_images(k, gen).to(x.device, x.dtype)
-    return x, pick.to(x.device), k
+    if not k:
+        return x, None, 0
+    x = x.clone()
+    mask = pick.to(x.device)
+    x[mask] = outlier_images(k, gen).to(x.device, x.dtype)
+    return x, mask, k
 
 
 def outlier_loss(logits: torch.Tensor, y: torch.Tensor, junk: torch.Tensor | None,
@@ -501,8 +505,7 @@ def train(cfg: TrainConfig | None = None, *, out: str | os.PathLike | None = Non
                 y = ytr_d[idx]
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     logits = model(x)
-                    loss = outlier_loss(logits.float(), y, junk if n_junk else None,
-                                        cfg.label_smoothing)
+                    loss = outlier_loss(logits.float(), y, junk, cfg.label_smoothing)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -511,7 +514,7 @@ def train(cfg: TrainConfig | None = None, *, out: str | os.PathLike | None = Non
                 # accumulate on-device; one sync per progress report, not per step
                 loss_sum += loss.detach() * (len(y) - n_junk)
                 hit = logits.argmax(1) == y
-                correct += (hit & ~junk).sum() if n_junk else hit.sum()
+                correct += (hit & ~junk).sum() if junk is not None else hit.sum()
                 seen += len(y) - n_junk  # train accuracy counts digits only
                 if on_progress and (i % 10 == 9 or i == steps_per_epoch - 1):
                     on_progress(Progress(epoch + 1, cfg.epochs, i + 1, steps_per_epoch,

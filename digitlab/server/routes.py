@@ -7,7 +7,6 @@ from functools import partial
 from pathlib import Path
 
 import anyio
-
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 
