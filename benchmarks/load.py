@@ -8,6 +8,14 @@ warm-up, and at the end.
 
     python benchmarks/load.py                       # 16 connections, 30 s, 1 worker
     python benchmarks/load.py --workers 2 --form raw --seconds 10
+    python benchmarks/load.py --workers 2 --rate 300   # open loop: 300 arrivals/s, <= 16 in flight
+
+By default the load is a closed loop: each connection sends its next request as soon as the last
+answer arrives, so 16 requests are always in flight and latency is 16 / throughput (Little's law).
+``--rate R`` makes it an open loop instead: requests arrive at random (Poisson) times, R per
+second on average, and are sent over a pool of at most ``--concurrency`` keep-alive connections;
+a request that finds every connection busy waits for one. Latency is counted from the request's
+scheduled arrival, so waiting for a connection counts too (no "coordinated omission").
 
 The client is a small asyncio HTTP/1.1 loop on raw sockets: it shares the CPU with the server,
 so it has to cost far less per request than the server does. Its connections open 5 ms apart,
@@ -165,6 +173,62 @@ async def hammer(port: int, request: bytes, concurrency: int, seconds: float, ma
             "errors": sum(errors.values()), "error_kinds": errors}
 
 
+async def open_loop(port: int, request: bytes, concurrency: int, seconds: float,
+                    max_requests: int, timeout: float, rate: float, seed: int = 0) -> dict:
+    """Poisson arrivals at ``rate`` per second over a pool of ``concurrency`` connections."""
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    idle: asyncio.Queue = asyncio.Queue()
+    for i in range(concurrency):
+        idle.put_nowait(None)  # a pool slot; its connection opens on first use
+    rng = np.random.default_rng(seed)
+
+    def error(kind: str):
+        errors[kind] = errors.get(kind, 0) + 1
+
+    async def one(arrival: float):
+        conn = await idle.get()
+        try:
+            if conn is None:
+                conn = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = conn
+            writer.write(request)
+            status, body = await asyncio.wait_for(read_response(reader), timeout)
+            latencies.append(time.perf_counter() - arrival)
+            if status != 200:
+                error(f"HTTP {status}")
+            elif b'"probabilities"' not in body:
+                error("bad body")
+        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
+            error(type(exc).__name__)
+            if conn is not None:
+                conn[1].close()
+            conn = None
+        idle.put_nowait(conn)
+
+    t0 = time.perf_counter()
+    deadline, arrival, tasks = t0 + seconds, t0, []
+    while len(tasks) < max_requests:
+        arrival += float(rng.exponential(1.0 / rate))
+        if arrival >= deadline:
+            break
+        delay = arrival - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(one(arrival)))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - t0
+    while not idle.empty():
+        conn = idle.get_nowait()
+        if conn is not None:
+            conn[1].close()
+    lat = np.array(latencies) * 1000 if latencies else np.array([float("nan")])
+    return {"requests": len(latencies), "seconds": elapsed, "rps": len(latencies) / elapsed,
+            "p50_ms": float(np.percentile(lat, 50)), "p90_ms": float(np.percentile(lat, 90)),
+            "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max()),
+            "errors": sum(errors.values()), "error_kinds": errors}
+
+
 def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
     import http.client
     deadline = time.monotonic() + timeout
@@ -192,9 +256,23 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
     ap.add_argument("--form", choices=["multipart", "raw", "json"], default="multipart",
                     help="how the image is sent (default multipart field 'file')")
+    ap.add_argument("--rate", type=float, default=None, metavar="R",
+                    help="open loop: R requests/s arriving at random times, at most "
+                         "--concurrency in flight (default: closed loop)")
     ap.add_argument("--timeout", type=float, default=10.0, help="per-request timeout, s")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = ap.parse_args(argv)
+    if args.rate is not None and args.rate <= 0:
+        ap.error("--rate must be > 0")
+    if args.concurrency < 1:
+        ap.error("--concurrency must be >= 1")
+
+    def load(seconds: float, max_requests: int) -> dict:
+        if args.rate is None:
+            return asyncio.run(hammer(port, request, args.concurrency, seconds, max_requests,
+                                      args.timeout))
+        return asyncio.run(open_loop(port, request, args.concurrency, seconds, max_requests,
+                                     args.timeout, args.rate))
 
     port = free_port()
     cmd = [sys.executable, "-m", "digitlab.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
@@ -208,11 +286,10 @@ def main(argv=None) -> int:
         wait_ready(port, proc)
         time.sleep(0.5)
         rss_idle = rss_kib(proc.pid)
-        warm = asyncio.run(hammer(port, request, args.concurrency, args.warmup, 10**9, args.timeout))
+        warm = load(args.warmup, 10**9)
         rss_before = rss_kib(proc.pid)
         cpu0, client0 = cpu_seconds(proc.pid), time.process_time()
-        res = asyncio.run(hammer(port, request, args.concurrency, args.seconds, args.max_requests,
-                                 args.timeout))
+        res = load(args.seconds, args.max_requests)
         cpu1, client1 = cpu_seconds(proc.pid), time.process_time()
         rss_after = rss_kib(proc.pid)
         alive = proc.poll() is None
@@ -224,7 +301,7 @@ def main(argv=None) -> int:
             os.killpg(proc.pid, signal.SIGKILL)
 
     growth = (rss_after - rss_before) / rss_before
-    res.update(form=args.form, png_bytes=len(png), concurrency=args.concurrency,
+    res.update(rate=args.rate, form=args.form, png_bytes=len(png), concurrency=args.concurrency,
                workers=args.workers, threads=args.threads, warmup_requests=warm["requests"],
                warmup_errors=warm["errors"], rss_idle_mib=rss_idle / 1024,
                rss_before_mib=rss_before / 1024, rss_after_mib=rss_after / 1024,
@@ -236,7 +313,9 @@ def main(argv=None) -> int:
         ("request", f"POST /api/predict, {args.form}, {len(png)} B 100x100 PNG"),
         ("server", f"{args.workers} worker(s) x {args.threads} torch thread(s), {os.cpu_count()} CPUs "
                    "shared with the client"),
-        ("concurrency", f"{args.concurrency} keep-alive connections"),
+        ("load", f"closed loop, {args.concurrency} keep-alive connections" if args.rate is None
+                 else f"open loop, {args.rate:g} requests/s offered (Poisson), at most "
+                      f"{args.concurrency} keep-alive connections"),
         ("duration", f"{res['seconds']:.1f} s (after {args.warmup:.0f} s warm-up, "
                      f"{warm['requests']} requests)"),
         ("requests", f"{res['requests']}"),

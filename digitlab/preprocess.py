@@ -44,6 +44,9 @@ WORK_AREA = 320 * 320  # analysis resolution: pixels kept after shrinking (time 
 WORK_SIDE = 768  # ...and the longest side, so wide strips of digits keep their height
 BLANK_CONTRAST = 0.08  # ink must differ from paper by this much (fraction of full scale)
 LOW, HIGH = 0.3, 0.5  # hysteresis thresholds, as fractions of the normalised stroke contrast
+PIECE_REACH = 0.25  # pieces of a digit lie within this fraction of its size of each other...
+BIG_PIECE_REACH = 0.6  # ...or this one for a piece of BIG_PIECE x the main stroke's area
+BIG_PIECE = 0.5
 MIN_STROKE = 1.7  # px at 28x28 scale; thinner strokes are dilated (MNIST: median 3.2 px)
 
 
@@ -537,10 +540,14 @@ def _select_digit(an: _Analysis) -> list[int]:
     changed = True
     while changed:
         changed = False
-        reach = 0.25 * max(bx1 - bx0, by1 - by0)
+        size = max(bx1 - bx0, by1 - by0)
         for i in keep:
             if i in group or c.area[i] < piece_min:
                 continue
+            # A big piece may sit further away than a small one: a fine pen breaks strokes
+            # where the writer's pressure dropped (the crossbar of a 4, the hat of a 5).
+            big = min(1.0, c.area[i] / (BIG_PIECE * c.area[main]))
+            reach = size * (PIECE_REACH + (BIG_PIECE_REACH - PIECE_REACH) * big)
             if (c.x0[i] < bx1 + reach and c.x1[i] > bx0 - reach
                     and c.y0[i] < by1 + reach and c.y1[i] > by0 - reach):
                 group.append(int(i))

@@ -300,6 +300,23 @@ def test_broken_strokes_of_one_digit_stay_together():
     assert out.image[3:8].max() > 150  # the hat made it into the 20x20 box
 
 
+def test_a_big_piece_further_away_still_belongs_to_the_digit():
+    # A fine-pen 4 whose crossbar broke: the left part lies a third of the digit's height away
+    # from the stem - too far for a small piece, not for one this big.
+    img = Image.new("L", (300, 300), 255)
+    d = ImageDraw.Draw(img)
+    d.line([(190, 40), (190, 260)], fill=0, width=5)        # the stem
+    d.line([(95, 70), (90, 150), (130, 150)], fill=0, width=5)  # the open left part
+    out = preprocess(img)
+    assert out.reason is None and out.components == 2
+    x0, _, x1, _ = out.bbox
+    assert x0 < 95 and x1 > 190  # both pieces were cropped together
+    assert out.image[:, :12].max() > 150 and out.image[:, 16:].max() > 150
+    # a small mark as far away is still left out (a stray dot beside the digit)
+    d.rectangle([5, 200, 12, 207], fill=0)
+    assert preprocess(img).bbox[0] > 12
+
+
 # ---------------------------------------------------------------------------------------------
 # No digit: blank, noise, junk, with reasons
 
