@@ -7,6 +7,7 @@ selected on it.
     .venv/bin/python benchmarks/records.py --presets fast --seeds 0 1 2 3 4
     .venv/bin/python benchmarks/records.py --presets default --seeds 0 1 2   # the plain cnn
     .venv/bin/python benchmarks/records.py --presets best --seeds 0 1 2 --ensemble
+    .venv/bin/python benchmarks/records.py --presets default --epochs 4 --seeds 0 1 2 3 4 --tta
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def main() -> None:
     ap.add_argument("--ensemble", action="store_true", help="also evaluate the ensemble of each preset's seeds")
     ap.add_argument("--tta", action="store_true", help="also report test-time augmentation accuracy")
     ap.add_argument("--keep", metavar="DIR", help="keep the model directories here")
+    ap.add_argument("--epochs", type=int, help="override every preset's number of epochs")
     args = ap.parse_args()
 
     ds = load_dataset("mnist")
@@ -59,7 +61,8 @@ def main() -> None:
             accs, tta_accs, secs, dirs = [], [], [], []
             for seed in args.seeds:
                 out = root / f"{preset}-seed{seed}"
-                cfg = TrainConfig(preset=None if preset == "default" else preset, seed=seed, device=args.device)
+                cfg = TrainConfig(preset=None if preset == "default" else preset, seed=seed,
+                                  device=args.device, epochs=args.epochs)
                 s = train(cfg, out=out, dataset=ds, force=True, evaluate_test=False)
                 # the test set, once, after training
                 acc = evaluate_dir(out, ds, device=args.device, write=False)["test"]["accuracy"]
@@ -71,7 +74,8 @@ def main() -> None:
                     tta_accs.append(evaluate_dir(out, ds, device=args.device, tta=True, write=False)["test"]["accuracy"])
                     line += f" (TTA {100 * tta_accs[-1]:.2f}%)"
                 print(line, file=sys.stderr, flush=True)
-            row = {"preset": preset, "n": len(accs), "mean": statistics.mean(accs), "min": min(accs),
+            label = preset + (f" ({args.epochs} epoch{'s' if args.epochs != 1 else ''})" if args.epochs else "")
+            row = {"preset": label, "n": len(accs), "mean": statistics.mean(accs), "min": min(accs),
                    "max": max(accs), "median_s": statistics.median(secs)}
             if tta_accs:
                 row["tta_mean"] = statistics.mean(tta_accs)
