@@ -125,6 +125,14 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, await reader.readexactly(length)
 
 
+def summarise(latencies: list[float], errors: dict[str, int], elapsed: float) -> dict:
+    lat = np.array(latencies) * 1000 if latencies else np.array([float("nan")])
+    return {"requests": len(latencies), "seconds": elapsed, "rps": len(latencies) / elapsed,
+            "p50_ms": float(np.percentile(lat, 50)), "p90_ms": float(np.percentile(lat, 90)),
+            "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max()),
+            "errors": sum(errors.values()), "error_kinds": errors}
+
+
 async def hammer(port: int, request: bytes, concurrency: int, seconds: float, max_requests: int,
                  timeout: float) -> dict:
     latencies: list[float] = []
@@ -166,11 +174,7 @@ async def hammer(port: int, request: bytes, concurrency: int, seconds: float, ma
     t0 = time.perf_counter()
     await asyncio.gather(*(connection(i) for i in range(concurrency)))
     elapsed = time.perf_counter() - t0
-    lat = np.array(latencies) * 1000 if latencies else np.array([float("nan")])
-    return {"requests": len(latencies), "seconds": elapsed, "rps": len(latencies) / elapsed,
-            "p50_ms": float(np.percentile(lat, 50)), "p90_ms": float(np.percentile(lat, 90)),
-            "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max()),
-            "errors": sum(errors.values()), "error_kinds": errors}
+    return summarise(latencies, errors, elapsed)
 
 
 async def open_loop(port: int, request: bytes, concurrency: int, seconds: float,
@@ -222,11 +226,7 @@ async def open_loop(port: int, request: bytes, concurrency: int, seconds: float,
         conn = idle.get_nowait()
         if conn is not None:
             conn[1].close()
-    lat = np.array(latencies) * 1000 if latencies else np.array([float("nan")])
-    return {"requests": len(latencies), "seconds": elapsed, "rps": len(latencies) / elapsed,
-            "p50_ms": float(np.percentile(lat, 50)), "p90_ms": float(np.percentile(lat, 90)),
-            "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max()),
-            "errors": sum(errors.values()), "error_kinds": errors}
+    return summarise(latencies, errors, elapsed)
 
 
 def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
