@@ -125,90 +125,88 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, await reader.readexactly(length)
 
 
-def summarise(latencies: list[float], errors: dict[str, int], elapsed: float) -> dict:
-    lat = np.array(latencies) * 1000 if latencies else np.array([float("nan")])
-    return {"requests": len(latencies), "seconds": elapsed, "rps": len(latencies) / elapsed,
-            "p50_ms": float(np.percentile(lat, 50)), "p90_ms": float(np.percentile(lat, 90)),
-            "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max()),
-            "errors": sum(errors.values()), "error_kinds": errors}
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+class Tally:
+    """Latencies and errors of one load run."""
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.errors: dict[str, int] = {}
+
+    def error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    async def exchange(self, conn: Connection | None, port: int, request: bytes, timeout: float,
+                       start: float | None = None) -> Connection | None:
+        """One request on ``conn`` (opened first if None), its latency counted from ``start``
+        (default: once connected) and its answer checked. Returns the connection to reuse, or
+        None if it failed (closed, the error counted)."""
+        try:
+            if conn is None:
+                conn = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = conn
+            t0 = time.perf_counter() if start is None else start
+            writer.write(request)
+            status, body = await asyncio.wait_for(read_response(reader), timeout)
+        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
+            self.error(type(exc).__name__)
+            if conn is not None:
+                conn[1].close()
+            return None
+        self.latencies.append(time.perf_counter() - t0)
+        if status != 200:
+            self.error(f"HTTP {status}")
+        elif b'"probabilities"' not in body:
+            self.error("bad body")
+        return conn
+
+    def summary(self, elapsed: float) -> dict:
+        lat = np.array(self.latencies) * 1000 if self.latencies else np.array([float("nan")])
+        return {"requests": len(self.latencies), "seconds": elapsed,
+                "rps": len(self.latencies) / elapsed,
+                "p50_ms": float(np.percentile(lat, 50)), "p90_ms": float(np.percentile(lat, 90)),
+                "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max()),
+                "errors": sum(self.errors.values()), "error_kinds": self.errors}
 
 
 async def hammer(port: int, request: bytes, concurrency: int, seconds: float, max_requests: int,
                  timeout: float) -> dict:
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
+    tally = Tally()
     sent = 0
     deadline = time.perf_counter() + seconds
 
-    def error(kind: str):
-        errors[kind] = errors.get(kind, 0) + 1
-
     async def connection(i: int):
         nonlocal sent
-        reader = writer = None
+        conn = None
         # Clients arrive a few ms apart, as independent ones do. Opened in one burst, all 16
         # connections can land on one uvicorn worker (its asyncio accept loop drains the whole
         # backlog at once) and the other worker idles for the whole run.
         await asyncio.sleep(i * 0.005)
         while time.perf_counter() < deadline and sent < max_requests:
             sent += 1
-            try:
-                if writer is None:
-                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                t0 = time.perf_counter()
-                writer.write(request)
-                status, body = await asyncio.wait_for(read_response(reader), timeout)
-                latencies.append(time.perf_counter() - t0)
-                if status != 200:
-                    error(f"HTTP {status}")
-                elif b'"probabilities"' not in body:
-                    error("bad body")
-            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
-                error(type(exc).__name__)
-                if writer is not None:
-                    writer.close()
-                reader = writer = None
-        if writer is not None:
-            writer.close()
+            conn = await tally.exchange(conn, port, request, timeout)
+        if conn is not None:
+            conn[1].close()
 
     t0 = time.perf_counter()
     await asyncio.gather(*(connection(i) for i in range(concurrency)))
-    elapsed = time.perf_counter() - t0
-    return summarise(latencies, errors, elapsed)
+    return tally.summary(time.perf_counter() - t0)
 
 
 async def open_loop(port: int, request: bytes, concurrency: int, seconds: float,
                     max_requests: int, timeout: float, rate: float, seed: int = 0) -> dict:
     """Poisson arrivals at ``rate`` per second over a pool of ``concurrency`` connections."""
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
+    tally = Tally()
     idle: asyncio.Queue = asyncio.Queue()
-    for i in range(concurrency):
+    for _ in range(concurrency):
         idle.put_nowait(None)  # a pool slot; its connection opens on first use
     rng = np.random.default_rng(seed)
 
-    def error(kind: str):
-        errors[kind] = errors.get(kind, 0) + 1
-
     async def one(arrival: float):
         conn = await idle.get()
-        try:
-            if conn is None:
-                conn = await asyncio.open_connection("127.0.0.1", port)
-            reader, writer = conn
-            writer.write(request)
-            status, body = await asyncio.wait_for(read_response(reader), timeout)
-            latencies.append(time.perf_counter() - arrival)
-            if status != 200:
-                error(f"HTTP {status}")
-            elif b'"probabilities"' not in body:
-                error("bad body")
-        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
-            error(type(exc).__name__)
-            if conn is not None:
-                conn[1].close()
-            conn = None
-        idle.put_nowait(conn)
+        idle.put_nowait(await tally.exchange(conn, port, request, timeout, start=arrival))
 
     t0 = time.perf_counter()
     deadline, arrival, tasks = t0 + seconds, t0, []
@@ -226,7 +224,7 @@ async def open_loop(port: int, request: bytes, concurrency: int, seconds: float,
         conn = idle.get_nowait()
         if conn is not None:
             conn[1].close()
-    return summarise(latencies, errors, elapsed)
+    return tally.summary(elapsed)
 
 
 def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
