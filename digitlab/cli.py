@@ -311,7 +311,8 @@ def cmd_predict(args) -> int:
     paths, expanded = expand_inputs(args.images)
     if not paths:
         raise DigitlabError(f"no images found in {' '.join(args.images)}")
-    predictor = Predictor(args.model_dir, reject_threshold=args.reject_threshold)
+    predictor = Predictor(args.model_dir, reject_threshold=args.reject_threshold,
+                          precision=args.precision)
     bar = None
     if len(paths) > 3 and (expanded or sys.stderr.isatty()):
         from tqdm import tqdm
@@ -396,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reject-threshold", type=float, metavar="P",
                    help="reject digits whose confidence is below P (default: the model's, "
                         "see docs/predict.md)")
+    s.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto (default) classifies batches of 32+ digits under bf16 autocast "
+                        "where the hardware is fast at it; fp32 never does")
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("download", help="download a public MNIST-format dataset (needs internet)")

@@ -10,6 +10,11 @@ rejection threshold - or an image in which preprocessing found no digit - comes 
 re-rendered MNIST *training* digits against generated junk (docs/predict.md); a model directory
 may carry its own as ``config["predict"]["reject_threshold"]``.
 
+Batches of at least ``_BF16_MIN_BATCH`` digits run under bf16 autocast where the hardware is
+fast at it (``precision="auto"``: CPUs with native bf16, GPUs), as training does: about 1.8x
+faster for a folder of scans; probabilities move by at most about 0.01. ``precision="fp32"``
+keeps every call in float32.
+
 A bad item (unreadable, not an image, empty, truncated) never raises: its ``Prediction`` has
 ``error`` set and the other items are still predicted.
 """
@@ -37,6 +42,7 @@ from .artifacts import default_model_dir, load_model
 from .data import IMAGE_SUFFIXES
 from .errors import ConfigError, ImageError
 from .preprocess import ImageSource, Preprocessed, preprocess, segment_digits
+from .training import use_bf16
 
 # Softmax probability below which a digit is rejected. Chosen by `python benchmarks/realworld.py
 # --sweep` on re-rendered MNIST training digits vs generated junk: see docs/predict.md.
@@ -47,6 +53,10 @@ _PARALLEL_MIN_PIXELS = 200 * 200  # ...and for images smaller than this
 # (threads would fight over the GIL) and a fork costs a few milliseconds.
 _PROCESS_MIN = 512
 _CPUS = min(4, os.cpu_count() or 1)  # default workers (os.cpu_count costs ~0.1 ms a call)
+# bf16 autocast pays off from batches of this size on; for one image its casts cost more than
+# they save (0.78 vs 0.74 ms for the shipped model on one thread).
+_BF16_MIN_BATCH = 32
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
@@ -117,7 +127,9 @@ class Predictor:
     """A loaded model plus the preprocessing and rejection rules to read digits in images."""
 
     def __init__(self, model_dir: str | os.PathLike | None = None, device: str = "cpu",
-                 reject_threshold: float | None = None):
+                 reject_threshold: float | None = None, precision: str = "auto"):
+        if precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {precision!r}; choose from: {', '.join(PRECISIONS)}")
         self.model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
         self.model, self.config = load_model(self.model_dir, device)
         self.device = torch.device(device)
@@ -125,6 +137,9 @@ class Predictor:
         self._channels_last = any(isinstance(m, torch.nn.Conv2d) for m in self.model.modules())
         if self._channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        # bf16 for convolutional models only (as in training): dense layers gain nothing on CPU
+        self.precision = precision
+        self._bf16 = self._channels_last and use_bf16(precision, self.device)
         self.classes: list[str] = list(self.config["classes"])
         if reject_threshold is None:
             reject_threshold = (self.config.get("predict") or {}).get(
@@ -144,7 +159,9 @@ class Predictor:
                 x = x.to(self.device).unsqueeze(1).float().div_(255.0)
                 if self._channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                out[i:i + len(x)] = self.model(x).float().softmax(-1).cpu().numpy()
+                bf16 = self._bf16 and (len(x) >= _BF16_MIN_BATCH or self.precision == "bf16")
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                    out[i:i + len(x)] = self.model(x).float().softmax(-1).cpu().numpy()
         return out
 
     def _classified(self, path: str | None, pre: Preprocessed, probs: np.ndarray | None,

@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw
 
 from digitlab.artifacts import default_model_dir
 from digitlab.cli import main
+from digitlab.errors import ConfigError
 from digitlab.predict import Prediction, Predictor
 
 SHIPPED = default_model_dir()
@@ -219,6 +220,18 @@ def test_threshold_rejects_low_confidence(samples):
     assert q.rejected and "low confidence" in q.reason and q.top_k  # candidates still shown
     lenient = Predictor(reject_threshold=0.0)
     assert not lenient.predict_one(x[0]).rejected
+
+
+def test_bf16_batches_give_the_answers_of_fp32(samples):
+    x, _ = samples
+    exact = Predictor(precision="fp32").predict(list(x[:64]))
+    fast = Predictor(precision="bf16").predict(list(x[:64]))
+    assert [q.digit for q in fast] == [q.digit for q in exact]
+    gap = max(abs(a - b) for qf, qe in zip(fast, exact)
+              for a, b in zip(qf.probabilities, qe.probabilities))
+    assert 0 < gap < 0.03  # bf16 really ran, and moved no probability by much
+    with pytest.raises(ConfigError, match="precision"):
+        Predictor(precision="fp16")
 
 
 # ---------------------------------------------------------------------------------------------
