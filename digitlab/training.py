@@ -44,9 +44,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Best single model: two convs per stage, long schedule, augmentation.
     "best": dict(model="cnn", model_kwargs={"widths": [32, 64, 128], "depth": 2}, epochs=50,
                  batch_size=128, lr=0.05, augment="standard"),
-    # The default CNN with stroke-thickness, slant, scale and position augmentation, so that it
-    # reads real drawings and photos (see docs/predict.md), in 3 minutes. The shipped model uses
-    # the same augmentation on the `best` network: --preset best --augment robust --seed 0.
+    # Shipped-model recipe: the default CNN with stroke-thickness, slant, scale and position
+    # augmentation, so that it reads real drawings and photos (see docs/predict.md).
     "robust": dict(model="cnn", epochs=15, batch_size=256, lr=0.1, augment="robust"),
 }
 
