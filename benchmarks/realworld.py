@@ -339,16 +339,26 @@ def build_sets(images: np.ndarray, labels: np.ndarray, n: int, seed: int,
     if fonts:
         lab = [int(v) for v in rng.integers(0, 10, n)]
         sets["printed_fonts"] = ([font_digit(rng, fonts, v) for v in lab], lab, "digit")
+    sets["multi_digit_strips"] = strip_set(rng, images, labels, n)
+    sets["junk (blank, noise, scribbles, shapes)"] = junk_set(rng, n)
+    return sets
+
+
+def strip_set(rng: np.random.Generator, images: np.ndarray, labels: np.ndarray, n: int
+              ) -> tuple[list[Any], list[Any], str]:
+    """``n`` strips of 2-6 of these digits, with their strings."""
     strips, texts = [], []
     for _ in range(n):
-        k = int(rng.integers(2, 7))
-        idx = rng.choice(len(images), k, replace=False)
+        idx = rng.choice(len(images), int(rng.integers(2, 7)), replace=False)
         strips.append(digit_strip(rng, [images[i] for i in idx]))
         texts.append("".join(str(int(labels[i])) for i in idx))
-    sets["multi_digit_strips"] = (strips, texts, "number")
+    return strips, texts, "number"
+
+
+def junk_set(rng: np.random.Generator, n: int) -> tuple[list[Any], list[Any], str]:
+    """``n`` junk images, the kinds in turn."""
     kinds = [JUNK_KINDS[i % len(JUNK_KINDS)] for i in range(n)]
-    sets["junk (blank, noise, scribbles, shapes)"] = ([junk(rng, k) for k in kinds], kinds, "junk")
-    return sets
+    return [junk(rng, k) for k in kinds], kinds, "junk"
 
 
 def score(predictor, items: list[Any], labels: list[Any], kind: str) -> dict[str, float]:

@@ -347,6 +347,7 @@ def cmd_predict(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .training import PRECISIONS  # imported by the train options below anyway
     p = _Parser(prog="digitlab", description="Train, evaluate and serve handwritten-digit classifiers.")
     p.add_argument("--version", action="version", version=f"digitlab {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -397,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reject-threshold", type=float, metavar="P",
                    help="reject digits whose confidence is below P (default: the model's, "
                         "see docs/predict.md)")
-    s.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+    s.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto (default) classifies batches of 32+ digits under bf16 autocast "
                         "where the hardware is fast at it; fp32 never does")
     s.set_defaults(func=cmd_predict)

@@ -11,8 +11,8 @@ re-rendered MNIST *training* digits against generated junk (docs/predict.md); a 
 may carry its own as ``config["predict"]["reject_threshold"]``.
 
 Batches of at least ``_BF16_MIN_BATCH`` digits run under bf16 autocast where the hardware is
-fast at it (``precision="auto"``: CPUs with native bf16, GPUs), as training does: about 1.8x
-faster for a folder of scans; probabilities move by at most about 0.01. ``precision="fp32"``
+fast at it (``precision="auto"``: CPUs with native bf16, GPUs), as training does: the model
+runs 1.6-1.8x faster on a folder of scans; probabilities move by at most about 0.01. ``precision="fp32"``
 keeps every call in float32.
 
 A bad item (unreadable, not an image, empty, truncated) never raises: its ``Prediction`` has
@@ -42,7 +42,7 @@ from .artifacts import default_model_dir, load_model
 from .data import IMAGE_SUFFIXES
 from .errors import ConfigError, ImageError
 from .preprocess import ImageSource, Preprocessed, preprocess, segment_digits
-from .training import use_bf16
+from .training import PRECISIONS, is_conv, use_bf16
 
 # Softmax probability below which a digit is rejected. Chosen by `python benchmarks/realworld.py
 # --sweep` on re-rendered MNIST training digits vs generated junk: see docs/predict.md.
@@ -54,9 +54,8 @@ _PARALLEL_MIN_PIXELS = 200 * 200  # ...and for images smaller than this
 _PROCESS_MIN = 512
 _CPUS = min(4, os.cpu_count() or 1)  # default workers (os.cpu_count costs ~0.1 ms a call)
 # bf16 autocast pays off from batches of this size on; for one image its casts cost more than
-# they save (0.78 vs 0.74 ms for the shipped model on one thread).
+# they save (0.44 vs 0.40 ms for the shipped cnn on one thread).
 _BF16_MIN_BATCH = 32
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
@@ -134,7 +133,7 @@ class Predictor:
         self.model, self.config = load_model(self.model_dir, device)
         self.device = torch.device(device)
         # channels-last lets oneDNN run the convolutions ~2.5x faster on CPU (same numbers)
-        self._channels_last = any(isinstance(m, torch.nn.Conv2d) for m in self.model.modules())
+        self._channels_last = is_conv(self.model)
         if self._channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         # bf16 for convolutional models only (as in training): dense layers gain nothing on CPU
