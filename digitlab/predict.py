@@ -26,6 +26,7 @@ import csv
 import glob
 import io
 import json
+import logging
 import multiprocessing
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +44,8 @@ from .data import IMAGE_SUFFIXES
 from .errors import ConfigError, ImageError
 from .preprocess import ImageSource, Preprocessed, preprocess, segment_digits
 from .training import PRECISIONS, is_conv, use_bf16
+
+log = logging.getLogger(__name__)
 
 # Softmax probability below which a digit is rejected. Chosen by `python benchmarks/realworld.py
 # --sweep` on re-rendered MNIST training digits vs generated junk: see docs/predict.md.
@@ -280,6 +283,10 @@ def _prepare(item: Any, number: bool, keep_stages: bool
         return preprocess(item, keep_stages=keep_stages)
     except ImageError as exc:
         return exc
+    except Exception as exc:  # a bug must cost this image only, not the whole folder or request
+        log.exception("preprocessing failed")
+        return ImageError(f"internal error while reading this image "
+                          f"({type(exc).__name__}: {exc}); please report it")
 
 
 def _number(path: str | None, parts: list[Prediction]) -> Prediction:

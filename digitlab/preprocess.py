@@ -503,24 +503,30 @@ def _analyse(source: ImageSource) -> _Analysis:
     low = ink.ink > max(LOW, min(3.0 * ink.noise, HIGH - 0.05))
     comps = _components(low, high)
     has_strong = comps.strong > 0
-    low_area = int(comps.area[has_strong].sum())
-    ink_fraction = low_area / float(h * w)
+    ink_fraction = int(comps.area[has_strong].sum()) / float(h * w)
     if not has_strong.any():
         return _Analysis(work, scale, size, ink, low, comps, empty, 0.0, "blank: no ink found")
-    biggest = int(comps.area[has_strong].max())
-    # A speck is small both in absolute terms (a few working px) and next to the main stroke.
-    speck = max(3, int(0.02 * biggest), int(2e-4 * h * w))
-    keep = np.nonzero(has_strong & (comps.area >= speck))[0]
-    reason = None
+    keep, reason = _keep(comps, h, w)
     if ink.noise > 0.25:
         reason = "noise: the image has no clear background"
     elif ink_fraction > 0.45:
         reason = "noise: ink covers most of the image (texture or a photo, not a digit)"
-    elif len(keep) > 25 and biggest < 0.5 * low_area:
-        reason = f"noise: {int(has_strong.sum())} scattered specks and no main stroke"
-    elif len(keep) == 0:
-        reason = "blank: only specks"
     return _Analysis(work, scale, size, ink, low, comps, keep, ink_fraction, reason)
+
+
+def _keep(comps: _Components, h: int, w: int) -> tuple[np.ndarray, str | None]:
+    """The components that are not specks, and why there is no digit among them (or None)."""
+    has_strong = comps.strong > 0
+    low_area = int(comps.area[has_strong].sum())
+    biggest = int(comps.area[has_strong].max()) if has_strong.any() else 0
+    # A speck is small both in absolute terms (a few working px) and next to the main stroke.
+    speck = max(3, int(0.02 * biggest), int(2e-4 * h * w))
+    keep = np.nonzero(has_strong & (comps.area >= speck))[0]
+    if len(keep) > 25 and biggest < 0.5 * low_area:
+        return keep, f"noise: {int(has_strong.sum())} scattered specks and no main stroke"
+    if len(keep) == 0:
+        return keep, "blank: only specks"
+    return keep, None
 
 
 def _touches_border(c: _Components, i: int, h: int, w: int) -> bool:
@@ -817,14 +823,14 @@ def _remove_rules(an: _Analysis) -> _Analysis:
         return an
     high = an.ink.ink > HIGH
     comps = _components(low, high & low)
-    has_strong = comps.strong > 0
-    if not has_strong.any():
+    if not (comps.strong > 0).any():
         return _Analysis(an.work, an.scale, an.size, an.ink, low, comps,
                          np.zeros(0, np.int64), 0.0, "only a line")
-    biggest = int(comps.area[has_strong].max())
-    keep = np.nonzero(has_strong & (comps.area >= max(3, int(0.02 * biggest))))[0]
+    keep, reason = _keep(comps, h, w)  # the same speck rules as before the lines went
+    if reason == "blank: only specks":
+        reason = "only a line (and specks)"
     return _Analysis(an.work, an.scale, an.size, an.ink, low, comps, keep,
-                     an.ink_fraction, None)
+                     an.ink_fraction, reason)
 
 
 def _group_columns(an: _Analysis, comps: Any = None) -> list[list[int]]:

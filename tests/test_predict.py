@@ -337,3 +337,20 @@ def test_cli_in_a_new_process(folder):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert ": 1 " in r.stdout
+
+
+def test_an_unexpected_failure_costs_only_that_image(predictor, samples, monkeypatch):
+    import digitlab.predict as predict_module
+    x, y = samples
+    real = predict_module.preprocess
+
+    def flaky(item, **kw):
+        if isinstance(item, bytes) and item == b"boom":
+            raise ValueError("something nobody foresaw")
+        return real(item, **kw)
+
+    monkeypatch.setattr(predict_module, "preprocess", flaky)
+    preds = predictor.predict([x[0], b"boom", x[1]])
+    assert preds[0].digit == int(y[0]) and preds[2].digit == int(y[1])
+    assert "internal error" in preds[1].error and "ValueError" in preds[1].error
+    assert preds[1].digit is None

@@ -362,6 +362,16 @@ def test_shapes_without_a_digit_have_reasons():
         assert preprocess(img).reason is not None
 
 
+def test_a_ruled_line_with_only_specks_left_is_no_digit():
+    # Once the line is erased nothing but one-pixel specks is left: a reason, not a crash
+    # (this raised ValueError in both modes, a 500 in the web service).
+    page = np.full((200, 200), 255, np.uint8)
+    page[100:103, 10:190] = 0
+    page[60, 50] = page[140, 120] = 0
+    assert "line" in preprocess(page).reason
+    assert [d.reason for d in segment_digits(page)] == ["only a line (and specks)"]
+
+
 def test_several_digits_in_single_mode_say_so(digits):
     x, _ = digits
     strip = np.concatenate([x[0], np.zeros((28, 10), np.uint8), x[1]], axis=1)
