@@ -47,6 +47,7 @@ LOW, HIGH = 0.3, 0.5  # hysteresis thresholds, as fractions of the normalised st
 PIECE_REACH = 0.25  # pieces of a digit lie within this fraction of its size of each other...
 BIG_PIECE_REACH = 0.6  # ...or this one for a piece of BIG_PIECE x the main stroke's area
 BIG_PIECE = 0.5
+DASH_GAP = 0.04  # ...and small pieces chained to it by gaps under this fraction of its size
 MIN_STROKE = 1.7  # px at 28x28 scale; thinner strokes are dilated (MNIST: median 3.2 px)
 
 
@@ -560,7 +561,34 @@ def _select_digit(an: _Analysis) -> list[int]:
                 bx0, by0 = min(bx0, c.x0[i]), min(by0, c.y0[i])
                 bx1, by1 = max(bx1, c.x1[i]), max(by1, c.y1[i])
                 changed = True
+    small = [int(i) for i in keep if i not in group and c.area[i] < piece_min]
+    gap = DASH_GAP * max(bx1 - bx0, by1 - by0)
+    if small and gap >= 3:  # (bridging 1-2 px in a small image would join noise texture)
+        group += _dashes(c, (h, w), group, small, gap)
     return group
+
+
+def _dashes(c: _Components, shape: tuple[int, int], group: list[int], small: list[int],
+            gap: float) -> list[int]:
+    """The small pieces chained to the digit by gaps of at most ``gap`` px: the dashes of a fine
+    pen whose ink skipped along the stroke (the stem of a 9 in five short pieces)."""
+    r = max(1, int(np.ceil(gap / 2)))  # grow every piece by gap/2: gaps up to gap close
+    ids = group + small
+    x0, y0 = int(min(c.x0[ids])), int(min(c.y0[ids]))
+    x1, y1 = int(max(c.x1[ids])), int(max(c.y1[ids]))
+    near = _dilate(np.pad(c.mask(ids, shape)[y0:y1, x0:x1], r), r) > 0
+    b = _components(near, near)
+    # the bridged piece holding a component's first run (row, start), in padded crop coords
+    key = b.run_row * (near.shape[1] + 1) + b.run_c0
+
+    def label(i: int) -> int:
+        j = int(np.argmax(c.run_comp == i))
+        row, col = c.run_row[j] - y0 + r, c.run_c0[j] - x0 + r
+        k = int(np.searchsorted(key, row * (near.shape[1] + 1) + col, side="right")) - 1
+        return int(b.run_comp[k])
+
+    mine = {label(i) for i in group}
+    return [i for i in small if label(i) in mine]
 
 
 def _shape_reason(an: _Analysis, group: list[int], number_mode: bool = False) -> str | None:
@@ -577,7 +605,7 @@ def _shape_reason(an: _Analysis, group: list[int], number_mode: bool = False) ->
             return "several digits side by side (use number mode: --number)"
     if bw > 4 * bh:
         return "a horizontal line, not a digit"
-    if len(group) > 6:
+    if len(group) > 6 and _bridged_pieces(c.mask(group, (h, w))[y0:y1, x0:x1], len(group)) > 6:
         return "scattered fragments"
     if (not number_mode and min(h, w) >= 40 and any(_touches_border(c, i, h, w) for i in group)
             and bw < 0.7 * w and bh < 0.7 * h):  # (MNIST crops may touch their edge)
@@ -602,6 +630,17 @@ def _shape_reason(an: _Analysis, group: list[int], number_mode: bool = False) ->
     if loops >= 5:  # an 8 has two loops (a hasty one 3 or 4); grids and hatching have many
         return f"{loops} enclosed loops (a grid or scribble)"
     return None
+
+
+def _bridged_pieces(sel: np.ndarray, n: int) -> int:
+    """The ``n`` pieces of ink once gaps up to ~6% of the mark's size are bridged: a fine pen's
+    dashed stroke (pressure dropping again and again along a 3 or an 8) is one piece, specks
+    strewn over the page stay many. Small marks are not bridged (1-2 px joins noise texture)."""
+    r = round(0.03 * max(sel.shape))
+    if r < 2:
+        return n
+    near = _dilate(np.pad(sel, r), r) > 0
+    return _components(near, near).n
 
 
 def _euler(sel: np.ndarray) -> int:

@@ -317,6 +317,48 @@ def test_a_big_piece_further_away_still_belongs_to_the_digit():
     assert preprocess(img).bbox[0] > 12
 
 
+
+def _dashed(d: ImageDraw.ImageDraw, pts: list[tuple[float, float]], dash: float, gap: float,
+            width: int) -> int:
+    """Draw a polyline as dashes (a fine pen whose ink skips); returns how many."""
+    n = 0
+    for (ax, ay), (bx, by) in zip(pts, pts[1:]):
+        length = float(np.hypot(bx - ax, by - ay))
+        t = 0.0
+        while t < length:
+            u = min(t + dash, length)
+            d.line([(ax + (bx - ax) * t / length, ay + (by - ay) * t / length),
+                    (ax + (bx - ax) * u / length, ay + (by - ay) * u / length)],
+                   fill=0, width=width)
+            n, t = n + 1, u + gap
+    return n
+
+
+def test_a_dashed_fine_pen_stroke_is_one_digit():
+    # A 9 whose stem came out as short dashes: every dash is far smaller than the loop, yet it
+    # belongs to the digit; nor are the many pieces "scattered fragments".
+    img = Image.new("L", (300, 300), 255)
+    d = ImageDraw.Draw(img)
+    d.ellipse([100, 40, 190, 120], outline=0, width=3)
+    assert _dashed(d, [(190, 80), (185, 270)], 14, 7, 3) >= 7
+    out = preprocess(img)
+    assert out.reason is None and out.components >= 8
+    assert out.bbox[3] >= 255  # the crop reaches the end of the stem
+    # a whole digit in dashes
+    img = Image.new("L", (300, 300), 255)
+    _dashed(ImageDraw.Draw(img), [(90, 50), (210, 50), (120, 260)], 16, 7, 3)  # a 7
+    out = preprocess(img)
+    assert out.reason is None and out.components > 6
+
+
+def test_marks_strewn_apart_are_scattered_fragments():
+    img = Image.new("L", (300, 300), 255)
+    d = ImageDraw.Draw(img)
+    for k in range(12):  # ticks 10-15 px apart: bridging a pen's dashes must not join them
+        x, y = 110 + 18 * (k % 3), 60 + 30 * (k // 3)
+        d.line([(x, y), (x, y + 18)], fill=0, width=3)
+    assert preprocess(img).reason == "scattered fragments"
+
 # ---------------------------------------------------------------------------------------------
 # No digit: blank, noise, junk, with reasons
 
