@@ -363,8 +363,16 @@ def junk_set(rng: np.random.Generator, n: int) -> tuple[list[Any], list[Any], st
     return [junk(rng, k) for k in kinds], kinds, "junk"
 
 
+def first_choice(p) -> int | None:
+    """The model's top-1 digit, or None when preprocessing declined the image."""
+    return p.top_k[0][0] if p.top_k else None
+
+
 def score(predictor, items: list[Any], labels: list[Any], kind: str) -> dict[str, float]:
-    preds = predictor.predict(items, number=(kind == "number"))
+    return score_predictions(predictor.predict(items, number=(kind == "number")), labels, kind)
+
+
+def score_predictions(preds: list[Any], labels: list[Any], kind: str) -> dict[str, float]:
     n = len(preds)
     rejected = sum(p.rejected or p.error is not None for p in preds) / n
     if kind == "junk":
@@ -372,7 +380,7 @@ def score(predictor, items: list[Any], labels: list[Any], kind: str) -> dict[str
     if kind == "number":
         exact = sum(p.number == t for p, t in zip(preds, labels)) / n
         return {"n": n, "metric": exact, "rejected": rejected}
-    top1 = sum(bool(p.top_k) and p.top_k[0][0] == t for p, t in zip(preds, labels)) / n
+    top1 = sum(first_choice(p) == t for p, t in zip(preds, labels)) / n
     answered = sum(p.digit == t for p, t in zip(preds, labels)) / n
     return {"n": n, "metric": top1, "answered_correct": answered, "rejected": rejected}
 
@@ -410,23 +418,19 @@ def all_digits(predictor, x: np.ndarray, y: np.ndarray, styles: list[str], seed:
     print("| set | n | accuracy (top-1) | vs MNIST | correct & accepted | rejected "
           "| read differently from the 28x28 digit |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    base = [bool(p.top_k) and p.top_k[0][0] for p in base]  # the 28x28 digits' answers
+    base = [first_choice(p) for p in base]  # the 28x28 digits' answers
     mnist_acc = float(np.mean([b == t for b, t in zip(base, y)]))
     for style in styles:
         rng = np.random.default_rng([seed, USER_STYLES.index(style)])
-        top1 = answered = rejected = differ = 0
+        preds: list[Any] = []
         for lo in range(0, len(x), 1000):
-            items = [user_digit(rng, x[i], style) for i in range(lo, min(lo + 1000, len(x)))]
-            for i, p in enumerate(predictor.predict(items), lo):
-                guess = bool(p.top_k) and p.top_k[0][0]
-                top1 += guess == y[i]
-                answered += p.digit == y[i]
-                rejected += p.rejected or p.error is not None
-                differ += guess != base[i]
-        n = len(x)
-        print(f"| {style} (all test digits) | {n} | {top1 / n:.2%} | "
-              f"{(top1 / n - mnist_acc) * 100:+.2f} | {answered / n:.2%} | {rejected / n:.2%} "
-              f"| {differ / n:.2%} |", flush=True)
+            preds += predictor.predict([user_digit(rng, x[i], style)
+                                        for i in range(lo, min(lo + 1000, len(x)))])
+        r = score_predictions(preds, list(y), "digit")
+        differ = float(np.mean([first_choice(p) != b for p, b in zip(preds, base)]))
+        print(f"| {style} (all test digits) | {r['n']} | {r['metric']:.2%} | "
+              f"{(r['metric'] - mnist_acc) * 100:+.2f} | {r['answered_correct']:.2%} | "
+              f"{r['rejected']:.2%} | {differ:.2%} |", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -462,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     x, y = ds.test_images.numpy(), ds.test_labels.numpy()
     t0 = time.perf_counter()
     base = predictor.predict(list(x))
-    mnist_acc = float(np.mean([bool(p.top_k) and p.top_k[0][0] == t for p, t in zip(base, y)]))
+    mnist_acc = float(np.mean([first_choice(p) == t for p, t in zip(base, y)]))
     mnist_rej = float(np.mean([p.rejected for p in base]))
     print(f"model: {predictor.model_dir}  reject threshold {predictor.reject_threshold:.2f}")
     print(f"MNIST test (10,000, 28x28): accuracy {mnist_acc:.2%}, rejected {mnist_rej:.2%}\n")
@@ -472,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     sources: dict[str, np.ndarray] = {}
     sets = build_sets(x, y, args.n, args.seed, sources=sources)
-    base_ok = np.array([bool(p.top_k) and p.top_k[0][0] == t for p, t in zip(base, y)])
+    base_ok = np.array([first_choice(p) == t for p, t in zip(base, y)])
     # "same digits": the model on the very MNIST digits each set re-renders, as 28x28 - the
     # paired comparison, free of the sampling noise of a 500-digit draw (about +-0.5 points)
     print("| set | n | accuracy (top-1) | vs MNIST | same digits as 28x28 | correct & accepted "

@@ -515,18 +515,20 @@ def _analyse(source: ImageSource) -> _Analysis:
     return _Analysis(work, scale, size, ink, low, comps, keep, ink_fraction, reason)
 
 
-def _keep(comps: _Components, h: int, w: int) -> tuple[np.ndarray, str | None]:
-    """The components that are not specks, and why there is no digit among them (or None)."""
+def _keep(comps: _Components, h: int, w: int, only_specks: str = "blank: only specks"
+          ) -> tuple[np.ndarray, str | None]:
+    """The components that are not specks (some component has strong pixels), and why there is
+    no digit among them (or None); ``only_specks`` is the reason when nothing else is left."""
     has_strong = comps.strong > 0
     low_area = int(comps.area[has_strong].sum())
-    biggest = int(comps.area[has_strong].max()) if has_strong.any() else 0
+    biggest = int(comps.area[has_strong].max())
     # A speck is small both in absolute terms (a few working px) and next to the main stroke.
     speck = max(3, int(0.02 * biggest), int(2e-4 * h * w))
     keep = np.nonzero(has_strong & (comps.area >= speck))[0]
     if len(keep) > 25 and biggest < 0.5 * low_area:
         return keep, f"noise: {int(has_strong.sum())} scattered specks and no main stroke"
     if len(keep) == 0:
-        return keep, "blank: only specks"
+        return keep, only_specks
     return keep, None
 
 
@@ -576,15 +578,15 @@ def _dashes(c: _Components, shape: tuple[int, int], group: list[int], small: lis
     ids = group + small
     x0, y0 = int(min(c.x0[ids])), int(min(c.y0[ids]))
     x1, y1 = int(max(c.x1[ids])), int(max(c.y1[ids]))
-    near = _dilate(np.pad(c.mask(ids, shape)[y0:y1, x0:x1], r), r) > 0
-    b = _components(near, near)
+    b = _bridged(c.mask(ids, shape)[y0:y1, x0:x1], r)
     # the bridged piece holding a component's first run (row, start), in padded crop coords
-    key = b.run_row * (near.shape[1] + 1) + b.run_c0
+    stride = x1 - x0 + 2 * r + 1
+    key = b.run_row * stride + b.run_c0
 
     def label(i: int) -> int:
         j = int(np.argmax(c.run_comp == i))
         row, col = c.run_row[j] - y0 + r, c.run_c0[j] - x0 + r
-        k = int(np.searchsorted(key, row * (near.shape[1] + 1) + col, side="right")) - 1
+        k = int(np.searchsorted(key, row * stride + col, side="right")) - 1
         return int(b.run_comp[k])
 
     mine = {label(i) for i in group}
@@ -605,7 +607,8 @@ def _shape_reason(an: _Analysis, group: list[int], number_mode: bool = False) ->
             return "several digits side by side (use number mode: --number)"
     if bw > 4 * bh:
         return "a horizontal line, not a digit"
-    if len(group) > 6 and _bridged_pieces(c.mask(group, (h, w))[y0:y1, x0:x1], len(group)) > 6:
+    sel = c.mask(group, (h, w))[y0:y1, x0:x1]
+    if len(group) > 6 and _bridged_pieces(sel, len(group)) > 6:
         return "scattered fragments"
     if (not number_mode and min(h, w) >= 40 and any(_touches_border(c, i, h, w) for i in group)
             and bw < 0.7 * w and bh < 0.7 * h):  # (MNIST crops may touch their edge)
@@ -613,7 +616,6 @@ def _shape_reason(an: _Analysis, group: list[int], number_mode: bool = False) ->
         return "the ink runs off the edge of the image"
     # Thresholds from MNIST digits re-rendered in every benchmark style (1st/99th percentiles)
     # against generated shapes, grids and scribbles: see docs/predict.md.
-    sel = c.mask(group, (h, w))[y0:y1, x0:x1]
     fill = area / float(bw * bh)
     stroke = _stroke_width(sel) / max(bw, bh)
     any_holes = len(group) - _euler(sel)  # 4-connected holes of any size
@@ -637,10 +639,13 @@ def _bridged_pieces(sel: np.ndarray, n: int) -> int:
     dashed stroke (pressure dropping again and again along a 3 or an 8) is one piece, specks
     strewn over the page stay many. Small marks are not bridged (1-2 px joins noise texture)."""
     r = round(0.03 * max(sel.shape))
-    if r < 2:
-        return n
+    return _bridged(sel, r).n if r >= 2 else n
+
+
+def _bridged(sel: np.ndarray, r: int) -> _Components:
+    """Components of ``sel`` padded by ``r`` and grown by ``r`` px: gaps up to 2r closed."""
     near = _dilate(np.pad(sel, r), r) > 0
-    return _components(near, near).n
+    return _components(near, near)
 
 
 def _euler(sel: np.ndarray) -> int:
@@ -865,9 +870,7 @@ def _remove_rules(an: _Analysis) -> _Analysis:
     if not (comps.strong > 0).any():
         return _Analysis(an.work, an.scale, an.size, an.ink, low, comps,
                          np.zeros(0, np.int64), 0.0, "only a line")
-    keep, reason = _keep(comps, h, w)  # the same speck rules as before the lines went
-    if reason == "blank: only specks":
-        reason = "only a line (and specks)"
+    keep, reason = _keep(comps, h, w, "only a line (and specks)")  # as before the lines went
     return _Analysis(an.work, an.scale, an.size, an.ink, low, comps, keep,
                      an.ink_fraction, reason)
 
