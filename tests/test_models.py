@@ -42,6 +42,20 @@ def test_save_load_gives_identical_logits(tmp_path, name):
         assert torch.equal(m(x), loaded(x))
 
 
+def test_strided_stem_skips_the_first_pool():
+    pool, stride = create_model("cnn", widths=[16, 32, 128]), create_model("cnn", widths=[16, 32, 128], stem="stride")
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in pool.modules()) == 2
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in stride.modules()) == 1
+    first = next(m for m in stride.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.stride == (2, 2) and first.kernel_size == (4, 4)
+    x = torch.rand(3, 1, 28, 28)
+    assert stride.features(x).shape == pool.features(x).shape == (3, 128, 7, 7)
+    with pytest.raises(ConfigError, match="unknown stem 'patch'.*pool, stride"):
+        create_model("cnn", stem="patch")
+    with pytest.raises(ConfigError, match="at least one stage"):
+        create_model("cnn", widths=[])
+
+
 def test_unknown_model_lists_choices():
     with pytest.raises(ConfigError, match="unknown model 'resnet9000'.*cnn.*mlp100"):
         create_model("resnet9000")
