@@ -158,6 +158,17 @@ def is_conv(model: nn.Module) -> bool:
 # Augmentation on whole batches (x: float (N, 1, 28, 28) in [0, 1], background 0)
 
 
+def _affine_grid(theta: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``F.affine_grid(theta.view(-1, 2, 3), (n, c, h, w), align_corners=False)``, computed with
+    broadcasting: the same grid at a third of the cost (affine_grid's batched matmul of 3-wide
+    matrices was 3% of a small CNN's training step on a CPU)."""
+    xs = (torch.arange(w, dtype=theta.dtype, device=theta.device) * 2 + 1) / w - 1  # pixel centres
+    ys = ((torch.arange(h, dtype=theta.dtype, device=theta.device) * 2 + 1) / h - 1).view(-1, 1)
+    t = theta.view(-1, 6, 1, 1)
+    return torch.stack([t[:, 0] * xs + t[:, 1] * ys + t[:, 2],
+                        t[:, 3] * xs + t[:, 4] * ys + t[:, 5]], -1)
+
+
 def augment_batch(x: torch.Tensor, level: str, gen: torch.Generator) -> torch.Tensor:
     """Random affine per image (rotation, scale, shift; + shear and stroke thickness if robust)."""
     if level == "none":
@@ -177,11 +188,8 @@ def augment_batch(x: torch.Tensor, level: str, gen: torch.Generator) -> torch.Te
     t = u(-shift, shift) * (2 / 28), u(-shift, shift) * (2 / 28)
     cos, sin = torch.cos(a) / s, torch.sin(a) / s
     # grid = inverse map from output to input coordinates: rotation/scale, then x-shear (slant)
-    theta = torch.stack([
-        torch.stack([cos, -sin + sh * cos, t[0]], 1),
-        torch.stack([sin, cos + sh * sin, t[1]], 1),
-    ], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    theta = torch.stack([cos, -sin + sh * cos, t[0], sin, cos + sh * sin, t[1]], 1)
+    grid = _affine_grid(theta, x.shape[-2], x.shape[-1])
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if level == "robust":
         # Stroke thickness (grey-level morphology): a marker-bold stroke for a sixth of the

@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 
 from digitlab.artifacts import load_model
 from digitlab.errors import ConfigError, DigitlabError
-from digitlab.training import (CHECKPOINT, OUTLIER_WEIGHT, TrainConfig, add_outliers,
+from digitlab.training import (CHECKPOINT, OUTLIER_WEIGHT, TrainConfig, _affine_grid, add_outliers,
                                augment_batch, lr_at, outlier_images, outlier_loss, predict_logits,
                                train)
 
@@ -118,6 +118,14 @@ def test_augmentation_changes_images_but_keeps_range_and_shape():
         # ink stays roughly the same amount (no digit vanishes or floods the frame)
         ratio = y.sum((1, 2, 3)) / x.sum((1, 2, 3))
         assert (ratio > 0.3).all() and (ratio < 3).all()
+
+
+def test_affine_grid_matches_torch():
+    import torch.nn.functional as F
+    theta = torch.randn(9, 6, generator=torch.Generator().manual_seed(0))
+    for h, w in ((28, 28), (5, 7)):
+        ref = F.affine_grid(theta.view(-1, 2, 3), [9, 1, h, w], align_corners=False)
+        assert torch.allclose(_affine_grid(theta, h, w), ref, atol=1e-6)
 
 
 def test_outlier_images_are_shapes_inside_the_digit_box():
