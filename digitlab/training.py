@@ -41,6 +41,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Shortest wall time to >= 99.0% test accuracy: a narrow CNN, two epochs, no augmentation.
     "fast": dict(model="cnn", model_kwargs={"widths": [16, 32, 64]}, epochs=2, batch_size=256,
                  lr=0.1, augment="none", label_smoothing=0.0),
+    # Shortest wall time to >= 99.5%: the default CNN's recipe on a narrow first stage with a
+    # strided stem (cnn 16-32-128, about half the time per epoch), for 8 epochs instead of 5.
+    "fast-99.5": dict(model="cnn", model_kwargs={"widths": [16, 32, 128], "stem": "stride"},
+                      epochs=8),
     # Best single model: two convs per stage, long schedule, augmentation.
     "best": dict(model="cnn", model_kwargs={"widths": [32, 64, 128], "depth": 2}, epochs=50,
                  batch_size=128, lr=0.05, augment="standard"),

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from digitlab.cli import main
+from digitlab.training import PRESETS
 
 
 def run_cli(*args):
@@ -81,13 +82,12 @@ def test_ctrl_c_keeps_a_checkpoint_and_resume_finishes(tmp_path, monkeypatch, ca
     assert (out / "model.safetensors").is_file() and not (out / "checkpoint.safetensors").exists()
 
 
-@pytest.mark.parametrize("preset", ["fast", "best", "robust"])
+@pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_presets_smoke(tmp_path, preset, capsys):
     out = tmp_path / preset
     assert main(["train", "--preset", preset, "--subset", "600", "--max-steps", "2", "--out", str(out),
                  "--quiet", "--no-eval"]) == 0
     from digitlab.artifacts import read_config
-    from digitlab.training import PRESETS
     cfg = read_config(out)
     for key, value in PRESETS[preset].items():
         if key not in ("epochs",):
