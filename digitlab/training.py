@@ -86,11 +86,14 @@ class TrainConfig:
         if cfg.preset is not None:
             if cfg.preset not in PRESETS:
                 raise ConfigError(f"unknown preset {cfg.preset!r}; choose from: {', '.join(PRESETS)}")
-            base = TrainConfig()
-            for k, v in PRESETS[cfg.preset].items():
+            base, preset = TrainConfig(), PRESETS[cfg.preset]
+            for k, v in preset.items():
                 # preset values apply unless the user changed that field from its default
-                if getattr(cfg, k) == getattr(base, k):
+                if k != "model_kwargs" and getattr(cfg, k) == getattr(base, k):
                     setattr(cfg, k, v)
+            # architecture options merge, the user's winning, unless the user chose another model
+            if cfg.model == preset.get("model", cfg.model):
+                cfg.model_kwargs = {**preset.get("model_kwargs", {}), **cfg.model_kwargs}
         spec = get_spec(cfg.model)
         generic = dict(epochs=5, batch_size=128, optimizer="adam", lr=1e-3, weight_decay=0.0,
                        schedule="onecycle", label_smoothing=0.0, augment="none", precision="auto")

@@ -120,6 +120,16 @@ def test_augmentation_changes_images_but_keeps_range_and_shape():
         assert (ratio > 0.3).all() and (ratio < 3).all()
 
 
+def test_preset_architecture_options_merge_with_the_users():
+    cfg = TrainConfig(preset="fast-99.5", model_kwargs={"stem": "pool"}).resolved()
+    assert cfg.model_kwargs == {"widths": [16, 32, 128], "stem": "pool"} and cfg.epochs == 8
+    assert TrainConfig(preset="fast-99.5").resolved().model_kwargs == {"widths": [16, 32, 128], "stem": "stride"}
+    # another model than the preset's: the preset's cnn options do not apply to it
+    cfg = TrainConfig(preset="fast", model="mlp100").resolved()
+    assert cfg.model == "mlp100" and cfg.model_kwargs == {}
+    assert cfg.resolved() == cfg  # resolving twice (as --resume does) changes nothing
+
+
 def test_affine_grid_matches_torch():
     import torch.nn.functional as F
     theta = torch.randn(9, 6, generator=torch.Generator().manual_seed(0))
