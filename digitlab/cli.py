@@ -83,12 +83,14 @@ def cmd_models(args) -> int:
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    from .training import AUGMENTS, OPTIMIZERS, PRECISIONS, PRESETS, SCHEDULES
+    from .training import AUGMENTS, OPTIMIZERS, PRECISIONS, PRESET_HELP, PRESETS, SCHEDULES
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default="cnn", help="architecture from `digitlab models` (default: cnn)")
     g.add_argument("--model-arg", action="append", type=_model_arg, default=[], metavar="KEY=VALUE",
-                   help="architecture option, JSON value (e.g. widths=[16,32,64]); repeatable")
-    g.add_argument("--preset", choices=sorted(PRESETS), help="named recipe; explicit flags still win")
+                   help="architecture option, JSON value (e.g. widths=[16,32,64], depth=2, stem=stride); repeatable")
+    g.add_argument("--preset", choices=sorted(PRESETS),
+                   help="named recipe; explicit flags still win. "
+                        + "; ".join(f"{k}: {PRESET_HELP[k]}" for k in sorted(PRESETS)))
     g.add_argument("--data-dir", default="mnist", metavar="DIR",
                    help="dataset folder (IDX files, or DIR/<label>/ images) or name (default: bundled mnist)")
     g.add_argument("--val-size", type=_nonneg_int, default=5000,

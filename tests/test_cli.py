@@ -82,6 +82,14 @@ def test_ctrl_c_keeps_a_checkpoint_and_resume_finishes(tmp_path, monkeypatch, ca
     assert (out / "model.safetensors").is_file() and not (out / "checkpoint.safetensors").exists()
 
 
+def test_train_help_describes_every_preset(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in PRESETS:
+        assert f"{name}: " in text
+
+
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_presets_smoke(tmp_path, preset, capsys):
     out = tmp_path / preset
