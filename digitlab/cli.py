@@ -88,9 +88,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", default="cnn", help="architecture from `digitlab models` (default: cnn)")
     g.add_argument("--model-arg", action="append", type=_model_arg, default=[], metavar="KEY=VALUE",
                    help="architecture option, JSON value (e.g. widths=[16,32,64], depth=2, stem=stride); repeatable")
+    presets = "; ".join(f"{k}: {PRESET_HELP[k]}" for k in sorted(PRESETS)).replace("%", "%%")
     g.add_argument("--preset", choices=sorted(PRESETS),
-                   help="named recipe; explicit flags still win. "
-                        + "; ".join(f"{k}: {PRESET_HELP[k]}" for k in sorted(PRESETS)))
+                   help=f"named recipe; explicit flags still win. {presets}")
     g.add_argument("--data-dir", default="mnist", metavar="DIR",
                    help="dataset folder (IDX files, or DIR/<label>/ images) or name (default: bundled mnist)")
     g.add_argument("--val-size", type=_nonneg_int, default=5000,

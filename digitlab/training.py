@@ -54,9 +54,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 # One line each for `digitlab train --help` (figures: README, Records; 2 CPU cores).
 PRESET_HELP: dict[str, str] = {
-    "fast": "99.1%% in about 7 s of training",
-    "fast-99.5": "about 99.5%% (99.53%% with --tta) in about 40 s",
-    "best": "the most accurate single model, 99.76%% in about 17 min",
+    "fast": "99.1% in about 7 s of training",
+    "fast-99.5": "about 99.5% (99.53% with --tta) in about 40 s",
+    "best": "the most accurate single model, 99.76% in about 17 min",
     "robust": "the shipped model's recipe, for real drawings and photos (15 epochs)",
 }
 

@@ -43,7 +43,8 @@ def test_save_load_gives_identical_logits(tmp_path, name):
 
 
 def test_strided_stem_skips_the_first_pool():
-    pool, stride = create_model("cnn", widths=[16, 32, 128]), create_model("cnn", widths=[16, 32, 128], stem="stride")
+    pool = create_model("cnn", widths=[16, 32, 128])
+    stride = create_model("cnn", widths=[16, 32, 128], stem="stride")
     assert sum(isinstance(m, torch.nn.MaxPool2d) for m in pool.modules()) == 2
     assert sum(isinstance(m, torch.nn.MaxPool2d) for m in stride.modules()) == 1
     first = next(m for m in stride.modules() if isinstance(m, torch.nn.Conv2d))
