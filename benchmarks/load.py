@@ -9,6 +9,7 @@ warm-up, and at the end.
     python benchmarks/load.py                       # 16 connections, 30 s, 1 worker
     python benchmarks/load.py --workers 2 --form raw --seconds 10
     python benchmarks/load.py --workers 2 --rate 300   # open loop: 300 arrivals/s, <= 16 in flight
+    python benchmarks/load.py --workers 2 --floor      # the request path alone (memoised answers)
 
 By default the load is a closed loop: each connection sends its next request as soon as the last
 answer arrives, so 16 requests are always in flight and latency is 16 / throughput (Little's law).
@@ -20,6 +21,11 @@ scheduled arrival, so waiting for a connection counts too (no "coordinated omiss
 The client is a small asyncio HTTP/1.1 loop on raw sockets: it shares the CPU with the server,
 so it has to cost far less per request than the server does. Its connections open 5 ms apart,
 as independent clients' would (a single burst can all land on one worker process).
+
+``--floor`` serves the app of ``benchmarks/floor_app.py`` instead: each worker computes the
+answer for the benchmark's image once and then answers from memory, so what is left is the cost
+of the request path itself (HTTP, routing, limits, multipart, the header check, the hop to the
+model lane, the response): the lowest latency the real server could reach under the same load.
 """
 
 from __future__ import annotations
@@ -257,6 +263,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rate", type=float, default=None, metavar="R",
                     help="open loop: R requests/s arriving at random times, at most "
                          "--concurrency in flight (default: closed loop)")
+    ap.add_argument("--floor", action="store_true",
+                    help="serve memoised answers (benchmarks/floor_app.py): the cost of the "
+                         "request path without preprocessing and the model")
     ap.add_argument("--timeout", type=float, default=10.0, help="per-request timeout, s")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = ap.parse_args(argv)
@@ -273,13 +282,25 @@ def main(argv=None) -> int:
                                      args.timeout, args.rate))
 
     port = free_port()
-    cmd = [sys.executable, "-m", "digitlab.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", str(args.workers), "--threads", str(args.threads), "--log-level", "warning"]
-    if args.model_dir:
-        cmd += ["--model-dir", args.model_dir]
+    env = None
+    if args.floor:
+        from digitlab.server.app import MODEL_DIR_ENV, THREADS_ENV
+        env = {**os.environ, THREADS_ENV: str(args.threads)}
+        if args.model_dir:
+            env[MODEL_DIR_ENV] = args.model_dir
+        cmd = [sys.executable, "-m", "uvicorn", "floor_app:create_app", "--factory",
+               "--app-dir", str(Path(__file__).resolve().parent), "--host", "127.0.0.1",
+               "--port", str(port), "--workers", str(args.workers), "--log-level", "warning",
+               "--no-access-log"]
+    else:
+        cmd = [sys.executable, "-m", "digitlab.cli", "serve", "--host", "127.0.0.1", "--port",
+               str(port), "--workers", str(args.workers), "--threads", str(args.threads),
+               "--log-level", "warning"]
+        if args.model_dir:
+            cmd += ["--model-dir", args.model_dir]
     png = digit_png()
     request = build_request(args.form, png, port)
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, start_new_session=True, env=env)
     try:
         wait_ready(port, proc)
         time.sleep(0.5)
@@ -299,7 +320,7 @@ def main(argv=None) -> int:
             os.killpg(proc.pid, signal.SIGKILL)
 
     growth = (rss_after - rss_before) / rss_before
-    res.update(rate=args.rate, form=args.form, png_bytes=len(png), concurrency=args.concurrency,
+    res.update(rate=args.rate, floor=args.floor, form=args.form, png_bytes=len(png), concurrency=args.concurrency,
                workers=args.workers, threads=args.threads, warmup_requests=warm["requests"],
                warmup_errors=warm["errors"], rss_idle_mib=rss_idle / 1024,
                rss_before_mib=rss_before / 1024, rss_after_mib=rss_after / 1024,
@@ -310,7 +331,8 @@ def main(argv=None) -> int:
     rows = [
         ("request", f"POST /api/predict, {args.form}, {len(png)} B 100x100 PNG"),
         ("server", f"{args.workers} worker(s) x {args.threads} torch thread(s), {os.cpu_count()} CPUs "
-                   "shared with the client"),
+                   "shared with the client"
+                   + ("; FLOOR: memoised answers, no preprocessing or model" if args.floor else "")),
         ("load", f"closed loop, {args.concurrency} keep-alive connections" if args.rate is None
                  else f"open loop, {args.rate:g} requests/s offered (Poisson), at most "
                       f"{args.concurrency} keep-alive connections"),
