@@ -24,7 +24,7 @@ as independent clients' would (a single burst can all land on one worker process
 
 ``--floor`` serves the app of ``benchmarks/floor_app.py`` instead: each worker computes the
 answer for the benchmark's image once and then answers from memory, so what is left is the cost
-of the request path itself (HTTP, routing, limits, multipart, the header check, the hop to the
+of the request path itself (HTTP, routing, limits, multipart, the header check, the
 model lane, the response): the lowest latency the real server could reach under the same load.
 """
 

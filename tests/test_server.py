@@ -135,6 +135,26 @@ def test_predict_multipart_matches_the_library(client, small_model_dir, digits):
     assert len(body["top_k"]) == 3 and body["number"] is None and body["digits"] is None
 
 
+def test_small_images_run_on_the_event_loop_photos_in_a_thread(client, digits, mnist,
+                                                              monkeypatch):
+    from digitlab.server import routes
+    hops = []
+    real_run_sync = routes.anyio.to_thread.run_sync
+
+    async def counting_run_sync(fn, *args, **kwargs):
+        hops.append(fn)
+        return await real_run_sync(fn, *args, **kwargs)
+
+    monkeypatch.setattr(routes.anyio.to_thread, "run_sync", counting_run_sync)
+    small = client.post("/api/predict", content=digits[0][0], headers={"content-type": "image/png"})
+    assert small.status_code == 200 and hops == []
+    photo = png_bytes(paper_digit(mnist.test_images[0].numpy(), size=600))  # 360,000 px
+    big = client.post("/api/predict", content=photo, headers={"content-type": "image/png"})
+    assert big.status_code == 200 and len(hops) == 1
+    # the same answer either way
+    assert big.json()["digit"] == small.json()["digit"] == digits[0][1]
+
+
 @pytest.mark.parametrize("form", ["raw", "octet-stream", "json-data-url", "json-base64",
                                   "multipart-octet", "jpeg"])
 def test_predict_input_forms_agree(client, digits, form):

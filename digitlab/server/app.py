@@ -80,8 +80,8 @@ def create_app(model_dir: str | os.PathLike | None = None, settings: Settings | 
         app.state.predictor = predictor
         # One image at a time per process: preprocessing is Python-bound, so concurrent threads
         # in one process only fight over the GIL (a worker spent 2.7x the CPU per request that
-        # way). The event loop keeps accepting and parsing requests meanwhile; parallelism
-        # comes from `--workers`.
+        # way). Parallelism comes from `--workers`; small images run on the event loop, big
+        # ones in a thread while the loop goes on reading requests (routes.INLINE_MAX_PIXELS).
         app.state.model_lane = anyio.CapacityLimiter(1)
         app.state.model_info = _model_info(predictor, directory, settings.limits)
         log.info("digitlab: loaded %s (%s)", directory, predictor.config["architecture"])

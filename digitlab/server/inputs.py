@@ -82,8 +82,9 @@ def decode_base64_image(text: str) -> bytes:
     return data
 
 
-def check_image(data: bytes, limits: Limits) -> None:
-    """Refuse what is not an image, or too big, by reading only the header (no pixel decoding)."""
+def check_image(data: bytes, limits: Limits) -> tuple[int, int]:
+    """Refuse what is not an image, or too big, by reading only the header (no pixel decoding).
+    Returns the image's width and height."""
     if not data:
         raise InputError(400, "empty image")
     if len(data) > limits.max_upload_bytes:
@@ -103,6 +104,7 @@ def check_image(data: bytes, limits: Limits) -> None:
     if width * height > limits.max_pixels:
         raise InputError(413, f"image is {width}x{height} = {width * height} pixels; the limit is "
                               f"{limits.max_pixels}")
+    return width, height
 
 
 async def _json_body(request: Request, model):
