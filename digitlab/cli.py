@@ -110,6 +110,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                         "thickness, light pen, 5%% non-digits trained towards uniform)")
     g.add_argument("--no-augment", dest="augment", action="store_const", const="none",
                    help="same as --augment none")
+    g.add_argument("--clean-epochs", type=_nonneg_int, metavar="N",
+                   help="train the last N epochs on the images as they are, without augmentation "
+                        "(default 0; fast-99.5 uses 2)")
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
@@ -132,8 +135,9 @@ def train_config_from_args(args):
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
         warmup=args.warmup, label_smoothing=args.label_smoothing, augment=args.augment,
-        val_size=args.val_size, seed=args.seed, device=args.device, precision=args.precision,
-        subset=args.subset, max_steps=args.max_steps, tta=args.tta)
+        clean_epochs=args.clean_epochs, val_size=args.val_size, seed=args.seed,
+        device=args.device, precision=args.precision, subset=args.subset,
+        max_steps=args.max_steps, tta=args.tta)
 
 
 def cmd_train(args) -> int:
@@ -175,7 +179,9 @@ def cmd_train(args) -> int:
     if show and not args.resume:
         _err(f"training {resolved.model} on {dataset.name}: {resolved.epochs} epochs, "
              f"batch {resolved.batch_size}, {resolved.optimizer} lr {resolved.lr} {resolved.schedule}, "
-             f"augment {resolved.augment} -> {out}")
+             f"augment {resolved.augment}"
+             + (f" (the last {resolved.clean_epochs} epochs without)" if resolved.clean_epochs else "")
+             + f" -> {out}")
     try:
         summary = train(cfg, out=out, dataset=dataset, resume=args.resume, force=args.force,
                         on_progress=on_progress, on_epoch=on_epoch, evaluate_test=not args.no_eval)

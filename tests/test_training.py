@@ -92,6 +92,7 @@ def test_max_steps_and_subset_smoke(mnist, tmp_path):
     (dict(optimizer="rmsprop"), "unknown optimizer"), (dict(schedule="step"), "unknown schedule"),
     (dict(augment="heavy"), "unknown augmentation"), (dict(model="nope"), "unknown model"),
     (dict(preset="nope"), "unknown preset"), (dict(label_smoothing=1.5), "label smoothing"),
+    (dict(clean_epochs=-1), "clean epochs"),
 ])
 def test_invalid_config_is_refused(bad, msg):
     with pytest.raises(ConfigError, match=msg):
@@ -104,6 +105,24 @@ def test_defaults_come_from_the_model_and_flags_win():
     assert TrainConfig(model="mlp100", epochs=7).resolved().epochs == 7
     with pytest.raises(ConfigError, match="unknown training options"):
         TrainConfig.from_dict({"epochz": 3})
+
+
+def test_clean_epochs_train_the_last_epochs_unaugmented(mnist, tmp_path, monkeypatch):
+    import digitlab.training as T
+    levels, outlier_calls = [], []
+    real_augment, real_outliers = T.augment_batch, T.add_outliers
+    monkeypatch.setattr(T, "augment_batch",
+                        lambda x, level, gen: (levels.append(level), real_augment(x, level, gen))[1])
+    monkeypatch.setattr(T, "add_outliers",
+                        lambda x, gen: (outlier_calls.append(1), real_outliers(x, gen))[1])
+    # 300 images, 30 held out: 2 steps per epoch
+    train(TrainConfig(model="convnet", subset=300, batch_size=128, epochs=3, augment="robust",
+                      clean_epochs=1), out=tmp_path / "c", dataset=mnist, evaluate_test=False)
+    assert levels == ["robust"] * 4 + ["none"] * 2
+    assert len(outlier_calls) == 4  # the non-digit outliers are part of the augmentation
+    assert TrainConfig(preset="fast-99.5").resolved().clean_epochs == 2
+    assert TrainConfig(preset="fast-99.5", clean_epochs=0).resolved().clean_epochs == 0
+    assert TrainConfig().resolved().clean_epochs == 0
 
 
 def test_augmentation_changes_images_but_keeps_range_and_shape():
@@ -122,7 +141,7 @@ def test_augmentation_changes_images_but_keeps_range_and_shape():
 
 def test_preset_architecture_options_merge_with_the_users():
     cfg = TrainConfig(preset="fast-99.5", model_kwargs={"stem": "pool"}).resolved()
-    assert cfg.model_kwargs == {"widths": [16, 32, 128], "stem": "pool"} and cfg.epochs == 8
+    assert cfg.model_kwargs == {"widths": [16, 32, 128], "stem": "pool"} and cfg.epochs == 7
     assert TrainConfig(preset="fast-99.5").resolved().model_kwargs == {"widths": [16, 32, 128], "stem": "stride"}
     # another model than the preset's: the preset's cnn options do not apply to it
     cfg = TrainConfig(preset="fast", model="mlp100").resolved()
