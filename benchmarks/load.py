@@ -320,8 +320,8 @@ def main(argv=None) -> int:
             os.killpg(proc.pid, signal.SIGKILL)
 
     growth = (rss_after - rss_before) / rss_before
-    res.update(rate=args.rate, floor=args.floor, form=args.form, png_bytes=len(png), concurrency=args.concurrency,
-               workers=args.workers, threads=args.threads, warmup_requests=warm["requests"],
+    res.update(rate=args.rate, floor=args.floor, form=args.form, png_bytes=len(png),
+               concurrency=args.concurrency, workers=args.workers, threads=args.threads, warmup_requests=warm["requests"],
                warmup_errors=warm["errors"], rss_idle_mib=rss_idle / 1024,
                rss_before_mib=rss_before / 1024, rss_after_mib=rss_after / 1024,
                rss_growth=growth, server_alive=alive, cpus=os.cpu_count(),
