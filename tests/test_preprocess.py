@@ -411,7 +411,7 @@ def test_a_ruled_line_with_only_specks_left_is_no_digit():
     page[100:103, 10:190] = 0
     page[60, 50] = page[140, 120] = 0
     assert "line" in preprocess(page).reason
-    assert [d.reason for d in segment_digits(page)] == ["only a line (and specks)"]
+    assert [d.reason for d in segment_digits(page)] == ["only printed lines (and specks)"]
 
 
 def test_several_digits_in_single_mode_say_so(digits):

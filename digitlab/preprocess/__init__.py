@@ -1,0 +1,247 @@
+"""Any user image -> an MNIST-style 28x28 digit: the one place in digitlab that does this.
+
+MNIST digits are bright ink on a black background, fitted into a 20x20 box keeping their aspect
+ratio (with anti-aliasing) and placed in a 28x28 field so that their centre of mass is at the
+centre (LeCun's MNIST page). People's images are dark ink on paper of any colour, any size, lit
+unevenly, photographed, drawn on transparent canvases, written in form boxes or on graph
+paper, cut out of a scan as a tiny cell. ``preprocess`` bridges the two, one stage per module:
+
+1. ``decode``: every format Pillow reads, first frame, EXIF orientation; photos shrink to a
+   working size, tiny crops are enlarged;
+2. ``ink``: polarity, one channel in which any pen stands out from any paper, the paper level
+   divided out or subtracted, stroke contrast normalised to 1; blank and noise recognised;
+3. ``lines``: printed structure (form boxes, comb fields, ruled lines, grids) found as long
+   straight thin lines and removed, strokes crossing them kept;
+4. ``components`` and ``select``: 8-connected pieces, the digit as the main blob and the pieces
+   that belong to it; shapeless inputs get a reason instead;
+5. ``fit``: crop, fit into 20x20 and centre by mass in 28x28, as MNIST did.
+
+Every threshold is a named field of ``params.Params``. Predict, the web service, image-folder
+datasets and the tests all call ``preprocess``; ``segment_digits`` does the same for a row of
+digits (number mode). An image that already is MNIST-like (28x28, bright on dark) passes
+through unchanged, so accuracy on such data is the model's own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from . import components as cc
+from .components import Components
+from .decode import ImageSource, load_image, plain_mode, to_working
+from .fit import fit, to_u8
+from .ink import Ink, ink_map
+from .lines import find_printed, remove_ticks
+from .params import PARAMS, Params
+from .select import (group_columns, keep_pieces, neighbour_reason, select_digit,
+                     shape_reason)
+
+# The images are small: OpenCV's thread fan-out costs more than it saves, and server workers
+# and forked predict workers already run one per core.
+cv2.setNumThreads(1)
+
+__all__ = ["ImageSource", "Params", "PARAMS", "Preprocessed", "load_image", "preprocess",
+           "segment_digits"]
+
+
+@dataclass
+class Preprocessed:
+    """One digit as the model sees it, plus what it took to get there."""
+
+    image: np.ndarray  # (28, 28) uint8, bright ink on dark; all zeros if nothing was found
+    reason: str | None = None  # why no digit could be found, else None
+    stages: dict[str, np.ndarray] = field(default_factory=dict)  # name -> uint8 image
+    bbox: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 in the decoded image's pixels
+    polarity: str = ""  # "dark-on-light" or "light-on-dark" (as found in the input)
+    ink_fraction: float = 0.0  # share of the analysed image covered by ink
+    components: int = 0  # ink pieces (specks excluded) that make up the digit
+    size: tuple[int, int] = (0, 0)  # width, height of the decoded input
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+@dataclass
+class _Analysis:
+    work: np.ndarray  # working-size image (H, W, C) float
+    scale: float  # working px per decoded px
+    pad: int  # margin added around a crop's ink map (working px)
+    crop: bool
+    size: tuple[int, int]  # decoded width, height
+    ink: Ink
+    low: np.ndarray  # bool mask (hysteresis region), printed lines removed
+    printed: np.ndarray  # bool mask of the removed printed structure
+    comps: Components
+    keep: np.ndarray  # component ids that are not specks
+    ink_fraction: float
+    reason: str | None
+    mnist: np.ndarray | None = None  # the pixels of a 28x28 one-channel input
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.low.shape  # type: ignore[return-value]
+
+
+def _analyse(source: ImageSource, p: Params) -> _Analysis:
+    img = load_image(source, draft=2 * int(p.work_area ** 0.5))
+    size = img.size
+    crop = min(size) < p.crop_px
+    work, scale = to_working(img, p)
+    mnist = None
+    if size == (p.size, p.size) and work.shape[2] == 1:
+        mnist = np.array(plain_mode(img), dtype=np.uint8)
+    ink = ink_map(work, crop, p)
+    pad = 0
+    if crop:  # a digit filling its cell may touch every border: give it a margin
+        pad = int(round(p.crop_pad * max(ink.ink.shape)))
+        ink.ink = cv2.copyMakeBorder(ink.ink, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    h, w = ink.ink.shape
+    none = np.zeros((h, w), bool)
+    empty = np.zeros(0, np.int64)
+    if ink.reason:
+        return _Analysis(work, scale, pad, crop, size, ink, none, none, cc.label(none), empty,
+                         0.0, ink.reason, mnist)
+    high = ink.ink > p.high
+    low = ink.ink > max(p.low, min(3.0 * ink.noise, p.high - 0.05))
+    # seeds: only regions holding strong pixels are ink (hysteresis)
+    comps = cc.label(low, high)
+    ink_fraction = int(comps.area[comps.strong > 0].sum()) / float(h * w)
+    if not (comps.strong > 0).any():
+        return _Analysis(work, scale, pad, crop, size, ink, low, none, comps, empty, 0.0,
+                         "blank: no ink found", mnist)
+    printed = find_printed(low & comps.mask(np.nonzero(comps.strong > 0)[0]), p)
+    if printed.any():
+        printed |= remove_ticks(low & ~printed, printed, p)
+        low = low & ~printed
+        # the soft edges of a removed line are not stroke ink either
+        ink.ink = np.where(cc.grow(printed) & ~cc.grow(low), 0.0, ink.ink).astype(np.float32)
+        comps = cc.label(low, high & low)
+        if not (comps.strong > 0).any():
+            return _Analysis(work, scale, pad, crop, size, ink, low, printed, comps, empty,
+                             ink_fraction, "only printed lines", mnist)
+    only = "only printed lines (and specks)" if printed.any() else "blank: only specks"
+    keep, reason = keep_pieces(comps, h, w, only)
+    if not reason:
+        if ink.noise > 0.25:
+            reason = "noise: the image has no clear background"
+        elif ink_fraction > 0.45:
+            reason = "noise: ink covers most of the image (texture or a photo, not a digit)"
+    return _Analysis(work, scale, pad, crop, size, ink, low, printed, comps, keep,
+                     ink_fraction, reason, mnist)
+
+
+def _polarity(an: _Analysis) -> str:
+    return "dark-on-light" if an.ink.dark_ink else "light-on-dark"
+
+
+def _common_stages(an: _Analysis) -> dict[str, np.ndarray]:
+    work = an.work[:, :, :3] if an.work.shape[2] >= 3 else an.work[:, :, 0]
+    stages = {"input": to_u8(work), "gray": to_u8(an.ink.gray), "ink": to_u8(an.ink.ink)}
+    if an.printed.any():
+        stages["printed"] = to_u8(an.printed.astype(np.float32))
+    return stages
+
+
+def _bbox(an: _Analysis, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """A box in analysis pixels -> decoded-image pixels (crop margin removed, clipped)."""
+    x0, y0, x1, y1 = (v - an.pad for v in box)
+    inv, (w, h) = 1.0 / an.scale, an.size
+    return (min(w, max(0, int(x0 * inv))), min(h, max(0, int(y0 * inv))),
+            min(w, max(0, int(np.ceil(x1 * inv)))), min(h, max(0, int(np.ceil(y1 * inv)))))
+
+
+def _digit_from(an: _Analysis, group: list[int], keep_stages: bool, reason: str | None,
+                p: Params) -> Preprocessed:
+    c = an.comps
+    box = c.box(group)
+    x0, y0, x1, y1 = box
+    sel = c.mask(group, box)
+    # soft anti-aliased edges just outside the thresholded region belong to the stroke
+    patch = an.ink.ink[y0:y1, x0:x1] * cc.grow(sel)
+    out, fit_stages = fit(patch, cc.stroke_width(sel), p)
+    stages: dict[str, np.ndarray] = {}
+    if keep_stages:
+        stages = _common_stages(an)
+        stages["mask"] = to_u8(c.mask(group).astype(np.float32) * 0.75 + an.low * 0.25)
+        stages["crop"] = to_u8(patch)
+        stages.update({k: to_u8(v) for k, v in fit_stages.items()})
+        stages["output"] = to_u8(out)
+    return Preprocessed(to_u8(out), reason, stages, _bbox(an, box), _polarity(an),
+                        an.ink_fraction, len(group), an.size)
+
+
+def _empty(an: _Analysis, reason: str, keep_stages: bool, p: Params) -> Preprocessed:
+    stages = _common_stages(an) if keep_stages else {}
+    if keep_stages:
+        stages["mask"] = to_u8(an.low.astype(np.float32))
+    return Preprocessed(np.zeros((p.size, p.size), np.uint8), reason, stages, None,
+                        _polarity(an), an.ink_fraction, 0, an.size)
+
+
+def _mnist_like(an: _Analysis) -> np.ndarray | None:
+    """A 28x28 single-channel input already bright on dark is MNIST format: keep its pixels."""
+    return None if an.ink.dark_ink else an.mnist
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+
+
+def preprocess(image: ImageSource, *, keep_stages: bool = False, params: Params = PARAMS
+               ) -> Preprocessed:
+    """Turn any image of one digit into the 28x28 bright-on-dark input MNIST models expect.
+
+    ``image``: a path, encoded bytes, a PIL image or a numpy array (HxW or HxWxC; uint8, uint16,
+    float in [0, 1] or bool). Raises ``ImageError`` if it cannot be decoded. When no digit is
+    found, ``reason`` says why and ``image`` is all zeros - except for MNIST-format input
+    (28x28, bright on dark), which always keeps its pixels, so that image-folder datasets of
+    other classes (a Fashion-MNIST bag is a "solid blob") are not blanked. ``keep_stages``
+    keeps the intermediate images (input, gray, ink, printed, mask, crop, fitted, output).
+    """
+    p = params
+    an = _analyse(image, p)
+    reason, group = an.reason, []
+    if not reason:
+        group = select_digit(an.comps, an.keep, an.shape, p)
+        reason = (shape_reason(an.comps, group, an.shape, an.crop)
+                  or neighbour_reason(an.comps, an.keep, group))
+    same = _mnist_like(an)
+    if reason:
+        out = _empty(an, reason, keep_stages, p)
+        if same is not None:
+            out.image = same
+        return out
+    if same is not None:
+        stages = {**_common_stages(an), "output": same} if keep_stages else {}
+        return Preprocessed(same, None, stages, _bbox(an, an.comps.box(group)), _polarity(an),
+                            an.ink_fraction, len(group), an.size)
+    return _digit_from(an, group, keep_stages, None, p)
+
+
+def segment_digits(image: ImageSource, *, keep_stages: bool = False, params: Params = PARAMS
+                   ) -> list[Preprocessed]:
+    """Split a row of digits (a whole number) into MNIST-style digits, left to right.
+
+    Pieces overlapping horizontally stay one digit; printed lines and boxes are removed; marks
+    much smaller than the digits (dots, commas, specks) are dropped. Never empty: when no
+    digit is found, the one element has ``reason`` set. Raises ``ImageError`` for unreadable
+    input.
+    """
+    p = params
+    an = _analyse(image, p)
+    if an.reason:
+        return [_empty(an, an.reason, keep_stages, p)]
+    groups = group_columns(an.comps, an.keep)
+    c = an.comps
+    heights = [int(max(c.y1[g]) - min(c.y0[g])) for g in groups]
+    tallest = max(heights)
+    groups = [g for g, gh in zip(groups, heights) if gh >= 0.35 * tallest]
+    out = [_digit_from(an, g, keep_stages, shape_reason(c, g, an.shape, an.crop, True), p)
+           for g in groups]
+    if len(out) == 1 and (same := _mnist_like(an)) is not None and out[0].ok:
+        out[0].image = same
+    return out

@@ -1,0 +1,102 @@
+"""Ink pieces: 8-connected components with their boxes, areas and strong pixels (OpenCV), and
+the shape measures the later stages ask of a set of them (holes, stroke width, bridging)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+_SQUARE = np.ones((3, 3), np.uint8)
+
+
+@dataclass
+class Components:
+    """Component ``i`` is label ``i + 1`` of ``labels``; boxes are [x0, x1) x [y0, y1)."""
+
+    labels: np.ndarray  # int32 (H, W), 0 = background
+    area: np.ndarray
+    strong: np.ndarray  # pixels above the high threshold
+    x0: np.ndarray
+    x1: np.ndarray
+    y0: np.ndarray
+    y1: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.area)
+
+    def mask(self, ids, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """Boolean mask of the components ``ids``, over the whole image or a box (x0, y0, x1, y1)."""
+        lut = np.zeros(self.n + 1, bool)
+        lut[np.asarray(ids, dtype=np.int64) + 1] = True
+        lab = self.labels if box is None else self.labels[box[1]:box[3], box[0]:box[2]]
+        return lut[lab]
+
+    def box(self, ids) -> tuple[int, int, int, int]:
+        ids = np.asarray(ids, dtype=np.int64)
+        return (int(self.x0[ids].min()), int(self.y0[ids].min()),
+                int(self.x1[ids].max()), int(self.y1[ids].max()))
+
+
+def label(low: np.ndarray, high: np.ndarray | None = None) -> Components:
+    """Components of the bool mask ``low``; ``strong`` counts the ``high`` pixels in each."""
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(low.view(np.uint8), connectivity=8,
+                                                        ltype=cv2.CV_32S)
+    st = stats[1:].astype(np.int64)
+    if high is None:
+        strong = st[:, 4].copy()
+    else:
+        strong = np.bincount(lab[high], minlength=n)[1:].astype(np.int64)
+    return Components(lab, st[:, 4], strong, st[:, 0], st[:, 0] + st[:, 2], st[:, 1],
+                      st[:, 1] + st[:, 3])
+
+
+def count(mask: np.ndarray) -> int:
+    return cv2.connectedComponents(mask.view(np.uint8), connectivity=8)[0] - 1
+
+
+def holes(mask: np.ndarray, min_area: float = 0.0) -> int:
+    """Background regions enclosed by the ink, of at least ``min_area`` px (contour area)."""
+    contours, hier = cv2.findContours(mask.astype(np.uint8), cv2.RETR_CCOMP,
+                                      cv2.CHAIN_APPROX_SIMPLE)
+    if hier is None:
+        return 0
+    inner = [c for c, h in zip(contours, hier[0]) if h[3] >= 0]
+    if min_area <= 0:
+        return len(inner)
+    # a hole's contour runs along its own pixels: area + half the perimeter is its pixel count
+    return sum(1 for c in inner
+               if cv2.contourArea(c) + 0.5 * cv2.arcLength(c, True) + 1 >= min_area)
+
+
+def close3(mask: np.ndarray) -> np.ndarray:
+    """3x3 closing with a margin (pinholes of dithered scans and noisy strokes filled)."""
+    m = cv2.copyMakeBorder(mask.astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    return cv2.morphologyEx(m, cv2.MORPH_CLOSE, _SQUARE)[1:-1, 1:-1] > 0
+
+
+def grow(mask: np.ndarray, r: int = 1) -> np.ndarray:
+    """Binary dilation by a (2r+1) square."""
+    if r <= 0:
+        return mask
+    return cv2.dilate(mask.astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)) > 0
+
+
+def stroke_width(mask: np.ndarray) -> float:
+    """Mean stroke width in px: area / half the boundary length (a strip w x L has ~2L edge)."""
+    area = int(np.count_nonzero(mask))
+    if area == 0:
+        return 0.0
+    inner = cv2.erode(mask.astype(np.uint8), _CROSS, borderType=cv2.BORDER_CONSTANT,
+                      borderValue=0)
+    edge = area - int(np.count_nonzero(inner))
+    return area / max(edge / 2.0, 1.0)
+
+
+def bridged(mask: np.ndarray, r: int) -> np.ndarray:
+    """Labels of ``mask`` padded by ``r`` and grown by ``r`` px: gaps up to 2r closed."""
+    near = grow(np.pad(mask, r), r)
+    return cv2.connectedComponents(near.view(np.uint8), connectivity=8)[1]

@@ -1,0 +1,162 @@
+"""Ink: polarity, one channel, background removal, contrast normalisation, blank and noise.
+
+The result is an ink map in [0, 1] (1 = full stroke contrast) on which every later stage
+works. Dark ink is divided by the paper level (reflectance: shadows scale ink and paper alike),
+bright ink has the background subtracted. Crops (form cells, thumbnails) have one paper level:
+the majority class of an Otsu split, since their ink may cover the whole border.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .params import Params
+
+
+
+@dataclass
+class Ink:
+    ink: np.ndarray  # float32 (H, W) in [0, 1], 1 = full stroke contrast
+    gray: np.ndarray  # the chosen channel, as decoded
+    dark_ink: bool
+    contrast: float  # stroke contrast before normalisation (fraction of full scale)
+    noise: float  # robust sd of the paper, as a fraction of the stroke contrast
+    reason: str | None
+
+
+def flatten_alpha(a: np.ndarray) -> np.ndarray:
+    """RGBA -> RGB on a backdrop that contrasts with the opaque pixels (a canvas exports black
+    strokes on transparent black; white strokes on transparent must stay visible too)."""
+    rgb, alpha = a[:, :, :3], a[:, :, 3:4]
+    if alpha.min() > 0.98:
+        return rgb
+    opaque = alpha[:, :, 0] > 0.5
+    lum = rgb[opaque].mean() if opaque.any() else 0.0
+    backdrop = 1.0 if lum < 0.5 else 0.0
+    return rgb * alpha + backdrop * (1.0 - alpha)
+
+
+def border(g: np.ndarray) -> np.ndarray:
+    k = max(1, min(g.shape) // 40)
+    return np.concatenate([g[:k].ravel(), g[-k:].ravel(), g[:, :k].ravel(), g[:, -k:].ravel()])
+
+
+def _crop_paper(lum: np.ndarray) -> tuple[np.ndarray, bool]:
+    """A crop's paper pixels and polarity: an Otsu split of the grey levels, the paper being the
+    bigger class (a digit covers well under half of its cell, but may cover its border)."""
+    u8 = np.clip(lum * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    t, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    bright = u8 > t
+    nb = int(np.count_nonzero(bright))
+    paper_bright = nb >= bright.size - nb
+    paper = bright if paper_bright else ~bright
+    if not paper.any():
+        paper = np.ones_like(bright)
+    return paper, paper_bright
+
+
+def _dark_ink_page(g: np.ndarray) -> bool:
+    """Polarity of a page: is the ink darker than the paper?
+
+    The paper is what the border shows: a plane fitted to the medians of 16 border segments
+    follows uneven lighting, and a bold digit rarely covers much of the border. The ink is the
+    side of the residual histogram with more contrast mass beyond the paper's own spread
+    (mass, not quantiles: a small digit is < 1% of a photo).
+    """
+    h, w = g.shape
+    k = max(1, min(h, w) // 40)
+    pts, vals = [], []
+    for i in range(4):
+        xa, xb = i * w // 4, max((i + 1) * w // 4, i * w // 4 + 1)
+        ya, yb = i * h // 4, max((i + 1) * h // 4, i * h // 4 + 1)
+        for (x, y), strip in ((((xa + xb) / 2, k / 2), g[:k, xa:xb]),
+                              (((xa + xb) / 2, h - k / 2), g[-k:, xa:xb]),
+                              ((k / 2, (ya + yb) / 2), g[ya:yb, :k]),
+                              ((w - k / 2, (ya + yb) / 2), g[ya:yb, -k:])):
+            pts.append((1.0, x / w, y / h))
+            vals.append(float(np.median(strip)))
+    A, v = np.asarray(pts), np.asarray(vals)
+    coef = np.linalg.lstsq(A, v, rcond=None)[0]
+    spread = float(np.median(np.abs(v - A @ coef)))
+    margin = max(0.04, 4.0 * spread)
+    sub = g[::2, ::2]
+    yy = (np.arange(sub.shape[0], dtype=np.float32) * (2.0 / h))[:, None]
+    xx = (np.arange(sub.shape[1], dtype=np.float32) * (2.0 / w))[None, :]
+    r = sub - (coef[0] + coef[1] * xx + coef[2] * yy).astype(np.float32)
+    dark_mass = float(np.maximum(-r - margin, 0.0).sum())
+    bright_mass = float(np.maximum(r - margin, 0.0).sum())
+    return dark_mass > bright_mass
+
+
+def _channel(rgb: np.ndarray, dark: bool, paper: np.ndarray | None) -> np.ndarray:
+    """One channel in which every ink colour stands out. Dark ink: each channel divided by the
+    paper's colour (the median of ``paper`` pixels, else of the border), the darkest kept, so a
+    yellow or red pen on white or tinted paper is as dark as a black one. Bright ink on a dark
+    ground: the brightest channel."""
+    if not dark:
+        return rgb.max(axis=2)
+    if paper is not None:
+        colour = np.median(rgb[paper], axis=0)
+    else:
+        colour = np.array([np.median(border(rgb[:, :, i])) for i in range(3)])
+    scaled = rgb * (1.0 / np.maximum(colour, 0.05)).astype(np.float32)
+    return np.minimum(scaled.min(axis=2), 1.0)
+
+
+def _paper_field(g: np.ndarray, dark: bool) -> np.ndarray:
+    """The paper level under every pixel: block extrema (max for dark ink) over blocks larger
+    than any stroke, a 3x3 median over blocks (a block entirely inside a bold stroke takes its
+    neighbours' level; a stray bright speck is ignored), upsampled bilinearly."""
+    h, w = g.shape
+    block = max(4, max(h, w) // 5)
+    ph, pw = -h % block, -w % block
+    p = cv2.copyMakeBorder(g, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
+    b = p.reshape(p.shape[0] // block, block, p.shape[1] // block, block)
+    b = np.ascontiguousarray(b.max(axis=(1, 3)) if dark else b.min(axis=(1, 3)))
+    b = cv2.medianBlur(b, 3)
+    return cv2.resize(b, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def ink_map(a: np.ndarray, crop: bool, p: Params) -> Ink:
+    """Working image (H, W, C) -> ink map, or a reason (blank, noise) when no stroke stands out."""
+    if a.shape[2] == 4:
+        a = flatten_alpha(a)
+    lum = a[:, :, 0] if a.shape[2] == 1 else cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_RGB2GRAY)
+    if crop:
+        paper, dark = _crop_paper(lum)
+        g = lum if a.shape[2] == 1 else _channel(a, dark, paper)
+        level = float(np.median(g[paper]))
+        ink = (level - g) if dark else (g - level)
+    else:
+        dark = _dark_ink_page(lum)
+        g = lum if a.shape[2] == 1 else _channel(a, dark, None)
+        field = _paper_field(g, dark)
+        ink = (1.0 - g / np.maximum(field, 0.04)) if dark else (g - field)
+    ink = np.clip(ink, 0.0, 1.0)
+    # Statistics from a 256-bin histogram: one pass, no sorting of the whole image.
+    hist = cv2.calcHist([ink], [0], None, [256], [0.0, 1.0 + 1e-6]).ravel()
+    cum = np.cumsum(hist)
+    n = int(cum[-1])
+    robust_max = float(np.searchsorted(cum, n - min(5, n))) / 255.0  # 5th brightest pixel
+    med = float(np.searchsorted(cum, n // 2)) / 255.0
+    # the paper's spread: median absolute deviation from the median, from the same histogram
+    centres = np.arange(256, dtype=np.float32) / 255.0
+    dev = np.abs(centres - med)
+    order = np.argsort(dev, kind="stable")
+    mad = float(dev[order][np.searchsorted(np.cumsum(hist[order]), n / 2.0)])
+    sigma = 1.4826 * mad + 1.0 / 255.0
+    if robust_max < max(p.blank_contrast, med + 6 * sigma):
+        # nothing stands out of the paper's grain: a blank page, or pure noise if it is grainy
+        reason = ("noise: no stroke stands out of the background" if sigma > p.noisy_paper
+                  else "blank: no ink found")
+        return Ink(np.zeros_like(ink), g, dark, robust_max, 1.0, reason)
+    first = int(0.45 * robust_max * 255.0) + 1
+    strong_cum = np.cumsum(hist[first:])
+    level = (first + float(np.searchsorted(strong_cum, strong_cum[-1] // 2))) / 255.0
+    level = max(level, 1.0 / 255.0)
+    ink *= 1.0 / level
+    np.clip(ink, 0.0, 1.0, out=ink)
+    return Ink(ink, g, dark, level, (med + sigma) / level, None)

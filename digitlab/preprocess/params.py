@@ -1,0 +1,60 @@
+"""Every threshold preprocessing uses, named, in one frozen dataclass.
+
+Sizes are fractions of the analysed image or of the digit unless their name ends in ``_px``.
+Chosen on renderer A's situations (``digitlab.synth``) with MNIST *training* digits and on the
+earlier user-style renders; scored on renderer B (``benchmarks/renderer_b.py``) with MNIST
+*test* digits (docs/predict.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Params:
+    # The MNIST field: digits fitted into a box x box square, centred by mass in size x size.
+    size: int = 28
+    box: int = 20
+    # Decoding: analysis resolution (time ~ area) and the longest side (wide strips keep height)
+    work_area: int = 320 * 320
+    work_side: int = 768
+    # A crop (a form cell, a thumbnail, a tight cut) is smaller than this on its short side:
+    # one paper level, and the ink may touch the borders. Crops smaller than `tiny_px` on
+    # their long side are enlarged by a whole factor to about `tiny_target_px` first, and every
+    # crop is padded by `crop_pad` of its long side, so that a digit filling the frame is read.
+    crop_px: int = 40
+    tiny_px: int = 32
+    tiny_target_px: int = 64
+    crop_pad: float = 0.2
+    # Ink: the stroke must differ from the paper by this much (fraction of full scale) ...
+    blank_contrast: float = 0.08
+    # ... and the image is "noise" when the paper's own spread is this large
+    noisy_paper: float = 0.05
+    # Hysteresis, as fractions of the normalised stroke contrast: seeds and region
+    high: float = 0.5
+    low: float = 0.3
+    # Printed structure: straight runs at least `line_min` of the image side long are line
+    # candidates (tilts of about 1 px per `line_min` tolerated); a candidate is printed when
+    # it runs across `line_span` of the image, or when it is a side of a rectangle (its ends
+    # meet perpendicular candidates within `corner_tol` of the image side); candidates thicker
+    # than `line_max_thick` of the image's short side are strokes or blobs, never lines.
+    line_min: float = 0.3
+    line_span: float = 0.8
+    corner_tol: float = 0.04
+    line_max_thick: float = 0.08
+    # Short ticks hanging off a removed line (comb fields): shorter than this fraction of the
+    # removed frame's height, thin and straight.
+    tick_max: float = 0.4
+    # Selection: pieces of a digit lie within piece_reach of its size of each other, or
+    # big_piece_reach for a piece big_piece x the main stroke's area; small pieces chained to
+    # it by gaps under dash_gap of its size join it (a fine pen's dashes).
+    piece_reach: float = 0.25
+    big_piece_reach: float = 0.6
+    big_piece: float = 0.5
+    dash_gap: float = 0.04
+    # Fitting: strokes thinner than this (px at 28x28) are dilated (MNIST: median 3.2 px)
+    min_stroke: float = 1.7
+
+
+PARAMS = Params()

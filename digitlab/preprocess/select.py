@@ -1,0 +1,187 @@
+"""Finding the digit among the ink pieces, and the reasons an image holds none.
+
+The digit is the main blob (pieces touching the border count for less) plus the pieces near
+it, with specks ignored; a fine pen's broken strokes and dashes join it. Blank, noisy or
+shapeless inputs (solid blobs, grids, scribbles, ink running off the page, several digits side
+by side) get a reason instead of a digit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import components as cc
+from .components import Components
+from .params import Params
+
+
+def keep_pieces(c: Components, h: int, w: int, only_specks: str = "blank: only specks"
+                ) -> tuple[np.ndarray, str | None]:
+    """The components that are not specks (some component has strong pixels), and why there is
+    no digit among them (or None); ``only_specks`` is the reason when nothing else is left."""
+    has_strong = c.strong > 0
+    if not has_strong.any():
+        return np.zeros(0, np.int64), only_specks
+    low_area = int(c.area[has_strong].sum())
+    biggest = int(c.area[has_strong].max())
+    # A speck is small both in absolute terms (a few working px) and next to the main stroke.
+    speck = max(3, int(0.02 * biggest), int(2e-4 * h * w))
+    keep = np.nonzero(has_strong & (c.area >= speck))[0]
+    if len(keep) > 25 and biggest < 0.5 * low_area:
+        return keep, f"noise: {int(has_strong.sum())} scattered specks and no main stroke"
+    if len(keep) == 0:
+        return keep, only_specks
+    return keep, None
+
+
+def touches_border(c: Components, i: int, h: int, w: int) -> bool:
+    return bool(c.x0[i] == 0 or c.y0[i] == 0 or c.x1[i] == w or c.y1[i] == h)
+
+
+def select_digit(c: Components, keep: np.ndarray, shape: tuple[int, int], p: Params
+                 ) -> list[int]:
+    """The main blob and the pieces that belong to it (near it, not specks)."""
+    h, w = shape
+    # Clutter along the edges (a table beyond the paper, a shadow) counts for less.
+    score = np.array([c.area[i] * (0.3 if touches_border(c, i, h, w) else 1.0) for i in keep])
+    main = int(keep[int(np.argmax(score))])
+    group = [main]
+    bx0, by0, bx1, by1 = c.x0[main], c.y0[main], c.x1[main], c.y1[main]
+    piece_min = 0.04 * c.area[main]
+    changed = True
+    while changed:
+        changed = False
+        size = max(bx1 - bx0, by1 - by0)
+        for i in keep:
+            if i in group or c.area[i] < piece_min:
+                continue
+            # A big piece may sit further away than a small one: a fine pen breaks strokes
+            # where the writer's pressure dropped (the crossbar of a 4, the hat of a 5).
+            big = min(1.0, c.area[i] / (p.big_piece * c.area[main]))
+            reach = size * (p.piece_reach + (p.big_piece_reach - p.piece_reach) * big)
+            if (c.x0[i] < bx1 + reach and c.x1[i] > bx0 - reach
+                    and c.y0[i] < by1 + reach and c.y1[i] > by0 - reach):
+                group.append(int(i))
+                bx0, by0 = min(bx0, c.x0[i]), min(by0, c.y0[i])
+                bx1, by1 = max(bx1, c.x1[i]), max(by1, c.y1[i])
+                changed = True
+    small = [int(i) for i in keep if i not in group and c.area[i] < piece_min]
+    gap = p.dash_gap * max(bx1 - bx0, by1 - by0)
+    if small and gap >= 3:  # (bridging 1-2 px in a small image would join noise texture)
+        group += _dashes(c, group, small, gap)
+    return group
+
+
+def _dashes(c: Components, group: list[int], small: list[int], gap: float) -> list[int]:
+    """The small pieces chained to the digit by gaps of at most ``gap`` px: the dashes of a fine
+    pen whose ink skipped along the stroke (the stem of a 9 in five short pieces)."""
+    r = max(1, int(np.ceil(gap / 2)))  # grow every piece by gap/2: gaps up to gap close
+    ids = group + small
+    box = c.box(ids)
+    b = cc.bridged(c.mask(ids, box), r)[r:-r, r:-r]
+    lab = c.labels[box[1]:box[3], box[0]:box[2]]
+    inside = b > 0
+    pairs = np.unique(np.stack([lab[inside], b[inside]]), axis=1)  # (component label, bridged)
+    mine = set(pairs[1][np.isin(pairs[0], np.asarray(group) + 1)].tolist())
+    joined = set(pairs[0][np.isin(pairs[1], list(mine))].tolist())
+    return [i for i in small if i + 1 in joined]
+
+
+def bridged_pieces(sel: np.ndarray, n: int) -> int:
+    """The ``n`` pieces of ink once gaps up to ~6% of the mark's size are bridged: a fine pen's
+    dashed stroke (pressure dropping again and again along a 3 or an 8) is one piece, specks
+    strewn over the page stay many. Small marks are not bridged (1-2 px joins noise texture)."""
+    r = round(0.03 * max(sel.shape))
+    return int(cc.bridged(sel, r).max()) if r >= 2 else n
+
+
+def group_columns(c: Components, ids) -> list[list[int]]:
+    """Pieces that overlap horizontally are one digit (the hat of a 5, an open 4); digits side by
+    side are separated by gaps. Returns groups left to right."""
+    order = sorted((int(i) for i in ids), key=lambda i: (c.x0[i], c.x1[i]))
+    groups: list[list[int]] = []
+    spans: list[list[int]] = []
+    for i in order:
+        x0, x1 = int(c.x0[i]), int(c.x1[i])
+        if spans:
+            g0, g1 = spans[-1]
+            overlap = min(x1, g1) - max(x0, g0)
+            if overlap > 0.4 * min(x1 - x0, g1 - g0):
+                groups[-1].append(i)
+                spans[-1] = [min(g0, x0), max(g1, x1)]
+                continue
+        groups.append([i])
+        spans.append([x0, x1])
+    # A fragment much shorter than its neighbour and nearly touching it is part of it (the
+    # left stroke of an open 4 stopping short of the upright); digits of a number each span
+    # most of the line's height and are separated by visible gaps.
+    merged = True
+    while merged and len(groups) > 1:
+        merged = False
+        tops = [int(min(c.y0[g])) for g in groups]
+        bottoms = [int(max(c.y1[g])) for g in groups]
+        heights = [b - t for t, b in zip(tops, bottoms)]
+        for k in range(len(groups) - 1):
+            gap = spans[k + 1][0] - spans[k][1]
+            tall = max(heights[k], heights[k + 1])
+            if gap < 0.1 * tall and min(heights[k], heights[k + 1]) < 0.7 * tall:
+                groups[k] += groups.pop(k + 1)
+                spans[k] = [spans[k][0], max(spans[k][1], spans.pop(k + 1)[1])]
+                merged = True
+                break
+    return groups
+
+
+def shape_reason(c: Components, group: list[int], shape: tuple[int, int], crop: bool,
+                 number_mode: bool = False) -> str | None:
+    """Why the selected ink is not a digit, or None. Thresholds from MNIST digits re-rendered in
+    every benchmark style (1st/99th percentiles) against generated shapes, grids and
+    scribbles: see docs/predict.md."""
+    h, w = shape
+    x0, y0, x1, y1 = c.box(group)
+    bw, bh = x1 - x0, y1 - y0
+    area = int(c.area[group].sum())
+    if max(bw, bh) < max(4, 0.03 * max(h, w)) or area < 8:
+        return "only a speck of ink"
+    if not number_mode and bw > 1.2 * bh and len(group) > 1:
+        cols = group_columns(c, group)
+        if sum(int(max(c.y1[g]) - min(c.y0[g])) >= 0.5 * bh for g in cols) >= 2:
+            return "several digits side by side (use number mode: --number)"
+    if bw > 4 * bh:
+        return "a horizontal line, not a digit"
+    sel = c.mask(group, (x0, y0, x1, y1))
+    if len(group) > 6 and bridged_pieces(sel, len(group)) > 6:
+        return "scattered fragments"
+    if (not number_mode and not crop and any(touches_border(c, i, h, w) for i in group)
+            and bw < 0.7 * w and bh < 0.7 * h):
+        # not a tight crop, yet the ink runs into the edge: a cut-off mark or a scribble
+        return "the ink runs off the edge of the image"
+    fill = area / float(bw * bh)
+    stroke = cc.stroke_width(sel) / max(bw, bh)
+    any_holes = cc.holes(sel)
+    # Bold 6s and 8s are as thick as blobs but keep (small) loops; a filled shape has none.
+    if any_holes <= 0 and (fill > 0.6 and stroke > 0.35 or fill > 0.9 and stroke > 0.28):
+        return "a solid blob, not a pen stroke"
+    if any_holes >= 5 and stroke < 0.11:  # digits: <= 2 loops at this stroke width
+        # count again after closing pinholes (dithered scans, noisy strokes are full of them)
+        loops = cc.holes(cc.close3(sel))
+        if loops >= 5:
+            return f"a scribble ({loops} crossings and loops)"
+    loops = cc.holes(sel, max(2, int(0.002 * bw * bh)))
+    if loops >= 5:  # an 8 has two loops (a hasty one 3 or 4); grids and hatching have many
+        return f"{loops} enclosed loops (a grid or scribble)"
+    return None
+
+
+def neighbour_reason(c: Components, keep: np.ndarray, group: list[int]) -> str | None:
+    """Another digit-sized blob beside the digit, on the same line: a number, not a digit."""
+    x0, y0, x1, y1 = c.box(group)
+    gh = y1 - y0
+    for i in keep:
+        if i in group or c.y1[i] - c.y0[i] < 0.6 * gh:
+            continue
+        overlap = min(y1, c.y1[i]) - max(y0, c.y0[i])
+        gap = max(c.x0[i] - x1, x0 - c.x1[i])
+        if overlap > 0.5 * gh and gap < 2 * gh:
+            return "several digits side by side (use number mode: --number)"
+    return None
