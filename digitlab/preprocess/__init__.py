@@ -89,11 +89,13 @@ class _Analysis:
 def _analyse(source: ImageSource, p: Params) -> _Analysis:
     img = load_image(source, draft=2 * int(p.work_area ** 0.5))
     size = img.size
-    crop = min(size) < p.crop_px
+    crop = min(size) < p.crop_px or max(size) <= p.crop_long_px
     work, scale = to_working(img, p)
     mnist = None
     if size == (p.size, p.size) and work.shape[2] == 1:
-        mnist = np.array(plain_mode(img), dtype=np.uint8)
+        g = np.array(plain_mode(img), dtype=np.uint8)
+        ring = np.concatenate([g[:2].ravel(), g[-2:].ravel(), g[:, :2].ravel(), g[:, -2:].ravel()])
+        mnist = g if ring.mean() < 128 else None  # MNIST format: a dark background
     ink = ink_map(work, crop, p)
     pad = 0
     if crop:  # a digit filling its cell may touch every border: give it a margin
@@ -113,7 +115,7 @@ def _analyse(source: ImageSource, p: Params) -> _Analysis:
     if not (comps.strong > 0).any():
         return _Analysis(work, scale, pad, crop, size, ink, low, none, comps, empty, 0.0,
                          "blank: no ink found", mnist)
-    printed = find_printed(low & comps.mask(np.nonzero(comps.strong > 0)[0]), p)
+    printed = find_printed(ink.ink, low & comps.mask(np.nonzero(comps.strong > 0)[0]), pad, p)
     if printed.any():
         printed |= remove_ticks(low & ~printed, printed, p)
         low = low & ~printed
@@ -183,8 +185,8 @@ def _empty(an: _Analysis, reason: str, keep_stages: bool, p: Params) -> Preproce
 
 
 def _mnist_like(an: _Analysis) -> np.ndarray | None:
-    """A 28x28 single-channel input already bright on dark is MNIST format: keep its pixels."""
-    return None if an.ink.dark_ink else an.mnist
+    """A 28x28 single-channel input on a dark background is MNIST format: keep its pixels."""
+    return an.mnist
 
 
 # ---------------------------------------------------------------------------------------------

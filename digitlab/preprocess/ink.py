@@ -39,19 +39,30 @@ def flatten_alpha(a: np.ndarray) -> np.ndarray:
     return rgb * alpha + backdrop * (1.0 - alpha)
 
 
+def _ring(shape: tuple[int, ...]) -> int:
+    """Width of the border strips that show the paper: wide enough that a printed line along
+    the edge (a form box cut out of a scan) or a stroke touching it is a minority in them."""
+    return max(1, min(shape[:2]) // 12)
+
+
 def border(g: np.ndarray) -> np.ndarray:
-    k = max(1, min(g.shape) // 40)
+    k = _ring(g.shape)
     return np.concatenate([g[:k].ravel(), g[-k:].ravel(), g[:, :k].ravel(), g[:, -k:].ravel()])
 
 
 def _crop_paper(lum: np.ndarray) -> tuple[np.ndarray, bool]:
-    """A crop's paper pixels and polarity: an Otsu split of the grey levels, the paper being the
-    bigger class (a digit covers well under half of its cell, but may cover its border)."""
+    """A crop's paper pixels and polarity: an Otsu split of the grey levels. The paper is the
+    class that covers most of the crop, unless that is a close call (a bold digit cut out
+    tightly), when the class covering most of the border decides (a box printed along the
+    border covers little of the crop)."""
     u8 = np.clip(lum * 255.0 + 0.5, 0, 255).astype(np.uint8)
     t, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
     bright = u8 > t
-    nb = int(np.count_nonzero(bright))
-    paper_bright = nb >= bright.size - nb
+    f_img = np.count_nonzero(bright) / bright.size
+    ring = np.concatenate([bright[0], bright[-1], bright[:, 0], bright[:, -1]])
+    f_border = np.count_nonzero(ring) / ring.size
+    paper_bright = f_img >= 0.6 or (f_img >= 0.4 and f_border >= 0.5) or (
+        f_img > 0.35 and f_border >= 0.8)
     paper = bright if paper_bright else ~bright
     if not paper.any():
         paper = np.ones_like(bright)
@@ -67,18 +78,20 @@ def _dark_ink_page(g: np.ndarray) -> bool:
     (mass, not quantiles: a small digit is < 1% of a photo).
     """
     h, w = g.shape
-    k = max(1, min(h, w) // 40)
-    pts, vals = [], []
-    for i in range(4):
-        xa, xb = i * w // 4, max((i + 1) * w // 4, i * w // 4 + 1)
-        ya, yb = i * h // 4, max((i + 1) * h // 4, i * h // 4 + 1)
-        for (x, y), strip in ((((xa + xb) / 2, k / 2), g[:k, xa:xb]),
-                              (((xa + xb) / 2, h - k / 2), g[-k:, xa:xb]),
-                              ((k / 2, (ya + yb) / 2), g[ya:yb, :k]),
-                              ((w - k / 2, (ya + yb) / 2), g[ya:yb, -k:])):
-            pts.append((1.0, x / w, y / h))
-            vals.append(float(np.median(strip)))
-    A, v = np.asarray(pts), np.asarray(vals)
+    k = _ring(g.shape)
+    qw, qh = w // 4, h // 4
+    # 4 segments per side: each side's strip cut into 4 and the medians taken in one call
+    tb = np.stack([g[:k, :4 * qw], g[-k:, :4 * qw]]).reshape(2, k, 4, qw)
+    lr = np.stack([g[:4 * qh, :k].T, g[:4 * qh, -k:].T]).reshape(2, k, 4, qh)
+    v = np.concatenate([np.median(tb.transpose(0, 2, 1, 3).reshape(8, -1), axis=1),
+                        np.median(lr.transpose(0, 2, 1, 3).reshape(8, -1), axis=1)])
+    centres = (np.arange(4) + 0.5) / 4
+    ones = np.ones(4)
+    A = np.concatenate([
+        np.stack([ones, centres, ones * (k / 2) / h], 1),          # top
+        np.stack([ones, centres, 1 - ones * (k / 2) / h], 1),      # bottom
+        np.stack([ones, ones * (k / 2) / w, centres], 1),          # left
+        np.stack([ones, 1 - ones * (k / 2) / w, centres], 1)])     # right
     coef = np.linalg.lstsq(A, v, rcond=None)[0]
     spread = float(np.median(np.abs(v - A @ coef)))
     margin = max(0.04, 4.0 * spread)
@@ -128,8 +141,11 @@ def ink_map(a: np.ndarray, crop: bool, p: Params) -> Ink:
     if crop:
         paper, dark = _crop_paper(lum)
         g = lum if a.shape[2] == 1 else _channel(a, dark, paper)
-        level = float(np.median(g[paper]))
+        on_paper = g[paper]
+        level = float(np.median(on_paper))
         ink = (level - g) if dark else (g - level)
+        # the paper's grain, from the paper class alone (the ink may cover 40% of a crop)
+        grain = 1.4826 * float(np.median(np.abs(on_paper - level)))
     else:
         dark = _dark_ink_page(lum)
         g = lum if a.shape[2] == 1 else _channel(a, dark, None)
@@ -141,13 +157,15 @@ def ink_map(a: np.ndarray, crop: bool, p: Params) -> Ink:
     cum = np.cumsum(hist)
     n = int(cum[-1])
     robust_max = float(np.searchsorted(cum, n - min(5, n))) / 255.0  # 5th brightest pixel
-    med = float(np.searchsorted(cum, n // 2)) / 255.0
-    # the paper's spread: median absolute deviation from the median, from the same histogram
-    centres = np.arange(256, dtype=np.float32) / 255.0
-    dev = np.abs(centres - med)
-    order = np.argsort(dev, kind="stable")
-    mad = float(dev[order][np.searchsorted(np.cumsum(hist[order]), n / 2.0)])
-    sigma = 1.4826 * mad + 1.0 / 255.0
+    if crop:
+        med, sigma = 0.0, grain + 1.0 / 255.0
+    else:
+        med = float(np.searchsorted(cum, n // 2)) / 255.0
+        # the paper's spread: median absolute deviation from the median, from the histogram
+        dev = np.abs(np.arange(256, dtype=np.float32) / 255.0 - med)
+        order = np.argsort(dev, kind="stable")
+        mad = float(dev[order][np.searchsorted(np.cumsum(hist[order]), n / 2.0)])
+        sigma = 1.4826 * mad + 1.0 / 255.0
     if robust_max < max(p.blank_contrast, med + 6 * sigma):
         # nothing stands out of the paper's grain: a blank page, or pure noise if it is grainy
         reason = ("noise: no stroke stands out of the background" if sigma > p.noisy_paper

@@ -29,82 +29,148 @@ class _Seg:
     x1: int  # exclusive
     y1: int
     label: int
+    thick: float = 0.0  # the line's own thickness (median across it), not its box's
+    slope: float = 0.0  # centre line: across = slope * (along - start) + offset
+    offset: float = 0.0
 
     @property
     def length(self) -> int:
         return self.x1 - self.x0 if self.horizontal else self.y1 - self.y0
 
-    @property
-    def thick(self) -> int:
-        return self.y1 - self.y0 if self.horizontal else self.x1 - self.x0
+
+def _fit_line(seg: _Seg, lab: np.ndarray) -> _Seg:
+    """Thickness and centre line of a candidate, robust to a stroke merging with part of it (a
+    digit touching its box): per position along the line, the count and mean position of its
+    pixels across; positions where a stroke thickens it are left out of the fit (a stroke may
+    run along a box's side for most of its length, hence a low quantile for the thickness)."""
+    m = lab[seg.y0:seg.y1, seg.x0:seg.x1] == seg.label
+    if not seg.horizontal:
+        m = m.T
+    counts = m.sum(axis=0).astype(np.float32)
+    rows = np.arange(m.shape[0], dtype=np.float32)
+    has = counts > 0
+    centre = np.where(has, rows @ m / np.maximum(counts, 1), 0.0)
+    t = float(np.percentile(counts[has], 25))  # where no stroke lies along it
+    good = has & (counts <= t + 1)
+    if good.sum() < 2:
+        good = has
+    xs = np.nonzero(good)[0].astype(np.float32)
+    slope, offset = (np.polyfit(xs, centre[good], 1) if len(xs) >= 2
+                     else (0.0, float(centre[good].mean())))
+    seg.thick, seg.slope, seg.offset = t, float(slope), float(offset)
+    return seg
 
 
-def _candidates(m: np.ndarray, horizontal: bool, length: int
+def _band(seg: _Seg, shape: tuple[int, int], pad: float) -> np.ndarray:
+    """The pixels within ``pad`` px of the fitted line's own thickness, along its extent."""
+    h, w = shape
+    out = np.zeros((h, w), bool)
+    if seg.horizontal:
+        xs = np.arange(seg.x0, seg.x1)
+        centre = seg.y0 + seg.offset + seg.slope * (xs - seg.x0)
+        ys = np.arange(h)[:, None]
+        out[:, seg.x0:seg.x1] = np.abs(ys - centre[None, :]) <= seg.thick / 2 + pad
+    else:
+        ys = np.arange(seg.y0, seg.y1)
+        centre = seg.x0 + seg.offset + seg.slope * (ys - seg.y0)
+        xs = np.arange(w)[None, :]
+        out[seg.y0:seg.y1, :] = np.abs(xs - centre[:, None]) <= seg.thick / 2 + pad
+    return out
+
+
+def _candidates(ink: np.ndarray, horizontal: bool, length: int, faint: float
                 ) -> tuple[list[_Seg], np.ndarray, int]:
+    """Straight runs at least ``length`` px long, found on the grey ink map (a faint or
+    JPEG-speckled ruled line is continuous there, though not in a thresholded mask)."""
     across = (3, 1) if horizontal else (1, 3)
     along = (1, length) if horizontal else (length, 1)
-    loose = cv2.dilate(m, np.ones(across, np.uint8))
-    runs = cv2.morphologyEx(loose, cv2.MORPH_OPEN, np.ones(along, np.uint8)) & m
-    n, lab, st, _ = cv2.connectedComponentsWithStats(runs, connectivity=8)
+    loose = cv2.dilate(ink, np.ones(across, np.uint8))
+    runs = np.minimum(cv2.morphologyEx(loose, cv2.MORPH_OPEN, np.ones(along, np.uint8)), ink)
+    line = (runs > faint).view(np.uint8)
+    n, lab, st, _ = cv2.connectedComponentsWithStats(line, connectivity=8, ltype=cv2.CV_32S)
     segs = [_Seg(horizontal, int(x), int(y), int(x + w), int(y + h), i)
             for i, (x, y, w, h, _) in enumerate(st[1:], start=1)]
     return segs, lab, n
 
 
-def _is_corner(a: _Seg, b: _Seg, tol: int) -> tuple[bool, bool]:
-    """Whether ``b`` (perpendicular) forms a corner with ``a`` at a's start / a's end: b passes
-    through a's end point and a lies at one of b's ends (or b crosses it there: a comb)."""
+def _corner(a: _Seg, b: _Seg, tol: int) -> tuple[int, int]:
+    """How perpendicular ``b`` meets ``a``'s start / end: 0 not at all, -1 or +1 a corner (b
+    leaves a above or left / below or right), 2 a T (b runs on to both sides, as a comb's
+    top line does past a divider, or a 4's stem past its bar)."""
     if a.horizontal:
-        y = (a.y0 + a.y1) / 2
-        spans = b.y0 - tol <= y <= b.y1 + tol
-        start = spans and b.x0 - tol <= a.x0 <= b.x1 + tol
-        end = spans and b.x0 - tol <= a.x1 - 1 <= b.x1 + tol
+        at, lo, hi, b_lo, b_hi = (a.y0 + a.y1) / 2, a.x0, a.x1 - 1, b.y0, b.y1
+        near_lo = b.x0 - tol <= lo <= b.x1 + tol
+        near_hi = b.x0 - tol <= hi <= b.x1 + tol
     else:
-        x = (a.x0 + a.x1) / 2
-        spans = b.x0 - tol <= x <= b.x1 + tol
-        start = spans and b.y0 - tol <= a.y0 <= b.y1 + tol
-        end = spans and b.y0 - tol <= a.y1 - 1 <= b.y1 + tol
-    return start, end
+        at, lo, hi, b_lo, b_hi = (a.x0 + a.x1) / 2, a.y0, a.y1 - 1, b.x0, b.x1
+        near_lo = b.y0 - tol <= lo <= b.y1 + tol
+        near_hi = b.y0 - tol <= hi <= b.y1 + tol
+    if not (b_lo - tol <= at <= b_hi + tol):
+        return 0, 0
+    before, after = b_lo < at - tol, b_hi > at + tol
+    side = 2 if before and after else (-1 if before else (1 if after else 0))
+    return (side if near_lo else 0), (side if near_hi else 0)
 
 
-def find_printed(mask: np.ndarray, p: Params) -> np.ndarray:
-    """The printed lines of a bool ink mask, as a bool mask (strokes crossing them excluded)."""
+def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params) -> np.ndarray:
+    """The printed lines in an ink map, as a bool mask (strokes crossing them excluded);
+    ``mask`` is the thresholded ink, ``pad`` the empty margin around a crop."""
     h, w = mask.shape
-    m = mask.view(np.uint8)
-    thick_max = max(2, int(p.line_max_thick * min(h, w)))
-    tol = max(2, int(p.corner_tol * max(h, w)))
-    found = []
-    for horizontal, extent in ((True, w), (False, h)):
+    iw, ih = w - 2 * pad, h - 2 * pad  # the image's own extent
+    thick_max = max(2, int(p.line_max_thick * min(ih, iw)))
+    tol = max(2, int(p.corner_tol * max(ih, iw)))
+    found: list = []
+    short: list[list[_Seg]] = []
+    for horizontal, extent in ((True, iw), (False, ih)):
         length = max(8, int(p.line_min * extent))
-        segs, lab, n = _candidates(m, horizontal, length)
-        segs = [s for s in segs if s.thick <= thick_max]
+        segs, lab, n = _candidates(ink, horizontal, length, p.line_faint)
+        segs = [s for s in (_fit_line(s, lab) for s in segs) if s.thick <= thick_max]
         found.append((horizontal, extent, segs, lab, n))
-    hsegs, vsegs = found[0][2], found[1][2]
-    removed = np.zeros((h, w), bool)
-    for horizontal, extent, segs, lab, n in found:
-        others = vsegs if horizontal else hsegs
-        keep = []
+        # corners may be met by short straight pieces too (a comb field's ticks)
+        tick = max(5, int(p.tick_min * extent))
+        ticks, tlab, _ = _candidates(ink, horizontal, tick, p.line_faint)
+        short.append([s for s in (_fit_line(s, tlab) for s in ticks)
+                      if s.thick <= thick_max and s.length >= 3 * s.thick])
+    # Pass 1: lines across the image, and sides of boxes (both ends turn a corner the same
+    # way: a 4's bar meets its left stroke at a corner but its stem at a T). Pass 2: the
+    # dividers of a row of cells, which meet pass 1's lines at T-junctions at both ends.
+    printed: list[list[_Seg]] = [[], []]
+    for k, (horizontal, extent, segs, lab, n) in enumerate(found):
         for s in segs:
-            printed = s.length >= p.line_span * extent
-            if not printed:
-                start = end = False
-                for o in others:
-                    a, b = _is_corner(s, o, tol)
-                    start, end = start or a, end or b
-                printed = start and end
-            if printed:
-                keep.append(s.label)
-        if keep:
-            lut = np.zeros(n, bool)
-            lut[keep] = True
-            line = lut[lab]
-            # put back the pixels with stroke ink on both sides, across the line
-            rest = (mask & ~line).view(np.uint8)
-            t = max(s.thick for s in segs if s.label in keep) + 2
-            k = np.ones((2 * t + 1, 1) if horizontal else (1, 2 * t + 1), np.uint8)
-            crossing = cv2.morphologyEx(rest, cv2.MORPH_CLOSE, k) > 0
-            removed |= line & ~crossing
+            if s.length >= p.line_span * extent or _ends(s, short[1 - k], tol) in ((1, 1), (-1, -1)):
+                printed[k].append(s)
+    for k, (horizontal, extent, segs, lab, n) in enumerate(found):
+        for s in segs:
+            if s not in printed[k] and 0 not in _ends(s, printed[1 - k], tol):
+                printed[k].append(s)
+    removed = np.zeros((h, w), bool)
+    for k, (horizontal, extent, segs, lab, n) in enumerate(found):
+        if not printed[k]:
+            continue
+        # the lines' own bands (a stroke merging with a line keeps what lies beyond it)
+        line = np.zeros((h, w), bool)
+        for s in printed[k]:
+            line |= _band(s, (h, w), 1.0)
+        line &= ink > p.line_faint
+        # put back the pixels with stroke ink on both sides, across the line
+        rest = (mask & ~line).view(np.uint8)
+        t = int(max(s.thick for s in printed[k])) + 3
+        kernel = np.ones((2 * t + 1, 1) if horizontal else (1, 2 * t + 1), np.uint8)
+        crossing = cv2.morphologyEx(rest, cv2.MORPH_CLOSE, kernel) > 0
+        removed |= line & ~crossing
     return removed
+
+
+def _ends(s: _Seg, others: list[_Seg], tol: int) -> tuple[int, int]:
+    """How the longest of ``others`` meeting each end of ``s`` meets it (see ``_corner``)."""
+    start = end = (0, 0)  # (length, side)
+    for o in others:
+        a, b = _corner(s, o, tol)
+        if a and o.length > start[0]:
+            start = (o.length, a)
+        if b and o.length > end[0]:
+            end = (o.length, b)
+    return start[1], end[1]
 
 
 def remove_ticks(mask: np.ndarray, removed: np.ndarray, p: Params) -> np.ndarray:

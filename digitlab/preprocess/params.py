@@ -19,11 +19,13 @@ class Params:
     # Decoding: analysis resolution (time ~ area) and the longest side (wide strips keep height)
     work_area: int = 320 * 320
     work_side: int = 768
-    # A crop (a form cell, a thumbnail, a tight cut) is smaller than this on its short side:
+    # A crop (a form cell, a thumbnail, a tight cut) is smaller than crop_px on its short side
+    # or crop_long_px on its long side:
     # one paper level, and the ink may touch the borders. Crops smaller than `tiny_px` on
     # their long side are enlarged by a whole factor to about `tiny_target_px` first, and every
     # crop is padded by `crop_pad` of its long side, so that a digit filling the frame is read.
     crop_px: int = 40
+    crop_long_px: int = 96
     tiny_px: int = 32
     tiny_target_px: int = 64
     crop_pad: float = 0.2
@@ -43,8 +45,12 @@ class Params:
     line_span: float = 0.8
     corner_tol: float = 0.04
     line_max_thick: float = 0.08
-    # Short ticks hanging off a removed line (comb fields): shorter than this fraction of the
-    # removed frame's height, thin and straight.
+    # ... and they are found on the ink map where it exceeds this (faint grids included)
+    line_faint: float = 0.12
+    # Short ticks hanging off a removed line (comb fields): at least tick_min of the image side
+    # (they count as corners of a frame), shorter than tick_max of the removed frame's height,
+    # thin and straight.
+    tick_min: float = 0.08
     tick_max: float = 0.4
     # Selection: pieces of a digit lie within piece_reach of its size of each other, or
     # big_piece_reach for a piece big_piece x the main stroke's area; small pieces chained to

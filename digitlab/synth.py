@@ -1,0 +1,320 @@
+"""Renderer A: digits placed into the situations people hand them in, and look-alike non-digits.
+
+Used to *tune* preprocessing and to *train* the shipped model through preprocessing (MNIST
+training digits only). Scoring uses an independent renderer, ``benchmarks/renderer_b.py``, on
+MNIST test digits: different line widths, box shapes, grid pitches, fonts and blur.
+
+Situations (``SITUATIONS``: name -> function(rng, 28x28 uint8 digit) -> encoded image bytes):
+form boxes (a printed rectangle, sometimes a comb field's ticks), graph paper, ruled paper,
+low-resolution crops (8-16 px cells, ink touching the borders, sometimes upscaled and blurred).
+``lookalike`` renders a non-digit (letters, signs, arrows, a check mark, a smiley) from the
+DejaVu fonts or as pen strokes; ``boxed_number`` writes several digits into a row of boxes.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+from functools import lru_cache
+from typing import Callable
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+PAPERS = [(255, 255, 255), (248, 246, 238), (242, 238, 215), (230, 238, 248), (236, 236, 236)]
+PENS = [(10, 10, 10), (25, 35, 130), (10, 70, 190), (170, 25, 25), (40, 40, 40)]
+PRINT = [(0, 0, 0), (60, 60, 60), (30, 60, 150), (150, 40, 40)]
+GRID = [(150, 190, 230), (170, 170, 170), (150, 210, 170), (235, 160, 160), (120, 160, 210)]
+# Letters and signs that no careful reader takes for a digit. Left out as ambiguous: O o D Q
+# (0), I l i j J | (1), Z z (2), S s (5), G b (6), T (7), B (8), g q (9), y (4 or 9).
+LOOKALIKE_CHARS = "ACEFHKLMNPRUVWXYacefhkmnprtuvwx+=%#&@*?!<>$"
+
+
+def pen(digit: np.ndarray, height: int, level: float) -> np.ndarray:
+    """An MNIST digit as a smooth stroke ``height`` px tall (float in [0, 1]); a low ``level``
+    is a thick marker, a high one a fine pen."""
+    ys, xs = np.nonzero(digit > 30)
+    crop = digit[ys.min():ys.max() + 1, xs.min():xs.max() + 1].astype(np.float32) / 255.0
+    f = height / crop.shape[0]
+    w = max(1, round(crop.shape[1] * f))
+    big = cv2.resize(crop, (w, max(1, height)), interpolation=cv2.INTER_CUBIC)
+    edge = min(max(0.05, 1.0 / f), level)  # ~1 px of anti-aliasing; the paper stays paper
+    return np.clip((big - level) / edge + 0.5, 0.0, 1.0)
+
+
+def _blend(canvas: np.ndarray, mask: np.ndarray, x: int, y: int, colour) -> None:
+    h, w = mask.shape
+    H, W = canvas.shape[:2]
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)
+    if x1 <= x0 or y1 <= y0:
+        return
+    m = mask[y0 - y:y1 - y, x0 - x:x1 - x, None]
+    canvas[y0:y1, x0:x1] = canvas[y0:y1, x0:x1] * (1 - m) + np.asarray(colour, np.float32) * m
+
+
+def _pick(rng: np.random.Generator, seq):
+    return seq[int(rng.integers(len(seq)))]
+
+
+def _encode(rng: np.random.Generator, canvas: np.ndarray, noise: float = 2.0,
+            blur: float = 0.0, jpeg: bool = False) -> bytes:
+    if noise:
+        canvas = canvas + rng.normal(0, noise, canvas.shape).astype(np.float32)
+    a = np.clip(canvas, 0, 255).astype(np.uint8)
+    if blur > 0.2:
+        a = cv2.GaussianBlur(a, (0, 0), blur)
+    img = Image.fromarray(a)
+    buf = io.BytesIO()
+    if jpeg:
+        img.save(buf, "JPEG", quality=int(rng.integers(60, 95)))
+    else:
+        img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _shade(rng: np.random.Generator, canvas: np.ndarray, strength: float) -> np.ndarray:
+    """Phone lighting: a linear falloff across the page (multiplicative)."""
+    h, w = canvas.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    a, b = rng.uniform(-1, 1, 2)
+    f = 1 - strength * (0.5 + 0.5 * (a * (xx / w - 0.5) + b * (yy / h - 0.5)))
+    return canvas * f[:, :, None]
+
+
+def _hline(c: np.ndarray, y: int, x0: int, x1: int, t: int, colour) -> None:
+    c[max(0, y):max(0, y + t), max(0, x0):max(0, x1)] = colour
+
+
+def _vline(c: np.ndarray, x: int, y0: int, y1: int, t: int, colour) -> None:
+    c[max(0, y0):max(0, y1), max(0, x):max(0, x + t)] = colour
+
+
+def form_box(rng: np.random.Generator, digit: np.ndarray) -> bytes:
+    """A digit written in a printed box: the box alone (a cell cut from a scanned form) or on
+    a wider page; a third of the time a comb field (bottom line and short side ticks)."""
+    side = int(rng.integers(36, 150))
+    bw, bh = int(side * rng.uniform(0.8, 1.3)), side
+    t = int(rng.integers(1, 3 + side // 60))
+    margin = 0 if rng.random() < 0.4 else int(side * rng.uniform(0.05, 0.6))
+    W, H = bw + 2 * margin, bh + 2 * margin
+    c = np.ones((H, W, 3), np.float32) * np.asarray(_pick(rng, PAPERS), np.float32)
+    ink = np.asarray(_pick(rng, PRINT), np.float32)
+    x0, y0 = margin, margin
+    comb = rng.random() < 0.33
+    _hline(c, y0 + bh - t, x0, x0 + bw, t, ink)
+    if comb:
+        tick = int(bh * rng.uniform(0.15, 0.35))
+        _vline(c, x0, y0 + bh - tick, y0 + bh, t, ink)
+        _vline(c, x0 + bw - t, y0 + bh - tick, y0 + bh, t, ink)
+    else:
+        _hline(c, y0, x0, x0 + bw, t, ink)
+        _vline(c, x0, y0, y0 + bh, t, ink)
+        _vline(c, x0 + bw - t, y0, y0 + bh, t, ink)
+    h = int(bh * rng.uniform(0.5, 0.9))
+    m = pen(digit, h, rng.uniform(0.3, 0.6))
+    x = x0 + int((bw - m.shape[1]) * rng.uniform(0.2, 0.8))
+    y = y0 + int((bh - h) * rng.uniform(0.1, 0.9))
+    _blend(c, m, x, y, _pick(rng, PENS))
+    return _encode(rng, c, noise=rng.uniform(0, 4), blur=rng.uniform(0, 0.8),
+                   jpeg=rng.random() < 0.3)
+
+
+def graph_paper(rng: np.random.Generator, digit: np.ndarray) -> bytes:
+    """A digit on squared paper: light grid lines, phone lighting, slight blur, JPEG."""
+    H, W = (int(v) for v in rng.integers(120, 360, 2))
+    h = int(min(H, W) * rng.uniform(0.35, 0.75))
+    pitch = max(5, int(h / rng.uniform(2.0, 6.0)))
+    c = np.ones((H, W, 3), np.float32) * np.asarray(_pick(rng, PAPERS[:3]), np.float32)
+    line = np.asarray(_pick(rng, GRID), np.float32)
+    t = 1 if rng.random() < 0.7 else 2
+    ox, oy = (int(v) for v in rng.integers(0, pitch, 2))
+    for x in range(ox, W, pitch):
+        _vline(c, x, 0, H, t, line)
+    for y in range(oy, H, pitch):
+        _hline(c, y, 0, W, t, line)
+    m = pen(digit, h, rng.uniform(0.3, 0.6))
+    x = int((W - m.shape[1]) * rng.uniform(0.15, 0.85))
+    y = int((H - h) * rng.uniform(0.15, 0.85))
+    _blend(c, m, x, y, _pick(rng, PENS))
+    c = _shade(rng, c, rng.uniform(0.0, 0.4))
+    return _encode(rng, c, noise=rng.uniform(1, 5), blur=rng.uniform(0, 1.0),
+                   jpeg=rng.random() < 0.6)
+
+
+def ruled_paper(rng: np.random.Generator, digit: np.ndarray) -> bytes:
+    """A digit on lined notebook paper, sitting on a line (or crossing it), sometimes beside the
+    red margin line."""
+    H, W = (int(v) for v in rng.integers(120, 360, 2))
+    h = int(min(H, W) * rng.uniform(0.3, 0.6))
+    gap = max(8, int(h * rng.uniform(0.7, 1.3)))
+    c = np.ones((H, W, 3), np.float32) * np.asarray(_pick(rng, PAPERS[:3]), np.float32)
+    line = np.asarray(_pick(rng, GRID), np.float32)
+    t = 1 if rng.random() < 0.7 else 2
+    oy = int(rng.integers(0, gap))
+    for y in range(oy, H, gap):
+        _hline(c, y, 0, W, t, line)
+    m = pen(digit, h, rng.uniform(0.3, 0.6))
+    x = int((W - m.shape[1]) * rng.uniform(0.2, 0.8))
+    if rng.random() < 0.3:
+        mx = max(0, x - int(rng.integers(4, 20)))
+        _vline(c, mx, 0, H, t + 1, np.asarray((220, 90, 90), np.float32))
+    drop = int(h * rng.uniform(-0.05, 0.25))  # below the line (a descending stroke)
+    rows = [r for r in range(oy, H, gap) if h + 2 < r and r + drop < H - 2]
+    base = _pick(rng, rows) if rows else H - 3 - max(0, drop)
+    y = base - h + drop
+    _blend(c, m, x, y, _pick(rng, PENS))
+    c = _shade(rng, c, rng.uniform(0.0, 0.4))
+    return _encode(rng, c, noise=rng.uniform(1, 5), blur=rng.uniform(0, 1.0),
+                   jpeg=rng.random() < 0.6)
+
+
+def low_res(rng: np.random.Generator, digit: np.ndarray) -> bytes:
+    """A tight 8-16 px cell: the digit touching the borders, either polarity; half the time
+    enlarged again (nearest or bilinear, then blurred), as thumbnails and scans are."""
+    s = int(rng.integers(8, 17))
+    ys, xs = np.nonzero(digit > 30)
+    pad = int(rng.integers(0, 3))
+    y0, y1 = max(0, ys.min() - pad), min(28, ys.max() + 1 + pad)
+    x0, x1 = max(0, xs.min() - pad), min(28, xs.max() + 1 + pad)
+    crop = digit[y0:y1, x0:x1].astype(np.float32) / 255.0
+    if rng.random() < 0.5:  # a square cell: widen the narrow side
+        side = max(crop.shape)
+        px = (side - crop.shape[1]) // 2
+        crop = np.pad(crop, ((0, 0), (px, side - crop.shape[1] - px)))
+    f = s / max(crop.shape)
+    small = cv2.resize(crop, (max(1, round(crop.shape[1] * f)), max(1, round(crop.shape[0] * f))),
+                       interpolation=cv2.INTER_AREA)
+    paper_c = np.asarray(_pick(rng, PAPERS), np.float32)
+    ink_c = np.asarray(_pick(rng, PENS), np.float32)
+    if rng.random() < 0.25:
+        paper_c, ink_c = ink_c * 0.3, paper_c
+    a = small[:, :, None]
+    c = paper_c * (1 - a) + ink_c * a
+    if rng.random() < 0.5:
+        k = int(rng.integers(2, 6))
+        interp = cv2.INTER_NEAREST if rng.random() < 0.5 else cv2.INTER_LINEAR
+        c = cv2.resize(c, (c.shape[1] * k, c.shape[0] * k), interpolation=interp)
+        return _encode(rng, c, noise=rng.uniform(0, 3), blur=rng.uniform(0, 0.4 * k))
+    return _encode(rng, c, noise=rng.uniform(0, 3), jpeg=rng.random() < 0.2)
+
+
+SITUATIONS: dict[str, Callable[[np.random.Generator, np.ndarray], bytes]] = {
+    "form box": form_box,
+    "graph paper": graph_paper,
+    "ruled paper": ruled_paper,
+    "low-res crop": low_res,
+}
+
+
+def boxed_number(rng: np.random.Generator, digits: list[np.ndarray]) -> bytes:
+    """Digits in a row of boxes (a comb field on a form)."""
+    side = int(rng.integers(40, 110))
+    t = int(rng.integers(1, 3))
+    n = len(digits)
+    margin = int(side * rng.uniform(0.1, 0.5))
+    W, H = n * side + 2 * margin, side + 2 * margin
+    c = np.ones((H, W, 3), np.float32) * np.asarray(_pick(rng, PAPERS), np.float32)
+    ink = np.asarray(_pick(rng, PRINT), np.float32)
+    _hline(c, margin, margin, margin + n * side, t, ink)
+    _hline(c, margin + side - t, margin, margin + n * side, t, ink)
+    for k in range(n + 1):
+        _vline(c, margin + k * side - (t if k == n else 0), margin, margin + side, t, ink)
+    colour = _pick(rng, PENS)
+    for k, d in enumerate(digits):
+        h = int(side * rng.uniform(0.55, 0.85))
+        m = pen(d, h, rng.uniform(0.3, 0.6))
+        x = margin + k * side + int((side - m.shape[1]) * rng.uniform(0.25, 0.75))
+        y = margin + int((side - h) * rng.uniform(0.2, 0.8))
+        _blend(c, m, x, y, colour)
+    return _encode(rng, c, noise=rng.uniform(0, 3), blur=rng.uniform(0, 0.6))
+
+
+@lru_cache(maxsize=1)
+def fonts() -> tuple[str, ...]:
+    """Renderer A's fonts: the DejaVu family (renderer B draws from the others)."""
+    found = glob.glob("/usr/share/fonts/**/DejaVu*.ttf", recursive=True)
+    return tuple(sorted(f for f in found if "Math" not in f))
+
+
+def _strokes(rng: np.random.Generator, size: int) -> Image.Image:
+    """A non-digit drawn with a pen: check mark, cross, arrow, smiley, star, plus sign."""
+    img = Image.new("L", (size, size), 0)
+    d = ImageDraw.Draw(img)
+    w = max(2, int(size * rng.uniform(0.04, 0.12)))
+    s = size
+    kind = int(rng.integers(6))
+    j = lambda: rng.uniform(-0.05, 0.05) * s  # noqa: E731 - a writer's wobble
+    if kind == 0:
+        d.line([(0.15 * s + j(), 0.55 * s + j()), (0.4 * s + j(), 0.85 * s + j()),
+                (0.9 * s + j(), 0.15 * s + j())], fill=255, width=w, joint="curve")
+    elif kind == 1:
+        d.line([(0.15 * s, 0.15 * s + j()), (0.85 * s, 0.85 * s + j())], fill=255, width=w)
+        d.line([(0.85 * s + j(), 0.15 * s), (0.15 * s + j(), 0.85 * s)], fill=255, width=w)
+    elif kind == 2:
+        y = 0.5 * s + j()
+        d.line([(0.1 * s, y), (0.9 * s, y)], fill=255, width=w)
+        d.line([(0.6 * s, y - 0.25 * s), (0.9 * s, y), (0.6 * s, y + 0.25 * s)], fill=255,
+               width=w, joint="curve")
+    elif kind == 3:
+        d.ellipse([0.1 * s, 0.1 * s, 0.9 * s, 0.9 * s], outline=255, width=w)
+        d.ellipse([0.3 * s, 0.3 * s, 0.4 * s, 0.42 * s], fill=255)
+        d.ellipse([0.6 * s, 0.3 * s, 0.7 * s, 0.42 * s], fill=255)
+        d.arc([0.28 * s, 0.4 * s, 0.72 * s, 0.75 * s], 20, 160, fill=255, width=w)
+    elif kind == 4:
+        pts = [(0.5 * s + 0.42 * s * np.sin(a), 0.5 * s - 0.42 * s * np.cos(a))
+               for a in np.arange(6) * 4 * np.pi / 5]
+        d.line(pts, fill=255, width=w, joint="curve")
+    else:
+        d.line([(0.5 * s + j(), 0.1 * s), (0.5 * s + j(), 0.9 * s)], fill=255, width=w)
+        d.line([(0.1 * s, 0.5 * s + j()), (0.9 * s, 0.5 * s + j())], fill=255, width=w)
+    return img
+
+
+def _glyph(rng: np.random.Generator, size: int) -> Image.Image:
+    """A letter or sign from a random font, slanted and thickened a little like handwriting."""
+    face = fonts()
+    if not face or rng.random() < 0.2:
+        return _strokes(rng, size)
+    ch = LOOKALIKE_CHARS[int(rng.integers(len(LOOKALIKE_CHARS)))]
+    font = ImageFont.truetype(_pick(rng, face), int(size * 0.8))
+    img = Image.new("L", (size * 2, size * 2), 0)
+    d = ImageDraw.Draw(img)
+    d.text((size // 3, size // 3), ch, fill=255, font=font)
+    box = img.getbbox()
+    img = img.crop(box) if box else img
+    shear = rng.uniform(-0.25, 0.25)
+    a = np.asarray(img)
+    h, w = a.shape
+    M = np.float32([[1, shear, max(0.0, -shear * h)], [0, 1, 0]])
+    a = cv2.warpAffine(a, M, (w + int(abs(shear) * h) + 1, h))
+    if rng.random() < 0.5:
+        k = int(rng.integers(2, 4))
+        a = cv2.dilate(a, np.ones((k, k), np.uint8))
+    return Image.fromarray(a)
+
+
+def lookalike(rng: np.random.Generator) -> bytes:
+    """One non-digit: a glyph on paper, a third of the time in a form box or on graph paper."""
+    g = np.asarray(_glyph(rng, int(rng.integers(40, 140))), np.float32) / 255.0
+    H = int(g.shape[0] * rng.uniform(1.3, 2.5))
+    W = int(max(g.shape[1] * 1.3, H * rng.uniform(0.8, 1.3)))
+    c = np.ones((H, W, 3), np.float32) * np.asarray(_pick(rng, PAPERS), np.float32)
+    r = rng.random()
+    if r < 0.15:
+        t = int(rng.integers(1, 3))
+        ink = np.asarray(_pick(rng, PRINT), np.float32)
+        _hline(c, 0, 0, W, t, ink), _hline(c, H - t, 0, W, t, ink)
+        _vline(c, 0, 0, H, t, ink), _vline(c, W - t, 0, H, t, ink)
+    elif r < 0.3:
+        pitch = max(6, int(g.shape[0] / rng.uniform(2, 5)))
+        line = np.asarray(_pick(rng, GRID), np.float32)
+        for x in range(int(rng.integers(pitch)), W, pitch):
+            _vline(c, x, 0, H, 1, line)
+        for y in range(int(rng.integers(pitch)), H, pitch):
+            _hline(c, y, 0, W, 1, line)
+    x = int((W - g.shape[1]) * rng.uniform(0.2, 0.8))
+    y = int((H - g.shape[0]) * rng.uniform(0.2, 0.8))
+    _blend(c, g, x, y, _pick(rng, PENS))
+    return _encode(rng, c, noise=rng.uniform(0, 4), blur=rng.uniform(0, 0.7),
+                   jpeg=rng.random() < 0.3)
