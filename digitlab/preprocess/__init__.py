@@ -115,16 +115,21 @@ def _analyse(source: ImageSource, p: Params) -> _Analysis:
     if not (comps.strong > 0).any():
         return _Analysis(work, scale, pad, crop, size, ink, low, none, comps, empty, 0.0,
                          "blank: no ink found", mnist)
-    printed = find_printed(ink.ink, low & comps.mask(np.nonzero(comps.strong > 0)[0]), pad, p)
+    printed, n_lines, thick = find_printed(ink.ink, low & comps.mask(np.nonzero(comps.strong > 0)[0]),
+                                    pad, p)
     if printed.any():
-        printed |= remove_ticks(low & ~printed, printed, p)
-        low = low & ~printed
-        # the soft edges of a removed line are not stroke ink either
-        ink.ink = np.where(cc.grow(printed) & ~cc.grow(low), 0.0, ink.ink).astype(np.float32)
-        comps = cc.label(low, high & low)
-        if not (comps.strong > 0).any():
-            return _Analysis(work, scale, pad, crop, size, ink, low, printed, comps, empty,
+        printed |= remove_ticks(low & ~printed, printed, thick, p)
+        rest = low & ~printed
+        comps_rest = cc.label(rest, high & rest)
+        if (comps_rest.strong > 0).any():
+            low, comps = rest, comps_rest
+            # the soft edges of a removed line are not stroke ink either
+            ink.ink = np.where(cc.grow(printed) & ~cc.grow(low), 0.0, ink.ink).astype(np.float32)
+        elif n_lines > 1:  # a grid or a form with nothing written in it
+            return _Analysis(work, scale, pad, crop, size, ink, rest, printed, comps_rest, empty,
                              ink_fraction, "only printed lines", mnist)
+        else:  # one straight stroke and nothing else: a 1 or a dash, judged as it is
+            printed = none
     only = "only printed lines (and specks)" if printed.any() else "blank: only specks"
     keep, reason = keep_pieces(comps, h, w, only)
     if not reason:

@@ -144,8 +144,11 @@ def ink_map(a: np.ndarray, crop: bool, p: Params) -> Ink:
         on_paper = g[paper]
         level = float(np.median(on_paper))
         ink = (level - g) if dark else (g - level)
-        # the paper's grain, from the paper class alone (the ink may cover 40% of a crop)
-        grain = 1.4826 * float(np.median(np.abs(on_paper - level)))
+        # the paper's grain, from the paper class alone (the ink may cover 40% of a crop),
+        # away from the strokes' blurred edges
+        core = cv2.erode(paper.view(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        sample = g[core] if np.count_nonzero(core) >= 20 else on_paper
+        grain = 1.4826 * float(np.median(np.abs(sample - level)))
     else:
         dark = _dark_ink_page(lum)
         g = lum if a.shape[2] == 1 else _channel(a, dark, None)

@@ -32,20 +32,22 @@ class _Seg:
     thick: float = 0.0  # the line's own thickness (median across it), not its box's
     slope: float = 0.0  # centre line: across = slope * (along - start) + offset
     offset: float = 0.0
+    level: float = 1.0  # the line's ink (a light grid line under a dark stroke is fainter)
 
     @property
     def length(self) -> int:
         return self.x1 - self.x0 if self.horizontal else self.y1 - self.y0
 
 
-def _fit_line(seg: _Seg, lab: np.ndarray) -> _Seg:
+def _fit_line(seg: _Seg, lab: np.ndarray, ink: np.ndarray) -> _Seg:
     """Thickness and centre line of a candidate, robust to a stroke merging with part of it (a
     digit touching its box): per position along the line, the count and mean position of its
     pixels across; positions where a stroke thickens it are left out of the fit (a stroke may
     run along a box's side for most of its length, hence a low quantile for the thickness)."""
     m = lab[seg.y0:seg.y1, seg.x0:seg.x1] == seg.label
+    v = ink[seg.y0:seg.y1, seg.x0:seg.x1]
     if not seg.horizontal:
-        m = m.T
+        m, v = m.T, v.T
     counts = m.sum(axis=0).astype(np.float32)
     rows = np.arange(m.shape[0], dtype=np.float32)
     has = counts > 0
@@ -58,6 +60,7 @@ def _fit_line(seg: _Seg, lab: np.ndarray) -> _Seg:
     slope, offset = (np.polyfit(xs, centre[good], 1) if len(xs) >= 2
                      else (0.0, float(centre[good].mean())))
     seg.thick, seg.slope, seg.offset = t, float(slope), float(offset)
+    seg.level = float(np.percentile(v[:, good][m[:, good]], 90))  # its core, not its edges
     return seg
 
 
@@ -112,9 +115,11 @@ def _corner(a: _Seg, b: _Seg, tol: int) -> tuple[int, int]:
     return (side if near_lo else 0), (side if near_hi else 0)
 
 
-def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params) -> np.ndarray:
-    """The printed lines in an ink map, as a bool mask (strokes crossing them excluded);
-    ``mask`` is the thresholded ink, ``pad`` the empty margin around a crop."""
+def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
+                 ) -> tuple[np.ndarray, int, float]:
+    """The printed lines in an ink map, as a bool mask (strokes crossing them excluded), how
+    many lines there are and the thickest one's thickness; ``mask`` is the thresholded ink,
+    ``pad`` the empty margin around a crop."""
     h, w = mask.shape
     iw, ih = w - 2 * pad, h - 2 * pad  # the image's own extent
     thick_max = max(2, int(p.line_max_thick * min(ih, iw)))
@@ -124,12 +129,12 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params) -> np.n
     for horizontal, extent in ((True, iw), (False, ih)):
         length = max(8, int(p.line_min * extent))
         segs, lab, n = _candidates(ink, horizontal, length, p.line_faint)
-        segs = [s for s in (_fit_line(s, lab) for s in segs) if s.thick <= thick_max]
+        segs = [s for s in (_fit_line(s, lab, ink) for s in segs) if s.thick <= thick_max]
         found.append((horizontal, extent, segs, lab, n))
         # corners may be met by short straight pieces too (a comb field's ticks)
         tick = max(5, int(p.tick_min * extent))
         ticks, tlab, _ = _candidates(ink, horizontal, tick, p.line_faint)
-        short.append([s for s in (_fit_line(s, tlab) for s in ticks)
+        short.append([s for s in (_fit_line(s, tlab, ink) for s in ticks)
                       if s.thick <= thick_max and s.length >= 3 * s.thick])
     # Pass 1: lines across the image, and sides of boxes (both ends turn a corner the same
     # way: a 4's bar meets its left stroke at a corner but its stem at a T). Pass 2: the
@@ -140,17 +145,20 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params) -> np.n
             if s.length >= p.line_span * extent or _ends(s, short[1 - k], tol) in ((1, 1), (-1, -1)):
                 printed[k].append(s)
     for k, (horizontal, extent, segs, lab, n) in enumerate(found):
+        frame = printed[1 - k]
+        thin = max((f.thick for f in frame), default=0) + 1  # printed alike, not a pen stroke
         for s in segs:
-            if s not in printed[k] and 0 not in _ends(s, printed[1 - k], tol):
+            if s not in printed[k] and s.thick <= thin and 0 not in _ends(s, frame, tol):
                 printed[k].append(s)
     removed = np.zeros((h, w), bool)
     for k, (horizontal, extent, segs, lab, n) in enumerate(found):
         if not printed[k]:
             continue
         # the lines' own bands (a stroke merging with a line keeps what lies beyond it)
+        # and a stroke darker than a light line is kept where it runs along it
         line = np.zeros((h, w), bool)
         for s in printed[k]:
-            line |= _band(s, (h, w), 1.0)
+            line |= _band(s, (h, w), 1.0) & (ink <= max(s.level * 1.5 + 0.15, 0.5))
         line &= ink > p.line_faint
         # put back the pixels with stroke ink on both sides, across the line
         rest = (mask & ~line).view(np.uint8)
@@ -158,7 +166,8 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params) -> np.n
         kernel = np.ones((2 * t + 1, 1) if horizontal else (1, 2 * t + 1), np.uint8)
         crossing = cv2.morphologyEx(rest, cv2.MORPH_CLOSE, kernel) > 0
         removed |= line & ~crossing
-    return removed
+    thick = max((s.thick for s in printed[0] + printed[1]), default=0.0)
+    return removed, len(printed[0]) + len(printed[1]), thick
 
 
 def _ends(s: _Seg, others: list[_Seg], tol: int) -> tuple[int, int]:
@@ -173,8 +182,10 @@ def _ends(s: _Seg, others: list[_Seg], tol: int) -> tuple[int, int]:
     return start[1], end[1]
 
 
-def remove_ticks(mask: np.ndarray, removed: np.ndarray, p: Params) -> np.ndarray:
-    """Short straight pieces left hanging off removed lines (the ticks of a comb field)."""
+def remove_ticks(mask: np.ndarray, removed: np.ndarray, thick: float, p: Params
+                 ) -> np.ndarray:
+    """Short straight pieces left hanging off removed lines (the ticks of a comb field), printed
+    like them: no thicker than ``thick`` (a 1 written beside a grid line is a pen stroke)."""
     if not removed.any():
         return np.zeros_like(mask)
     n, lab, st, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
@@ -190,7 +201,8 @@ def remove_ticks(mask: np.ndarray, removed: np.ndarray, p: Params) -> np.ndarray
         x, y, bw, bh, area = st[i]
         long_, short = max(bw, bh), min(bw, bh)
         limit = p.tick_max * (frame_h if bh >= bw else frame_w)
-        if long_ <= limit and short * 3 <= long_ and area >= 0.6 * long_ * short:
+        if (long_ <= limit and short * 3 <= long_ and area >= 0.6 * long_ * short
+                and short <= thick + 2):
             ticks.append(i)
     if not ticks:
         return np.zeros_like(mask)
