@@ -113,6 +113,13 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--clean-epochs", type=_nonneg_int, metavar="N",
                    help="train the last N epochs on the images as they are, without augmentation "
                         "(default 0; fast-99.5 uses 2)")
+    g.add_argument("--situations", type=_nonneg_int, metavar="N",
+                   help="also train on N training digits rendered into form boxes, graph and "
+                        "ruled paper and tiny crops, as preprocessing hands them over "
+                        "(default 0; robust uses 20000)")
+    g.add_argument("--lookalikes", type=_nonneg_int, metavar="N",
+                   help="with --augment robust: N look-alike non-digits (letters, signs) among "
+                        "the outliers (default 0; robust uses 6000)")
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
@@ -135,7 +142,8 @@ def train_config_from_args(args):
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
         warmup=args.warmup, label_smoothing=args.label_smoothing, augment=args.augment,
-        clean_epochs=args.clean_epochs, val_size=args.val_size, seed=args.seed,
+        clean_epochs=args.clean_epochs, situations=args.situations, lookalikes=args.lookalikes,
+        val_size=args.val_size, seed=args.seed,
         device=args.device, precision=args.precision, subset=args.subset,
         max_steps=args.max_steps, tta=args.tta)
 
@@ -165,6 +173,18 @@ def cmd_train(args) -> int:
         bar.update(p.step - bar.n)
         bar.set_postfix(loss=f"{p.loss:.4f}", acc=f"{100 * p.acc:.2f}%", refresh=False)
 
+    def on_note(what: str, total: int):
+        if not show:
+            return None
+        note = tqdm(total=total, desc=what, unit="img", leave=False, file=sys.stderr,
+                    dynamic_ncols=True)
+
+        def done(k: int) -> None:
+            note.update(k)
+            if note.n >= total:
+                note.close()
+        return done
+
     def on_epoch(row):
         nonlocal bar
         if bar is not None:
@@ -184,7 +204,8 @@ def cmd_train(args) -> int:
              + f" -> {out}")
     try:
         summary = train(cfg, out=out, dataset=dataset, resume=args.resume, force=args.force,
-                        on_progress=on_progress, on_epoch=on_epoch, evaluate_test=not args.no_eval)
+                        on_progress=on_progress, on_epoch=on_epoch, on_note=on_note,
+                        evaluate_test=not args.no_eval)
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()

@@ -318,3 +318,77 @@ def lookalike(rng: np.random.Generator) -> bytes:
     _blend(c, g, x, y, _pick(rng, PENS))
     return _encode(rng, c, noise=rng.uniform(0, 4), blur=rng.uniform(0, 0.7),
                    jpeg=rng.random() < 0.3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training pools: renders passed through preprocessing, as the model will see them
+
+
+CHUNK = 500  # renders per task; each chunk has its own seed, so results do not depend on
+# how many processes share the work
+
+
+def _chunk(task: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Render one chunk and preprocess it: (images, accepted, which source rows)."""
+    from .preprocess import preprocess  # (synth renders; preprocess reads: one-way)
+    kind, seed, images, rows, n = task
+    rng = np.random.default_rng(seed)
+    if kind == "situations":
+        kinds = list(SITUATIONS.values())
+        pick = rng.choice(rows, n)
+        items = [kinds[k % len(kinds)](rng, images[i]) for k, i in enumerate(pick)]
+    else:
+        pick = np.zeros(n, np.int64)
+        items = [lookalike(rng) for _ in range(n)]
+    out = np.zeros((n, 28, 28), np.uint8)
+    ok = np.zeros(n, bool)
+    for i, b in enumerate(items):
+        r = preprocess(b)
+        out[i], ok[i] = r.image, r.ok
+    return out, ok, pick
+
+
+def _pool(kind: str, images: np.ndarray | None, n: int, seed: int,
+          progress: Callable[[int], None] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Render ``n`` items in chunks (in forked worker processes where the platform has fork)
+    and preprocess them; returns the accepted images and their source rows."""
+    import multiprocessing as mp
+    import os
+    rows = np.arange(0 if images is None else len(images))
+    tasks = [(kind, [seed, c], images, rows, min(CHUNK, n - c * CHUNK))
+             for c in range(-(-n // CHUNK))]
+    workers = min(len(tasks), os.cpu_count() or 1)
+    if workers > 1 and "fork" in mp.get_all_start_methods():
+        with mp.get_context("fork").Pool(workers) as pool:
+            parts = []
+            for part in pool.imap(_chunk, tasks):
+                parts.append(part)
+                if progress:
+                    progress(len(part[1]))
+    else:
+        parts = []
+        for t in tasks:
+            parts.append(_chunk(t))
+            if progress:
+                progress(len(parts[-1][1]))
+    x = np.concatenate([p[0] for p in parts])
+    ok = np.concatenate([p[1] for p in parts])
+    pick = np.concatenate([p[2] for p in parts])
+    return x[ok], pick[ok]
+
+
+def situation_pool(images: np.ndarray, labels: np.ndarray, n: int, seed: int,
+                   progress: Callable[[int], None] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` of ``images`` (training digits only) rendered into the situations in turn and
+    passed through preprocessing: (N, 28, 28) uint8 and their labels, the renders that
+    preprocessing declined left out (training on what the model will be shown)."""
+    x, pick = _pool("situations", images, n, seed, progress)
+    return x, np.asarray(labels)[pick]
+
+
+def lookalike_pool(n: int, seed: int, progress: Callable[[int], None] | None = None
+                   ) -> np.ndarray:
+    """Up to ``n`` look-alike non-digits as preprocessing presents them (those it rejects
+    outright need no training): hard negatives for outlier exposure."""
+    return _pool("lookalikes", None, n, seed, progress)[0]

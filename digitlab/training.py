@@ -51,7 +51,12 @@ PRESETS: dict[str, dict[str, Any]] = {
                  batch_size=128, lr=0.05, augment="standard"),
     # Shipped-model recipe: the default CNN with stroke-thickness, slant, scale and position
     # augmentation, so that it reads real drawings and photos (see docs/predict.md).
-    "robust": dict(model="cnn", epochs=15, batch_size=256, lr=0.1, augment="robust"),
+    # It also trains through preprocessing: 20,000 training digits rendered into form boxes,
+    # graph and ruled paper and low-resolution crops (renderer A, digitlab/synth.py) as
+    # preprocessing hands them over, and 6,000 look-alike non-digits (letters, signs) among
+    # the outliers.
+    "robust": dict(model="cnn", epochs=15, batch_size=256, lr=0.1, augment="robust",
+                   situations=20000, lookalikes=6000),
 }
 # One line each for `digitlab train --help` (figures: README, Records; 2 CPU cores).
 PRESET_HELP: dict[str, str] = {
@@ -81,6 +86,10 @@ class TrainConfig:
     label_smoothing: float | None = None  # cross-entropy target smoothing, 0 = off
     augment: str | None = None          # none | standard (affine) | robust (+ thickness, slant)
     clean_epochs: int | None = None     # the last N epochs train on the images as they are
+    situations: int | None = None       # training digits rendered into boxes, grids, ruled
+                                        # paper, tiny crops and preprocessed, added (images)
+    lookalikes: int | None = None       # look-alike non-digits (letters, signs) rendered and
+                                        # preprocessed, among robust's outliers (images)
     val_size: int = 5000                # training images held out for validation (seeded)
     seed: int = 0                       # seeds init, split, shuffling and augmentation
     device: str = "auto"                # auto | cpu | cuda
@@ -130,6 +139,12 @@ class TrainConfig:
         need(self.augment in AUGMENTS, f"unknown augmentation {self.augment!r}; choose from: {', '.join(AUGMENTS)}")
         need(self.clean_epochs is None or self.clean_epochs >= 0,
              f"clean epochs must be >= 0 (got {self.clean_epochs})")
+        need(self.situations is None or self.situations >= 0,
+             f"situations must be >= 0 (got {self.situations})")
+        need(self.lookalikes is None or self.lookalikes >= 0,
+             f"lookalikes must be >= 0 (got {self.lookalikes})")
+        need(not self.lookalikes or self.augment == "robust",
+             "lookalikes are outliers of --augment robust; choose it too")
         need(self.precision in PRECISIONS, f"unknown precision {self.precision!r}; choose from: {', '.join(PRECISIONS)}")
         need(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
              f"unknown device {self.device!r}; choose auto, cpu or cuda")
@@ -285,18 +300,24 @@ def outlier_images(k: int, gen: torch.Generator) -> torch.Tensor:
     return out
 
 
-def add_outliers(x: torch.Tensor, gen: torch.Generator
+def add_outliers(x: torch.Tensor, gen: torch.Generator, hard: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
-    """Replace ~OUTLIER_FRACTION of the batch with ``outlier_images``; returns the batch, the
-    mask of replaced rows on x's device (None when none was) and how many there are (known
-    without a device sync)."""
+    """Replace ~OUTLIER_FRACTION of the batch with ``outlier_images`` (half of them drawn from
+    ``hard``, uint8 look-alike negatives, when given); returns the batch, the mask of replaced
+    rows on x's device (None when none was) and how many there are (known without a device
+    sync)."""
     pick = torch.rand(x.shape[0], generator=gen) < OUTLIER_FRACTION
     k = int(pick.sum())
     if not k:
         return x, None, 0
     x = x.clone()
     mask = pick.to(x.device)
-    x[mask] = outlier_images(k, gen).to(x.device, x.dtype)
+    junk = outlier_images(k, gen)
+    if hard is not None and len(hard):
+        swap = torch.rand(k, generator=gen) < 0.5
+        rows = torch.randint(0, len(hard), (int(swap.sum()),), generator=gen)
+        junk[swap] = hard[rows].unsqueeze(1).float().div_(255)
+    x[mask] = junk.to(x.device, x.dtype)
     return x, mask, k
 
 
@@ -439,6 +460,32 @@ def _val_metrics(model, x, y, device, bf16) -> tuple[float, float]:
     return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
 
 
+def _through_preprocessing(xtr: torch.Tensor, ytr: torch.Tensor, cfg: TrainConfig,
+                           on_note: Callable[[str, int], Callable[[int], None]] | None
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The training split plus ``cfg.situations`` of its digits rendered into everyday
+    situations and preprocessed, and ``cfg.lookalikes`` preprocessed non-digits (or None).
+    Seeded by ``cfg.seed``: a resumed run builds the same pools. Validation digits are never
+    rendered."""
+    if not cfg.situations and not cfg.lookalikes:
+        return xtr, ytr, None
+    from . import synth  # renders with PIL/OpenCV fonts; only this recipe needs it
+
+    def note(what: str, total: int) -> Callable[[int], None] | None:
+        return on_note(what, total) if on_note else None
+
+    hard = None
+    if cfg.situations:
+        x, y = synth.situation_pool(xtr.numpy(), ytr.numpy(), cfg.situations, cfg.seed + 7,
+                                    note("rendering digits into boxes, grids, crops",
+                                         cfg.situations))
+        xtr, ytr = torch.cat([xtr, torch.from_numpy(x)]), torch.cat([ytr, torch.from_numpy(y)])
+    if cfg.lookalikes:
+        hard = torch.from_numpy(synth.lookalike_pool(
+            cfg.lookalikes, cfg.seed + 8, note("rendering look-alike non-digits", cfg.lookalikes)))
+    return xtr, ytr, hard
+
+
 def default_out_dir(model: str) -> Path:
     return Path("runs") / f"{model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
@@ -447,12 +494,15 @@ def train(cfg: TrainConfig | None = None, *, out: str | os.PathLike | None = Non
           dataset: Dataset | None = None, resume: bool = False, force: bool = False,
           on_progress: Callable[[Progress], None] | None = None,
           on_epoch: Callable[[dict], None] | None = None,
+          on_note: Callable[[str, int], Callable[[int], None]] | None = None,
           evaluate_test: bool = True) -> dict:
     """Train a model and write its model directory; returns a summary dict.
 
     The summary holds ``out`` (the directory), ``history`` (per-epoch metrics), ``train_seconds``
     and, unless ``evaluate_test`` is False, ``test`` metrics from evaluation.evaluate_dir.
     Ctrl-C saves a checkpoint and re-raises KeyboardInterrupt; ``resume=True`` continues it.
+    ``on_note(what, total)`` announces slow set-up work and returns a callback that is told
+    how many of ``total`` items are done (the CLI shows a progress bar).
     """
     cfg = (cfg or TrainConfig()).resolved()
     out = Path(out) if out is not None else default_out_dir(cfg.model)
@@ -476,6 +526,7 @@ def train(cfg: TrainConfig | None = None, *, out: str | os.PathLike | None = Non
         xall, yall = xall[:cfg.subset], yall[:cfg.subset]
     val_size = min(cfg.val_size, len(xall) // 10) if cfg.subset else cfg.val_size
     xtr, ytr, xva, yva = split_train_val(xall, yall, val_size, cfg.seed)
+    xtr, ytr, hard = _through_preprocessing(xtr, ytr, cfg, on_note)
 
     model = create_model(cfg.model, num_classes=ds.num_classes, **cfg.model_kwargs).to(device)
     conv = is_conv(model)
@@ -528,7 +579,7 @@ def train(cfg: TrainConfig | None = None, *, out: str | os.PathLike | None = Non
                 x = augment_batch(x, level, gen)
                 junk, n_junk = None, 0
                 if level == "robust":
-                    x, junk, n_junk = add_outliers(x, gen)
+                    x, junk, n_junk = add_outliers(x, gen, hard)
                 if conv:
                     x = x.contiguous(memory_format=torch.channels_last)
                 y = ytr_d[idx]

@@ -9,6 +9,7 @@ the majority class of an Otsu split, since their ink may cover the whole border.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -80,11 +81,33 @@ def _dark_ink_page(g: np.ndarray) -> bool:
     h, w = g.shape
     k = _ring(g.shape)
     qw, qh = w // 4, h // 4
-    # 4 segments per side: each side's strip cut into 4 and the medians taken in one call
+    # 4 segments per side: each side's strip cut into 4, the medians by partial sorts
     tb = np.stack([g[:k, :4 * qw], g[-k:, :4 * qw]]).reshape(2, k, 4, qw)
     lr = np.stack([g[:4 * qh, :k].T, g[:4 * qh, -k:].T]).reshape(2, k, 4, qh)
-    v = np.concatenate([np.median(tb.transpose(0, 2, 1, 3).reshape(8, -1), axis=1),
-                        np.median(lr.transpose(0, 2, 1, 3).reshape(8, -1), axis=1)])
+    v = np.concatenate([_medians(tb.transpose(0, 2, 1, 3).reshape(8, -1)),
+                        _medians(lr.transpose(0, 2, 1, 3).reshape(8, -1))])
+    A, pinv = _plane_design(h, w, k)
+    coef = pinv @ v
+    res = np.abs(v - A @ coef)
+    spread = float(np.partition(res, 8)[8])
+    margin = max(0.04, 4.0 * spread)
+    sub = g[::2, ::2]
+    xx, yy = _plane_grid(sub.shape, h, w)
+    r = sub - (coef[0] + coef[1] * xx + coef[2] * yy)
+    dark_mass = float(np.maximum(-r - margin, 0.0).sum())
+    bright_mass = float(np.maximum(r - margin, 0.0).sum())
+    return dark_mass > bright_mass
+
+
+def _medians(rows: np.ndarray) -> np.ndarray:
+    mid = rows.shape[1] // 2
+    return np.partition(rows, mid, axis=1)[:, mid]
+
+
+@lru_cache(maxsize=64)
+def _plane_design(h: int, w: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where the 16 border segments lie (1, x, y in image fractions), and the least-squares
+    solver for a plane through their medians."""
     centres = (np.arange(4) + 0.5) / 4
     ones = np.ones(4)
     A = np.concatenate([
@@ -92,16 +115,14 @@ def _dark_ink_page(g: np.ndarray) -> bool:
         np.stack([ones, centres, 1 - ones * (k / 2) / h], 1),      # bottom
         np.stack([ones, ones * (k / 2) / w, centres], 1),          # left
         np.stack([ones, 1 - ones * (k / 2) / w, centres], 1)])     # right
-    coef = np.linalg.lstsq(A, v, rcond=None)[0]
-    spread = float(np.median(np.abs(v - A @ coef)))
-    margin = max(0.04, 4.0 * spread)
-    sub = g[::2, ::2]
-    yy = (np.arange(sub.shape[0], dtype=np.float32) * (2.0 / h))[:, None]
-    xx = (np.arange(sub.shape[1], dtype=np.float32) * (2.0 / w))[None, :]
-    r = sub - (coef[0] + coef[1] * xx + coef[2] * yy).astype(np.float32)
-    dark_mass = float(np.maximum(-r - margin, 0.0).sum())
-    bright_mass = float(np.maximum(r - margin, 0.0).sum())
-    return dark_mass > bright_mass
+    return A, np.linalg.pinv(A)
+
+
+@lru_cache(maxsize=64)
+def _plane_grid(shape: tuple[int, int], h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    yy = (np.arange(shape[0], dtype=np.float32) * (2.0 / h))[:, None]
+    xx = (np.arange(shape[1], dtype=np.float32) * (2.0 / w))[None, :]
+    return xx, yy
 
 
 def _channel(rgb: np.ndarray, dark: bool, paper: np.ndarray | None) -> np.ndarray:
