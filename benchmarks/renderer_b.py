@@ -149,7 +149,7 @@ def _finish(rng: np.random.Generator, canvas: np.ndarray, p_phone: float) -> byt
 def _digit_ink(rng: np.random.Generator, digit: np.ndarray, level: float | None = None) -> Ink:
     """An MNIST digit as a pen: ballpoint to felt tip (``level``: see pen_mask), a little
     turned."""
-    level = rng.uniform(0.33, 0.65) if level is None else level
+    level = rng.uniform(0.33, 0.58) if level is None else level
     turn = rng.uniform(-6, 6) if rng.random() < 0.5 else 0.0
 
     def ink(h: int) -> np.ndarray:
@@ -298,7 +298,7 @@ def boxed_number(rng: np.random.Generator, digits: list[np.ndarray]) -> bytes:
     radius = ch * rng.uniform(0.05, 0.2) if style == "separate" and rng.random() < 0.3 else 0
     cover = _draw_cells(H, W, cells, style, lw, rng.uniform(0.25, 0.6), radius)
     _tint(c, cover, _pick(rng, BOX_COLOURS), rng.uniform(0.6, 1.0))
-    pen, level = _pen(rng), rng.uniform(0.33, 0.65)
+    pen, level = _pen(rng), rng.uniform(0.33, 0.58)
     size = rng.uniform(0.55, 0.82)
     used = cells[spare:] if right_aligned else cells[:k]
     for d, (cx0, cy0, cx1, cy1) in zip(digits, used):
@@ -332,6 +332,13 @@ def _sheet(rng: np.random.Generator, dh: int) -> tuple[np.ndarray, int, np.ndarr
     return c, pad, yy, xx
 
 
+def _place(rng: np.random.Generator, lo: float, hi: float, size: int, pad: int, ink: int) -> int:
+    """Where the ink starts along one side: at lo..hi of the free room, kept a little away
+    from the edges so that turning the page does not cut it."""
+    keep = int(0.04 * (size - 2 * pad))
+    return pad + keep + int(rng.uniform(lo, hi) * max(0, size - 2 * pad - 2 * keep - ink))
+
+
 def _graph(rng: np.random.Generator, ink: Ink, pen: RGB) -> bytes:
     dh = int(rng.integers(50, 200))
     c, pad, yy, xx = _sheet(rng, dh)
@@ -351,8 +358,8 @@ def _graph(rng: np.random.Generator, ink: Ink, pen: RGB) -> bytes:
     _tint(c, cover, colour, alpha)
     m = ink(dh)
     H, W = c.shape[:2]
-    x = pad + int(rng.uniform(0.15, 0.85) * (W - 2 * pad - m.shape[1]))
-    y = pad + int(rng.uniform(0.15, 0.85) * (H - 2 * pad - m.shape[0]))
+    x = _place(rng, 0.15, 0.85, W, pad, m.shape[1])
+    y = _place(rng, 0.15, 0.85, H, pad, m.shape[0])
     paste(c, m, x, y, pen)
     c = _rotate_crop(c, rng.uniform(-4, 4), pad, c[1, 1].copy())
     return _finish(rng, c, 0.8)
@@ -369,8 +376,8 @@ def _ruled(rng: np.random.Generator, ink: Ink, pen: RGB) -> bytes:
     c, pad, yy, xx = _sheet(rng, dh)
     H, W = c.shape[:2]
     m = ink(dh)
-    x = pad + int(rng.uniform(0.2, 0.85) * (W - 2 * pad - m.shape[1]))
-    y = pad + int(rng.uniform(0.15, 0.85) * (H - 2 * pad - m.shape[0]))
+    x = _place(rng, 0.2, 0.85, W, pad, m.shape[1])
+    y = _place(rng, 0.15, 0.85, H, pad, m.shape[0])
     base = y + m.shape[0] - rng.uniform(-0.12, 0.04) * dh  # the ink stands on a line
     seyes = rng.random() < 0.15
     colour, alpha = _pick(rng, RULE_COLOURS), rng.uniform(0.4, 0.85)
@@ -410,7 +417,7 @@ def low_res_crop(rng: np.random.Generator, digit: np.ndarray) -> bytes:
     on dark."""
     L = int(rng.integers(8, 17))
     f = 8  # draw at 8x, then average down
-    level = rng.uniform(0.3, 0.6)
+    level = rng.uniform(0.3, 0.55)
     if rng.random() < 0.5:  # tight box around the ink, at least 0.6 as wide as tall
         m = pen_mask(digit, int(L * f * rng.uniform(0.9, 1.0)), level)
         h = L * f
@@ -444,7 +451,7 @@ def low_res_crop(rng: np.random.Generator, digit: np.ndarray) -> bytes:
             img = img.resize((img.width * k, img.height * k), Image.Resampling.NEAREST)
         else:
             img = img.resize((img.width * k, img.height * k), Image.Resampling.BILINEAR)
-            img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.2, 0.6) * k))
+            img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.2, 0.45) * k))
     if rng.random() < 0.4:
         img = img.convert("L")
     if min(img.size) >= 24 and rng.random() < 0.3:  # a JPEG thumbnail (never the 8x8 blocks
@@ -627,8 +634,8 @@ def _hand_ink(rng: np.random.Generator, strokes: list[Stroke], turn: float, stea
                     (x, y), rr = q[0], r * 1.3
                     d.ellipse([x - rr, y - rr, x + rr, y + rr], fill=255)
                     continue
-                d.line(q, fill=255, width=max(1, round(w * ss)), joint="curve")
-                for x, y in (q[0], q[-1]):  # round caps
+                d.line(q, fill=255, width=max(1, round(w * ss)))
+                for x, y in q:  # round joins and caps (PIL's curve joints fray here)
                     d.ellipse([x - r, y - r, x + r, y + r], fill=255)
         return _layer(H, W, draw, ss=3)
     return ink
