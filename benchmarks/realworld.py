@@ -12,7 +12,7 @@ prints one table row per set.
                                                          # MNIST *train* digits vs junk (seed+1)
     python benchmarks/realworld.py --all-digits thin     # every one of the 10,000 test digits
                                                          # in these user styles (no sampling)
-    python benchmarks/realworld.py --renderer b --n 20   # smoke test, about a minute
+    python benchmarks/realworld.py --renderer b --n 20   # smoke test, about 25 s
     python benchmarks/realworld.py --renderer both --only-renderer   # issue 14's sets only
 
 The renderers are plain functions of (numpy Generator, ...) so tests reuse them. Issue 14's

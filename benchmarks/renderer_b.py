@@ -4,8 +4,8 @@ Written independently of renderer A (``digitlab.synth``, which tuning and traini
 that a score on these images says how digit reading fares on pictures the tuning never saw.
 ``benchmarks/realworld.py --renderer b`` scores them on MNIST *test* digits:
 
-    python benchmarks/realworld.py --renderer b --n 500   # full table, about 10 minutes
-    python benchmarks/realworld.py --renderer b --n 20    # smoke: end to end in about a minute
+    python benchmarks/realworld.py --renderer b --n 500   # full table, 6-7 minutes on 2 cores
+    python benchmarks/realworld.py --renderer b --n 20    # smoke: end to end in about 25 s
     python benchmarks/renderer_b.py --out /tmp/renderer_b_samples --per 8   # example PNGs
 
 Interface (renderer A exposes the same):
