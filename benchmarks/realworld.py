@@ -12,8 +12,15 @@ prints one table row per set.
                                                          # MNIST *train* digits vs junk (seed+1)
     python benchmarks/realworld.py --all-digits thin     # every one of the 10,000 test digits
                                                          # in these user styles (no sampling)
+    python benchmarks/realworld.py --renderer b --n 20   # smoke test, about 25 s
+    python benchmarks/realworld.py --renderer both --only-renderer   # issue 14's sets only
 
-The renderers are plain functions of (numpy Generator, ...) so tests reuse them.
+The renderers are plain functions of (numpy Generator, ...) so tests reuse them. Issue 14's
+situations (form boxes, graph and ruled paper, low-res crops, look-alike junk, numbers in
+boxes) come from two independent renderers with one interface (``SITUATIONS``, ``lookalike``,
+``boxed_number``): renderer A, ``digitlab.synth``, which tuning and training use, is scored on
+MNIST *training* digits; renderer B, ``benchmarks/renderer_b.py``, written apart from it and
+used for scoring only, on MNIST *test* digits (``--renderer a|b|both|none``, default b).
 """
 
 from __future__ import annotations
@@ -363,6 +370,51 @@ def junk_set(rng: np.random.Generator, n: int) -> tuple[list[Any], list[Any], st
     return [junk(rng, k) for k in kinds], kinds, "junk"
 
 
+RENDERERS = {"A": ("digitlab.synth", "train"), "B": ("renderer_b", "test")}
+
+
+def load_renderers(which: str) -> dict[str, Any]:
+    """Renderer tag -> module for ``--renderer a|b|both|none``; renderer A is imported only
+    when asked for, and a missing one is reported, not fatal."""
+    import importlib
+    out = {}
+    for tag in {"a": "A", "b": "B", "both": "AB", "none": ""}[which]:
+        name = RENDERERS[tag][0]
+        try:
+            out[tag] = importlib.import_module(name)
+        except ImportError as e:
+            print(f"renderer {tag}: module {name} is not importable ({type(e).__name__}: {e}); "
+                  f"no renderer {tag} rows", flush=True)
+    return out
+
+
+def renderer_sets(tag: str, module: Any, images: np.ndarray, labels: np.ndarray, n: int,
+                  seed: int, sources: dict[str, np.ndarray] | None = None
+                  ) -> dict[str, tuple[list[Any], list[Any], str]]:
+    """One renderer's sets: each situation, look-alike junk and numbers in boxes, ``n`` images
+    each from these digits. Every set has its own random stream, so the other sets' images do
+    not depend on which renderers run."""
+    sets: dict[str, tuple[list[Any], list[Any], str]] = {}
+    for i, (name, render) in enumerate(module.SITUATIONS.items()):
+        rng = np.random.default_rng([seed, 14, ord(tag), i])
+        idx = rng.choice(len(images), n, replace=False)
+        sets[f"{name}, renderer {tag}"] = ([render(rng, images[j]) for j in idx],
+                                            [int(labels[j]) for j in idx], "digit")
+        if sources is not None:
+            sources[f"{name}, renderer {tag}"] = idx
+    rng = np.random.default_rng([seed, 14, ord(tag), 100])
+    sets[f"look-alike junk, renderer {tag}"] = ([module.lookalike(rng) for _ in range(n)],
+                                                 ["lookalike"] * n, "junk")
+    rng = np.random.default_rng([seed, 14, ord(tag), 101])
+    numbers, texts = [], []
+    for _ in range(n):
+        idx = rng.choice(len(images), int(rng.integers(2, 7)), replace=False)
+        numbers.append(module.boxed_number(rng, [images[j] for j in idx]))
+        texts.append("".join(str(int(labels[j])) for j in idx))
+    sets[f"number in boxes, renderer {tag}"] = (numbers, texts, "number")
+    return sets
+
+
 def first_choice(p) -> int | None:
     """The model's top-1 digit, or None when preprocessing declined the image."""
     return p.top_k[0][0] if p.top_k else None
@@ -444,7 +496,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--all-digits", nargs="+", metavar="STYLE", choices=USER_STYLES,
                     help="instead: render all 10,000 test digits in these user styles and "
                          "compare with the same digits at 28x28 (no sampling error)")
+    ap.add_argument("--renderer", choices=("a", "b", "both", "none"), default="b",
+                    help="issue 14's situation sets from renderer A (digitlab.synth, on MNIST "
+                         "train digits), B (benchmarks/renderer_b.py, on test digits), both or "
+                         "none (default: b)")
+    ap.add_argument("--only-renderer", action="store_true",
+                    help="score only the renderer sets, not the user styles, fonts, strips, junk")
     args = ap.parse_args(argv)
+    renderers = {} if args.sweep or args.all_digits else load_renderers(args.renderer)
+    if args.renderer != "none" and not renderers and not (args.sweep or args.all_digits):
+        return 2
 
     import torch
     torch.set_num_threads(args.threads)
@@ -475,7 +536,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n({time.perf_counter() - t0:.0f} s; seed {args.seed})", file=sys.stderr)
         return 0
     sources: dict[str, np.ndarray] = {}
-    sets = build_sets(x, y, args.n, args.seed, sources=sources)
+    sets = {} if args.only_renderer else build_sets(x, y, args.n, args.seed, sources=sources)
+    for tag, module in renderers.items():  # A on the digits tuned on, B on unseen ones
+        if RENDERERS[tag][1] == "train":
+            sets.update(renderer_sets(tag, module, ds.train_images.numpy(),
+                                      ds.train_labels.numpy(), args.n, args.seed))
+        else:
+            sets.update(renderer_sets(tag, module, x, y, args.n, args.seed, sources))
     base_ok = np.array([first_choice(p) == t for p, t in zip(base, y)])
     # "same digits": the model on the very MNIST digits each set re-renders, as 28x28 - the
     # paired comparison, free of the sampling noise of a 500-digit draw (about +-0.5 points)
