@@ -96,7 +96,7 @@ def _analyse(source: ImageSource, p: Params) -> _Analysis:
         g = np.array(plain_mode(img), dtype=np.uint8)
         ring = np.concatenate([g[:2].ravel(), g[-2:].ravel(), g[:, :2].ravel(), g[:, -2:].ravel()])
         mnist = g if ring.mean() < 128 else None  # MNIST format: a dark background
-    ink = ink_map(work, crop, p)
+    ink = ink_map(work, crop, p, tiny=max(size) < p.tiny_px)
     pad = 0
     if crop:  # a digit filling its cell may touch every border: give it a margin
         pad = int(round(p.crop_pad * max(ink.ink.shape)))

@@ -91,7 +91,8 @@ def _dark_ink_page(g: np.ndarray) -> bool:
     res = np.abs(v - A @ coef)
     spread = float(np.partition(res, 8)[8])
     margin = max(0.04, 4.0 * spread)
-    sub = g[::2, ::2]
+    # half resolution by averaging (a strided sample can miss every 1 px line of a grid)
+    sub = cv2.resize(g, ((w + 1) // 2, (h + 1) // 2), interpolation=cv2.INTER_AREA)
     xx, yy = _plane_grid(sub.shape, h, w)
     r = sub - (coef[0] + coef[1] * xx + coef[2] * yy)
     dark_mass = float(np.maximum(-r - margin, 0.0).sum())
@@ -154,8 +155,10 @@ def _paper_field(g: np.ndarray, dark: bool) -> np.ndarray:
     return cv2.resize(b, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def ink_map(a: np.ndarray, crop: bool, p: Params) -> Ink:
-    """Working image (H, W, C) -> ink map, or a reason (blank, noise) when no stroke stands out."""
+def ink_map(a: np.ndarray, crop: bool, p: Params, tiny: bool = False) -> Ink:
+    """Working image (H, W, C) -> ink map, or a reason (blank, noise) when no stroke stands out.
+    A ``tiny`` crop (a few px a side, enlarged) has no paper to measure grain on: only its
+    contrast is checked here, and the shape of its ink later tells noise from a digit."""
     if a.shape[2] == 4:
         a = flatten_alpha(a)
     lum = a[:, :, 0] if a.shape[2] == 1 else cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_RGB2GRAY)
@@ -168,8 +171,8 @@ def ink_map(a: np.ndarray, crop: bool, p: Params) -> Ink:
         # the paper's grain, from the paper class alone (the ink may cover 40% of a crop),
         # away from the strokes' blurred edges
         core = cv2.erode(paper.view(np.uint8), np.ones((5, 5), np.uint8)) > 0
-        sample = g[core] if np.count_nonzero(core) >= 20 else on_paper
-        grain = 1.4826 * float(np.median(np.abs(sample - level)))
+        grain = (0.0 if tiny or not core.any()
+                 else 1.4826 * float(np.median(np.abs(g[core] - level))))
     else:
         dark = _dark_ink_page(lum)
         g = lum if a.shape[2] == 1 else _channel(a, dark, None)

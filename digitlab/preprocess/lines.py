@@ -45,16 +45,45 @@ def _quantile(v: np.ndarray, q: float) -> float:
     return float(np.partition(v, k)[k])
 
 
-def _fit_line(seg: _Seg, lab: np.ndarray, ink: np.ndarray) -> _Seg:
-    """Thickness, centre line and ink level of a candidate, robust to a stroke merging with part
-    of it (a digit touching its box): per position along the line, the count and mean position
-    of its pixels across; positions where a stroke thickens it are left out of the fit (a
-    stroke may run along a box's side for most of its length, hence a low quantile for the
-    thickness)."""
+def _split(seg: _Seg, lab: np.ndarray) -> list[tuple[_Seg, np.ndarray]]:
+    """A candidate as one or more lines: two parallel lines joined by a stroke lying between
+    them (a 2's base between two grid lines) are one component but two lines. Returns
+    (segment, its mask in the candidate's box with rows across the line) pairs."""
     m = lab[seg.y0:seg.y1, seg.x0:seg.x1] == seg.label
+    if not seg.horizontal:
+        m = m.T
+    counts = np.count_nonzero(m, axis=0)
+    has = counts > 0
+    t = _quantile(counts[has].astype(np.float32), 0.25)
+    good = has & (counts <= t + 1)
+    if np.count_nonzero(good) < 2:
+        return [(seg, m)]
+    rows = np.count_nonzero(m[:, good], axis=1) >= 0.15 * np.count_nonzero(good)
+    idx = np.nonzero(rows)[0]
+    if len(idx) == 0:
+        return [(seg, m)]
+    breaks = np.nonzero(np.diff(idx) > 2)[0]
+    if len(breaks) == 0:
+        return [(seg, m)]
+    out = []
+    for a, b in zip(np.r_[0, breaks + 1], np.r_[breaks, len(idx) - 1]):
+        lo, hi = max(0, idx[a] - 1), min(m.shape[0], idx[b] + 2)
+        sub = np.zeros_like(m)
+        sub[lo:hi] = m[lo:hi]
+        part = _Seg(seg.horizontal, seg.x0, seg.y0, seg.x1, seg.y1, seg.label)
+        out.append((part, sub))
+    return out
+
+
+def _fit_line(seg: _Seg, m: np.ndarray, ink: np.ndarray) -> _Seg:
+    """Thickness, centre line and ink level of a candidate (``m``: its mask in its box, rows
+    across), robust to a stroke merging with part of it (a digit touching its box): per
+    position along the line, the count and mean position of its pixels across; positions
+    where a stroke thickens it are left out of the fit (a stroke may run along a box's side
+    for most of its length, hence a low quantile for the thickness)."""
     v = ink[seg.y0:seg.y1, seg.x0:seg.x1]
     if not seg.horizontal:
-        m, v = m.T, v.T
+        v = v.T
     counts = np.count_nonzero(m, axis=0).astype(np.float32)
     has = counts > 0
     t = _quantile(counts[has], 0.25)  # where no stroke lies along it
@@ -72,6 +101,10 @@ def _fit_line(seg: _Seg, lab: np.ndarray, ink: np.ndarray) -> _Seg:
     seg.thick, seg.slope, seg.offset = t, slope, cm - slope * xm
     seg.level = _quantile(v[:, good][mg], 0.9)  # its core, not its edges
     return seg
+
+
+def _fitted(segs: list[_Seg], lab: np.ndarray, ink: np.ndarray) -> list[_Seg]:
+    return [_fit_line(part, m, ink) for s in segs for part, m in _split(s, lab)]
 
 
 def _band(seg: _Seg, shape: tuple[int, int], pad: float) -> tuple[slice, slice, np.ndarray]:
@@ -142,7 +175,7 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
     for horizontal, extent in ((True, iw), (False, ih)):
         length = max(8, int(p.line_min * extent))
         segs, lab, n = _candidates(ink, horizontal, length, p.line_faint)
-        segs = [s for s in (_fit_line(s, lab, ink) for s in segs) if s.thick <= thick_max]
+        segs = [s for s in _fitted(segs, lab, ink) if s.thick <= thick_max]
         found.append((horizontal, extent, segs, lab, n))
     if not (found[0][2] or found[1][2]):
         return np.zeros((h, w), bool), 0, 0.0
