@@ -92,7 +92,8 @@ def test_max_steps_and_subset_smoke(mnist, tmp_path):
     (dict(optimizer="rmsprop"), "unknown optimizer"), (dict(schedule="step"), "unknown schedule"),
     (dict(augment="heavy"), "unknown augmentation"), (dict(model="nope"), "unknown model"),
     (dict(preset="nope"), "unknown preset"), (dict(label_smoothing=1.5), "label smoothing"),
-    (dict(clean_epochs=-1), "clean epochs"),
+    (dict(clean_epochs=-1), "clean epochs"), (dict(situations=-5), "situations"),
+    (dict(lookalikes=10, augment="standard"), "lookalikes are outliers of --augment robust"),
 ])
 def test_invalid_config_is_refused(bad, msg):
     with pytest.raises(ConfigError, match=msg):
@@ -114,7 +115,7 @@ def test_clean_epochs_train_the_last_epochs_unaugmented(mnist, tmp_path, monkeyp
     monkeypatch.setattr(T, "augment_batch",
                         lambda x, level, gen: (levels.append(level), real_augment(x, level, gen))[1])
     monkeypatch.setattr(T, "add_outliers",
-                        lambda x, gen: (outlier_calls.append(1), real_outliers(x, gen))[1])
+                        lambda x, gen, hard=None: (outlier_calls.append(1), real_outliers(x, gen))[1])
     # 300 images, 30 held out: 2 steps per epoch
     train(TrainConfig(model="convnet", subset=300, batch_size=128, epochs=3, augment="robust",
                       clean_epochs=1), out=tmp_path / "c", dataset=mnist, evaluate_test=False)
@@ -200,3 +201,39 @@ def test_lr_schedules(schedule):
         assert set(lrs) == {0.1}
     else:
         assert lrs[0] < 0.1 and lrs[-1] < 0.01 and all(not math.isnan(v) for v in lrs)
+
+
+def test_training_through_preprocessing_adds_situations_and_hard_negatives(mnist, tmp_path,
+                                                                          monkeypatch):
+    import digitlab.training as T
+    hard_seen = []
+    real_outliers = T.add_outliers
+    monkeypatch.setattr(T, "add_outliers", lambda x, gen, hard=None: (
+        hard_seen.append(None if hard is None else tuple(hard.shape)), real_outliers(x, gen, hard))[1])
+    s = train(TrainConfig(model="convnet", subset=300, batch_size=64, max_steps=2, augment="robust",
+                          situations=40, lookalikes=20), out=tmp_path / "t", dataset=mnist,
+              evaluate_test=False)
+    cfg = load_model(tmp_path / "t")[1]
+    assert cfg["training"]["situations"] == 40 and cfg["training"]["lookalikes"] == 20
+    # 270 training images (30 held out) plus the renders preprocessing accepted
+    assert 270 + 30 <= cfg["dataset"]["train_images"] <= 270 + 40
+    assert hard_seen and all(h is not None and h[1:] == (28, 28) and 5 <= h[0] <= 20
+                             for h in hard_seen)
+    assert s["history"][-1]["epoch"] == 1
+    assert TrainConfig(preset="robust").resolved().situations == 20000
+    assert TrainConfig().resolved().situations == 0
+
+
+def test_add_outliers_draws_half_from_the_hard_negatives():
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(4000, 1, 28, 28)
+    hard = torch.full((5, 28, 28), 255, dtype=torch.uint8)  # all-white: easy to recognise
+    out, mask, k = T_add_outliers(x, g, hard)
+    assert 120 < k < 280
+    white = (out[mask].flatten(1).min(1).values == 1.0).sum().item()
+    assert 0.3 * k < white < 0.7 * k
+
+
+def T_add_outliers(*a):
+    from digitlab.training import add_outliers
+    return add_outliers(*a)

@@ -38,11 +38,16 @@ class _Seg:
     def length(self) -> int:
         return self.x1 - self.x0 if self.horizontal else self.y1 - self.y0
 
+    @property
+    def box_thick(self) -> int:
+        return self.y1 - self.y0 if self.horizontal else self.x1 - self.x0
+
 
 def _quantile(v: np.ndarray, q: float) -> float:
-    """An order statistic of a small array (np.percentile costs ~30 us of overhead a call)."""
-    k = int(q * (v.size - 1) + 0.5)
-    return float(np.partition(v, k)[k])
+    """An order statistic of a small array, by sorting (np.percentile costs ~30 us of overhead
+    a call, and np.partition slows down on arrays of one repeated value, as a line's
+    thickness profile is)."""
+    return float(np.sort(v, axis=None)[int(q * (v.size - 1) + 0.5)])
 
 
 def _split(seg: _Seg, lab: np.ndarray) -> list[tuple[_Seg, np.ndarray]]:
@@ -170,38 +175,44 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
     iw, ih = w - 2 * pad, h - 2 * pad  # the image's own extent
     thick_max = max(2, int(p.line_max_thick * min(ih, iw)))
     tol = max(2, int(p.corner_tol * max(ih, iw)))
-    found: list = []
-    short: list[list[_Seg]] = []
+    # Straight runs first, judged by their boxes; only those taken for printed lines are fitted
+    # (most digits have a long stroke or two: a 1's stem, a 7's bar, and no line at all).
+    found = []
     for horizontal, extent in ((True, iw), (False, ih)):
-        length = max(8, int(p.line_min * extent))
-        segs, lab, n = _candidates(ink, horizontal, length, p.line_faint)
-        segs = [s for s in _fitted(segs, lab, ink) if s.thick <= thick_max]
-        found.append((horizontal, extent, segs, lab, n))
+        segs, lab, _ = _candidates(ink, horizontal, max(8, int(p.line_min * extent)),
+                                   p.line_faint)
+        found.append((horizontal, extent, segs, lab))
     if not (found[0][2] or found[1][2]):
         return np.zeros((h, w), bool), 0, 0.0
-    for horizontal, extent in ((True, iw), (False, ih)):
-        # corners may be met by short straight pieces too (a comb field's ticks)
-        tick = max(5, int(p.tick_min * extent))
-        ticks, _, _ = _candidates(ink, horizontal, tick, p.line_faint)
-        for s in ticks:  # (their box is enough: only their ends and length are used)
-            s.thick = (s.y1 - s.y0) if horizontal else (s.x1 - s.x0)
-        short.append([s for s in ticks if s.length >= 3 * s.thick])
+    short: list[list[_Seg]] = []
+    if any(s.length < p.line_span * extent for _, extent, segs, _ in found for s in segs):
+        for horizontal, extent in ((True, iw), (False, ih)):
+            # corners may be met by short straight pieces too (a comb field's ticks)
+            ticks, _, _ = _candidates(ink, horizontal, max(5, int(p.tick_min * extent)),
+                                      p.line_faint)
+            short.append([s for s in ticks if s.length >= 3 * s.box_thick])
+
+    def fitted(segs: list[_Seg], lab: np.ndarray) -> list[_Seg]:
+        return [s for s in _fitted(segs, lab, ink) if s.thick <= thick_max]
+
     # Pass 1: lines across the image, and sides of boxes (both ends turn a corner the same
     # way: a 4's bar meets its left stroke at a corner but its stem at a T). Pass 2: the
     # dividers of a row of cells, which meet pass 1's lines at T-junctions at both ends.
     printed: list[list[_Seg]] = [[], []]
-    for k, (horizontal, extent, segs, lab, n) in enumerate(found):
-        for s in segs:
-            if s.length >= p.line_span * extent or _ends(s, short[1 - k], tol) in ((1, 1), (-1, -1)):
-                printed[k].append(s)
-    for k, (horizontal, extent, segs, lab, n) in enumerate(found):
+    for k, (horizontal, extent, segs, lab) in enumerate(found):
+        chosen = [s for s in segs if s.length >= p.line_span * extent
+                  or _ends(s, short[1 - k], tol) in ((1, 1), (-1, -1))]
+        printed[k] = fitted(chosen, lab)
+    for k, (horizontal, extent, segs, lab) in enumerate(found):
         frame = printed[1 - k]
-        thin = max((f.thick for f in frame), default=0) + 1  # printed alike, not a pen stroke
-        for s in segs:
-            if s not in printed[k] and s.thick <= thin and 0 not in _ends(s, frame, tol):
-                printed[k].append(s)
+        if not frame:
+            continue
+        thin = max(f.thick for f in frame) + 1  # printed alike, not a pen stroke
+        taken = {s.label for s in printed[k]}
+        chosen = [s for s in segs if s.label not in taken and 0 not in _ends(s, frame, tol)]
+        printed[k] += [s for s in fitted(chosen, lab) if s.thick <= thin]
     removed = np.zeros((h, w), bool)
-    for k, (horizontal, extent, segs, lab, n) in enumerate(found):
+    for k, (horizontal, extent, segs, lab) in enumerate(found):
         if not printed[k]:
             continue
         # the lines' own bands (a stroke merging with a line keeps what lies beyond it)
