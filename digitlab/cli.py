@@ -263,6 +263,7 @@ def cmd_serve(args) -> int:
 
     from .artifacts import default_model_dir, load_model
     from .server.app import MODEL_DIR_ENV, THREADS_ENV, Settings, create_app
+    from .server.protocol import uvicorn_options
 
     model_dir = Path(args.model_dir) if args.model_dir else default_model_dir()
     load_model(model_dir)  # a bad directory is a one-line error here, not a traceback per worker
@@ -273,8 +274,7 @@ def cmd_serve(args) -> int:
             raise DigitlabError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     print(f"serving {model_dir} at http://{args.host}:{args.port}/ (API docs at /docs), "
           f"{args.workers} worker(s); Ctrl-C stops", flush=True)
-    options = dict(host=args.host, port=args.port, log_level=args.log_level,
-                   access_log=args.access_log, timeout_graceful_shutdown=5)
+    options = uvicorn_options(args.host, args.port, args.log_level, args.access_log)
     if args.workers == 1:
         app = create_app(settings=Settings(model_dir=str(model_dir), torch_threads=args.threads))
         uvicorn.run(app, **options)

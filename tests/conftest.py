@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
+
 import numpy as np
 import pytest
 
@@ -33,3 +36,29 @@ def make_idx_dir(path, n_train=60, n_test=20, n_classes=10, seed=0, gz=True):
         write_idx(path / f"{prefix}-labels-idx1-ubyte{ext}",
                   (np.arange(n) % n_classes).astype(np.uint8))
     return path
+
+
+def many_frame_gif(frames: int) -> bytes:
+    """A 1x1 GIF of ``frames`` frames (15 bytes each): a 5 MB file is 300,000 frames."""
+    head = b"GIF89a" + struct.pack("<HHBBB", 1, 1, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff"
+    frame = b",\0\0\0\0\x01\0\x01\0\0" + b"\x02\x02\x44\x01\0"
+    return head + frame * frames + b";"
+
+
+def fragmented_gif(blocks: int) -> bytes:
+    """A 1x1 one-frame GIF whose comment is split into ``blocks`` one-byte sub-blocks."""
+    head = b"GIF89a" + struct.pack("<HHBBB", 1, 1, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff"
+    comment = b"!\xfe" + b"\x01x" * blocks + b"\0"
+    frame = b",\0\0\0\0\x01\0\x01\0\0\x02\x02\x44\x01\0"
+    return head + comment + frame + b";"
+
+
+def hostile_text_png() -> bytes:
+    """A PNG with a compressed text chunk that inflates past Pillow's text limit."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+    ihdr = struct.pack(">IIBBBBB", 4, 4, 8, 0, 0, 0, 0)
+    ztxt = b"k\0\0" + zlib.compress(b"a" * 4_000_000, 9)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"zTXt", ztxt)
+            + chunk(b"IDAT", zlib.compress(b"\0" * 20)) + chunk(b"IEND", b""))

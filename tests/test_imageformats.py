@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import io
 import os
-import struct
 import time
 
 import pytest
 from PIL import Image
 
+from conftest import fragmented_gif, hostile_text_png, many_frame_gif
 from digitlab.errors import ImageError, ImageLimitError
 from digitlab.imageformats import (GIF_BLOCKS, MAX_FRAMES, READ_FORMATS, check_regular_file,
                                    count_frames, open_image)
@@ -19,23 +19,6 @@ def encoded(img: Image.Image, fmt: str, **kw) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format=fmt, **kw)
     return buf.getvalue()
-
-
-def many_frame_gif(frames: int, block: int = 2) -> bytes:
-    """A 1x1 GIF of ``frames`` frames, its pixel data in sub-blocks of ``block`` bytes (the
-    LZW data of one pixel, padded with clear codes' worth of bytes the decoder ignores)."""
-    head = b"GIF89a" + struct.pack("<HHBBB", 1, 1, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff"
-    data = b"\x44\x01" + b"\0" * (block - 2) if block >= 2 else b"\x44"
-    frame = b",\0\0\0\0\x01\0\x01\0\0" + b"\x02" + bytes([len(data)]) + data + b"\0"
-    return head + frame * frames + b";"
-
-
-def fragmented_gif(blocks: int) -> bytes:
-    """A 1x1 one-frame GIF whose comment is split into ``blocks`` one-byte sub-blocks."""
-    head = b"GIF89a" + struct.pack("<HHBBB", 1, 1, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff"
-    comment = b"!\xfe" + b"\x01x" * blocks + b"\0"
-    frame = b",\0\0\0\0\x01\0\x01\0\0\x02\x02\x44\x01\0"
-    return head + comment + frame + b";"
 
 
 @pytest.mark.parametrize("fmt", READ_FORMATS)
@@ -128,19 +111,6 @@ def test_hostile_png_text_chunk_gives_a_message_without_pillow_internals():
         open_image(io.BytesIO(png), "x")
     assert "PngImagePlugin" not in str(info.value) and "MAX_TEXT_CHUNK" not in str(info.value)
     assert str(info.value) == "x: corrupt or truncated image header"
-
-
-def hostile_text_png() -> bytes:
-    """A PNG with a compressed text chunk that inflates past Pillow's text limit."""
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data)))
-    ihdr = struct.pack(">IIBBBBB", 4, 4, 8, 0, 0, 0, 0)
-    ztxt = b"k\0\0" + zlib.compress(b"a" * 4_000_000, 9)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"zTXt", ztxt)
-            + chunk(b"IDAT", zlib.compress(b"\0" * 20)) + chunk(b"IEND", b""))
 
 
 def test_check_regular_file(tmp_path):
