@@ -313,7 +313,7 @@ def _describe(p, number: bool) -> str:
 
 
 def cmd_predict(args) -> int:
-    from .predict import Predictor, expand_inputs, row, save_stages, write_results
+    from .predict import Predictor, expand_inputs, printable, row, save_stages, write_results
     if args.output and Path(args.output).suffix.lower() not in (".csv", ".json"):
         raise DigitlabError(f"{args.output}: --output must end in .csv or .json")
     paths, expanded = expand_inputs(args.images)
@@ -347,7 +347,7 @@ def cmd_predict(args) -> int:
         print(json.dumps([row(p, args.number) for p in preds], indent=2))
     else:
         for p in preds:
-            print(_describe(p, args.number))
+            print(printable(_describe(p, args.number)))
     failed = sum(p.error is not None for p in preds)
     if failed:
         _err(f"digitlab predict: {failed} of {len(preds)} images could not be read")

@@ -61,8 +61,8 @@ def check_regular_file(path: str | os.PathLike) -> os.stat_result:
         kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else
                 "a character device" if stat.S_ISCHR(mode) else
                 "a block device" if stat.S_ISBLK(mode) else
-                "a socket" if stat.S_ISSOCK(mode) else "special")
-        raise ImageError(f"{path}: not a regular file ({kind})")
+                "a socket" if stat.S_ISSOCK(mode) else "a special file")
+        raise ImageError(f"{path}: not a regular file but {kind}")
     if st.st_size == 0:
         raise ImageError(f"{path}: empty file (0 bytes)")
     return st

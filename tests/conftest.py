@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import struct
 import zlib
 
@@ -62,3 +64,18 @@ def hostile_text_png() -> bytes:
     ztxt = b"k\0\0" + zlib.compress(b"a" * 4_000_000, 9)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"zTXt", ztxt)
             + chunk(b"IDAT", zlib.compress(b"\0" * 20)) + chunk(b"IEND", b""))
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Raise TimeoutError in the main thread if the block runs longer than ``seconds`` (for
+    tests of things that used to hang: they fail instead of stopping the suite)."""
+    def expire(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s")
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
