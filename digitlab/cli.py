@@ -143,7 +143,7 @@ def train_config_from_args(args):
 def cmd_train(args) -> int:
     from tqdm import tqdm
 
-    from .training import default_out_dir, train
+    from .training import default_out_dir, resume_plan, train
 
     cfg = train_config_from_args(args)
     if args.resume and not args.out:
@@ -176,6 +176,12 @@ def cmd_train(args) -> int:
 
     from .data import load_dataset
     dataset = None if args.resume else load_dataset(resolved.data, progress=show)
+    if args.resume:
+        note = {"restart": "no checkpoint yet (stopped during epoch 1): training again from the "
+                           "start, with the run's own options",
+                "report": "the model was saved before the run stopped: writing its report"}
+        if resume_plan(out) in note:
+            _err(f"{out}: {note[resume_plan(out)]}")
     if show and not args.resume:
         _err(f"training {resolved.model} on {dataset.name}: {resolved.epochs} epochs, "
              f"batch {resolved.batch_size}, {resolved.optimizer} lr {resolved.lr} {resolved.schedule}, "
