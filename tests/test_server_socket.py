@@ -4,6 +4,7 @@ for headers and bodies, HEAD."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
@@ -26,13 +27,13 @@ class QuickHeaders(GuardedHttpToolsProtocol):
     header_timeout = 1.0
 
 
-@pytest.fixture(scope="module")
-def live(small_model_dir):
-    """(host, port) of a running server with small limits and a 1 s header timeout."""
+@contextlib.contextmanager
+def serving(model_dir, limits: Limits):
+    """(host, port) of a server running in a thread, with a 1 s header timeout."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = create_app(small_model_dir, Settings(limits=LIMITS))
+    app = create_app(model_dir, Settings(limits=limits))
     server = uvicorn.Server(uvicorn.Config(app, **uvicorn_options("127.0.0.1", port, "warning",
                                                                   protocol=QuickHeaders)))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -41,9 +42,25 @@ def live(small_model_dir):
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
         time.sleep(0.05)
-    yield "127.0.0.1", port
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield "127.0.0.1", port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def live(small_model_dir):
+    """A server with small limits."""
+    with serving(small_model_dir, LIMITS) as address:
+        yield address
+
+
+@pytest.fixture(scope="module")
+def live_default_sizes(small_model_dir):
+    """A server with the default size limits (and short timeouts)."""
+    with serving(small_model_dir, Limits(body_timeout=10.0, body_idle_timeout=2.0)) as address:
+        yield address
 
 
 def read_until_closed(sock: socket.socket, limit: float) -> tuple[bytes, float]:
@@ -69,6 +86,28 @@ def test_oversized_body_413_is_readable_by_urllib(live):
     # the server is fine and answers the next client
     with urllib.request.urlopen(f"http://{host}:{port}/api/health", timeout=10) as r:
         assert r.status == 200
+
+
+@pytest.mark.parametrize("case", ["too-many-parts", "unsupported-type"])
+def test_answers_given_before_the_body_is_read_are_readable_by_urllib(live_default_sizes, case):
+    """A 413 for too many multipart parts (the 33rd of 40), a 415 from the headers: the rest of
+    the 8 MB body is read first, so urllib (which sends it all before reading) gets the answer,
+    not a reset."""
+    host, port = live_default_sizes
+    if case == "too-many-parts":
+        b = "b0undary"
+        part = b"x" * 200_000
+        body = b"".join(f'--{b}\r\nContent-Disposition: form-data; name="files"; filename="{i}"'
+                        f'\r\nContent-Type: image/png\r\n\r\n'.encode() + part + b"\r\n"
+                        for i in range(40)) + f"--{b}--\r\n".encode()
+        kind, path, status = f"multipart/form-data; boundary={b}", "/api/predict/batch", 413
+    else:
+        body, kind, path, status = b"7" * 6_000_000, "text/plain", "/api/predict", 415
+    req = urllib.request.Request(f"http://{host}:{port}{path}", data=body,
+                                 headers={"Content-Type": kind})
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=30)
+    assert info.value.code == status
 
 
 def test_oversized_chunked_body_413_is_readable(live):

@@ -16,6 +16,7 @@ import base64
 import binascii
 import io
 import json
+import re
 from dataclasses import dataclass
 
 import anyio
@@ -130,8 +131,14 @@ async def _json_body(request: Request, model, limits: Limits):
         return model.model_validate(payload)
     except ValidationError as exc:
         raise InputError(422, "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
-        ) from None
+            f"{_field(e['loc'])}: {e['msg']}" for e in exc.errors()[:5])) from None
+
+
+def _field(loc) -> str:
+    """Where a validation error is, as one short line (the keys are the client's own text)."""
+    text = ".".join(str(p) for p in loc) or "body"
+    text = re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", text)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _json_limit(exc: safejson.JSONLimitError, limits: Limits) -> InputError:
@@ -238,7 +245,9 @@ class BodyLimitMiddleware:
     the limit. The rest of the body is read and discarded first (up to ``drain_bytes``, within
     ``body_timeout``): a client that sends its whole body before reading the answer (Python's
     urllib) would otherwise get a connection reset instead of the 413. A client that asked
-    ``Expect: 100-continue`` has sent nothing yet and gets the 413 at once.
+    ``Expect: 100-continue`` has sent nothing yet and gets the 413 at once. Any other answer
+    given before the body was all read (a 415 from the headers, too many multipart parts) waits
+    for the rest of the body the same way.
     Too slow: 408 when the body has not all arrived within ``body_timeout`` seconds, or stalls
     for ``body_idle_timeout``. Each of these answers closes the connection.
     """
@@ -275,44 +284,62 @@ class BodyLimitMiddleware:
             return await _send_json(send, 413, f"request body is {declared} bytes, over the "
                                                f"limit of {limit}{self._note()}")
         seen = 0
+        state = {"ended": False, "asked": False}  # the body was all read; receive was called
 
         async def guarded_receive():
             nonlocal seen
+            state["asked"] = True
             wait = min(limits.body_idle_timeout, deadline - anyio.current_time())
             with anyio.move_on_after(max(wait, 0)) as timer:
                 message = await receive()
             if timer.cancelled_caught:
+                state["ended"] = True  # nothing more to wait for
                 # Raised inside the route's body read; FastAPI turns it into a JSON answer.
                 raise InputError(408, f"request body not received in time (a body must arrive "
                                       f"within {limits.body_timeout:g} s and never stall for "
                                       f"{limits.body_idle_timeout:g} s)", _CLOSE)
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                state["ended"] = True
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    if message.get("more_body", False):
+                    if not state["ended"]:
                         await _drain(receive, limits.drain_bytes, deadline)
+                        state["ended"] = True
                     raise InputError(413, f"request body is over the limit of {limit} bytes"
                                           f"{self._note()}", _CLOSE)
             return message
 
-        await self.app(scope, guarded_receive, send)
+        async def guarded_send(message):
+            # An answer given before the whole body was read (a 415 from the headers, too many
+            # multipart parts): read the rest first, so that the client sees the answer.
+            if (message["type"] == "http.response.start" and not state["ended"]
+                    and not (expect_continue and not state["asked"])):
+                state["ended"] = True
+                if not await _drain(receive, limits.drain_bytes, deadline):
+                    message = {**message, "headers": [*message.get("headers", []),
+                                                      (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, guarded_receive, guarded_send)
 
 
 _CLOSE = {"connection": "close"}
 
 
-async def _drain(receive, budget: int, deadline: float) -> None:
+async def _drain(receive, budget: int, deadline: float) -> bool:
     """Read and discard the rest of a request body: at most ``budget`` bytes, until
-    ``deadline`` (event-loop time)."""
+    ``deadline`` (event-loop time). True if its end was reached."""
     got = 0
     with anyio.move_on_after(max(deadline - anyio.current_time(), 0)):
         while got <= budget:
             message = await receive()
             if message["type"] != "http.request":
-                return
+                return True
             got += len(message.get("body", b""))
             if not message.get("more_body", False):
-                return
+                return True
+    return False
 
 
 async def _send_json(send, status: int, detail: str) -> None:
