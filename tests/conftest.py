@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import struct
 import zlib
@@ -10,8 +11,21 @@ import zlib
 import numpy as np
 import pytest
 
+from hypothesis import HealthCheck, settings
+
 from digitlab.data import load_dataset, write_idx
 from digitlab.training import TrainConfig, train
+
+
+# Hypothesis profiles for the fuzzing suite (tests/test_fuzz.py): "short" runs in `make test`
+# (derandomised: the same examples every run, a few seconds a property); "long" explores
+# afresh, 2,000 examples a property: `DIGITLAB_FUZZ=long pytest tests/test_fuzz.py` or
+# `pytest tests/test_fuzz.py --hypothesis-profile long`.
+_FUZZ = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                   HealthCheck.data_too_large])
+settings.register_profile("short", max_examples=60, derandomize=True, database=None, **_FUZZ)
+settings.register_profile("long", max_examples=2000, **_FUZZ)
+settings.load_profile(os.environ.get("DIGITLAB_FUZZ", "short"))
 
 
 @pytest.fixture(scope="session")
