@@ -447,8 +447,8 @@ def resume_plan(out: str | os.PathLike) -> str:
     """What ``train(resume=True)`` does with the run in ``out``, from the files a run leaves in
     order (train_config.json, checkpoints after each epoch, the weights, config.json, the
     report): "continue" from the checkpoint; "restart" a run stopped during epoch 1 (its config,
-    no checkpoint yet); "report" for one stopped after its model was saved; "finished" (the
-    report is there, or there is no test set); "nothing" to resume."""
+    no checkpoint yet); "report" for one stopped after its model was saved (or run with
+    --no-eval); "finished" (its report is there); "nothing" to resume."""
     out = Path(out)
     if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
         return "finished" if (out / "report.md").is_file() else "report"
