@@ -151,7 +151,7 @@ def train_config_from_args(args):
 def cmd_train(args) -> int:
     from tqdm import tqdm
 
-    from .training import default_out_dir, train
+    from .training import default_out_dir, resume_plan, train
 
     cfg = train_config_from_args(args)
     if args.resume and not args.out:
@@ -196,6 +196,12 @@ def cmd_train(args) -> int:
 
     from .data import load_dataset
     dataset = None if args.resume else load_dataset(resolved.data, progress=show)
+    if args.resume:
+        note = {"restart": "no checkpoint yet (stopped during epoch 1): training again from the "
+                           "start, with the run's own options",
+                "report": "the model was saved before the run stopped: writing its report"}
+        if resume_plan(out) in note:
+            _err(f"{out}: {note[resume_plan(out)]}")
     if show and not args.resume:
         _err(f"training {resolved.model} on {dataset.name}: {resolved.epochs} epochs, "
              f"batch {resolved.batch_size}, {resolved.optimizer} lr {resolved.lr} {resolved.schedule}, "
@@ -284,6 +290,7 @@ def cmd_serve(args) -> int:
 
     from .artifacts import default_model_dir, load_model
     from .server.app import MODEL_DIR_ENV, THREADS_ENV, Settings, create_app
+    from .server.protocol import uvicorn_options
 
     model_dir = Path(args.model_dir) if args.model_dir else default_model_dir()
     load_model(model_dir)  # a bad directory is a one-line error here, not a traceback per worker
@@ -294,8 +301,7 @@ def cmd_serve(args) -> int:
             raise DigitlabError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     print(f"serving {model_dir} at http://{args.host}:{args.port}/ (API docs at /docs), "
           f"{args.workers} worker(s); Ctrl-C stops", flush=True)
-    options = dict(host=args.host, port=args.port, log_level=args.log_level,
-                   access_log=args.access_log, timeout_graceful_shutdown=5)
+    options = uvicorn_options(args.host, args.port, args.log_level, args.access_log)
     if args.workers == 1:
         app = create_app(settings=Settings(model_dir=str(model_dir), torch_threads=args.threads))
         uvicorn.run(app, **options)
@@ -334,7 +340,7 @@ def _describe(p, number: bool) -> str:
 
 
 def cmd_predict(args) -> int:
-    from .predict import Predictor, expand_inputs, row, save_stages, write_results
+    from .predict import Predictor, expand_inputs, printable, row, save_stages, write_results
     if args.output and Path(args.output).suffix.lower() not in (".csv", ".json"):
         raise DigitlabError(f"{args.output}: --output must end in .csv or .json")
     paths, expanded = expand_inputs(args.images)
@@ -368,7 +374,7 @@ def cmd_predict(args) -> int:
         print(json.dumps([row(p, args.number) for p in preds], indent=2))
     else:
         for p in preds:
-            print(_describe(p, args.number))
+            print(printable(_describe(p, args.number)))
     failed = sum(p.error is not None for p in preds)
     if failed:
         _err(f"digitlab predict: {failed} of {len(preds)} images could not be read")

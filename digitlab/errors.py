@@ -22,3 +22,7 @@ class ImageError(DigitlabError):
 
 class ConfigError(DigitlabError, ValueError):
     """A training or command option is invalid."""
+
+
+class ImageLimitError(ImageError):
+    """An image over a limit (pixels, frames): readable, but refused before decoding."""

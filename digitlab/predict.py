@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import base64
 import csv
+import fnmatch
 import glob
 import io
 import json
 import logging
 import multiprocessing
 import os
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -42,6 +44,7 @@ from PIL import Image
 from .artifacts import default_model_dir, load_model
 from .data import IMAGE_SUFFIXES
 from .errors import ConfigError, ImageError
+from .imageformats import check_regular_file
 from .preprocess import ImageSource, Preprocessed, preprocess, segment_digits
 from .training import PRECISIONS, is_conv, use_bf16
 
@@ -278,6 +281,8 @@ def _prepare(item: Any, number: bool, keep_stages: bool
              ) -> Preprocessed | list[Preprocessed] | ImageError:
     """Preprocess one item (a module-level function, so worker processes can run it)."""
     try:
+        if isinstance(item, (str, os.PathLike)):
+            check_regular_file(item)  # a FIFO would block the reader, a device never ends
         if number:
             return segment_digits(item, keep_stages=keep_stages)
         return preprocess(item, keep_stages=keep_stages)
@@ -325,23 +330,93 @@ def _number(path: str | None, parts: list[Prediction]) -> Prediction:
 def expand_inputs(specs: Iterable[str]) -> tuple[list[str], bool]:
     """IMAGE | DIR | GLOB arguments -> file paths (folders: their image files, recursively,
     sorted). A path that matches nothing is kept, so its row reports the error. Returns the
-    paths and whether any folder or glob was expanded."""
+    paths and whether any folder or glob was expanded. Folder walks and ``**`` follow symbolic
+    links, but visit each real folder and file once (``walk_files``)."""
     paths: list[str] = []
     expanded = False
     for spec in specs:
         p = Path(spec)
         if p.is_dir():
             expanded = True
-            paths.extend(str(f) for f in sorted(p.rglob("*"))
-                         if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-                         and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            paths.extend(sorted(str(f) for f in walk_files(p)
+                                if f.suffix.lower() in IMAGE_SUFFIXES))
         elif p.exists() or not glob.has_magic(spec):
             paths.append(spec)
         else:
-            matches = sorted(m for m in glob.glob(spec, recursive=True) if Path(m).is_file())
+            matches = _glob_files(spec)
             expanded = True
             paths.extend(matches if matches else [spec])
     return paths, expanded
+
+
+def walk_files(root: Path, hidden: bool = False) -> Iterator[Path]:
+    """Every regular file under ``root`` (without names starting with "." unless ``hidden``),
+    following symbolic links to folders, each real folder and each real file once: a link
+    loop ends the walk of that branch instead of repeating it, and a file reachable by several
+    names comes once, under the first name met (folders themselves before the linked ones)."""
+    seen_dirs: set[tuple[int, int]] = set()
+    seen_files: set[tuple[int, int]] = set()
+    folders, links = [root], deque()
+    while folders or links:
+        folder = folders.pop() if folders else links.popleft()
+        try:
+            st = folder.stat()
+            if (st.st_dev, st.st_ino) in seen_dirs:
+                continue
+            seen_dirs.add((st.st_dev, st.st_ino))
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:  # unreadable or vanished: its files are simply not listed
+            continue
+        inside = []
+        for entry in entries:
+            if not hidden and entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_dir():
+                    (links if entry.is_symlink() else inside).append(Path(entry.path))
+                elif entry.is_file():
+                    st = entry.stat()
+                    if (st.st_dev, st.st_ino) not in seen_files:
+                        seen_files.add((st.st_dev, st.st_ino))
+                        yield Path(entry.path)
+            except OSError:
+                continue
+        folders.extend(reversed(inside))  # depth first, in name order
+
+
+def _glob_files(pattern: str) -> list[str]:
+    """The files a glob pattern matches, sorted. ``**`` (any folders) is matched over one
+    ``walk_files`` of the folder before the first wildcard, not by ``glob``, which follows a
+    link loop until the path is too long (two loops: effectively forever)."""
+    parts = Path(pattern).parts
+    if "**" not in parts:
+        return sorted(m for m in glob.glob(pattern) if Path(m).is_file())
+    first = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    root, rest = Path(*parts[:first]) if first else Path(), parts[first:]
+    hidden = any(part.startswith(".") for part in rest)
+    return sorted(str(f) for f in walk_files(root, hidden=hidden)
+                  if _match_parts(rest, f.relative_to(root).parts))
+
+
+def _match_parts(pattern: Sequence[str], parts: Sequence[str]) -> bool:
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":  # zero or more folders
+        return any(_match_parts(pattern[1:], parts[k:]) for k in range(len(parts) + 1))
+    return (bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0])
+            and _match_parts(pattern[1:], parts[1:]))
+
+
+def printable(text: str) -> str:
+    """A file name (or a message holding one) as it is written to a terminal, CSV or JSON: bytes
+    that are not UTF-8, which Python keeps as lone surrogates, become \\xNN escapes."""
+    if text.isascii():
+        return text
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that came from somewhere else than a file name
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 CSV_FIELDS = ("path", "digit", "confidence", "top_k", "number", "reason", "error")
@@ -351,11 +426,12 @@ def row(pred: Prediction, number: bool) -> dict[str, Any]:
     """The documented output record: path, digit, confidence, top_k, number, reason, error
     (plus the per-digit results in number mode)."""
     d = pred.to_dict()
-    out = {k: d[k] for k in CSV_FIELDS}
+    out = {k: printable(d[k]) if isinstance(d[k], str) else d[k] for k in CSV_FIELDS}
     if number:
         out["digits"] = [{"digit": x.digit, "confidence": round(x.confidence, 6),
                           "top_k": [[k, round(p, 6)] for k, p in x.top_k],
-                          "rejected": x.rejected, "reason": x.reason}
+                          "rejected": x.rejected,
+                          "reason": printable(x.reason) if x.reason else x.reason}
                          for x in (pred.digits or [])]
     return out
 
@@ -367,9 +443,9 @@ def write_results(path: str | os.PathLike, preds: list[Prediction], number: bool
     rows = [row(p, number) for p in preds]
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".json":
-        path.write_text(json.dumps(rows, indent=2) + "\n")
+        path.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     elif suffix == ".csv":
-        with open(path, "w", newline="") as f:
+        with open(path, "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=list(CSV_FIELDS))
             w.writeheader()
             for r in rows:

@@ -490,6 +490,41 @@ def default_out_dir(model: str) -> Path:
     return Path("runs") / f"{model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
+def resume_plan(out: str | os.PathLike) -> str:
+    """What ``train(resume=True)`` does with the run in ``out``, from the files a run leaves in
+    order (train_config.json, checkpoints after each epoch, the weights, config.json, the
+    report): "continue" from the checkpoint; "restart" a run stopped during epoch 1 (its config,
+    no checkpoint yet); "report" for one stopped after its model was saved (or run with
+    --no-eval); "finished" (its report is there); "nothing" to resume."""
+    out = Path(out)
+    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+        return "finished" if (out / "report.md").is_file() else "report"
+    if (out / CHECKPOINT).is_file():
+        return "continue"
+    if (out / "train_config.json").is_file():
+        return "restart"
+    return "nothing"
+
+
+def _finish_saved_run(out: Path, dataset: Dataset | None, evaluate_test: bool) -> dict:
+    """Resume a run whose model directory is complete: tidy up, write the missing report."""
+    from .artifacts import read_config
+    saved = read_config(out)
+    training = saved.get("training") or {}
+    cfg = TrainConfig.from_dict({f.name: training[f.name] for f in fields(TrainConfig)
+                                 if f.name in training})
+    (out / CHECKPOINT).unlink(missing_ok=True)
+    (out / "train_config.json").unlink(missing_ok=True)
+    summary = {"out": str(out), "history": saved.get("history") or [],
+               "train_seconds": training.get("train_seconds", 0.0), "config": asdict(cfg)}
+    ds = dataset if dataset is not None or not evaluate_test else load_dataset(cfg.data)
+    if evaluate_test and ds.test_images is not None:
+        from .evaluation import evaluate_dir
+        device = str(resolve_device(cfg.device))
+        summary["test"] = evaluate_dir(out, ds, tta=cfg.tta, device=device)["test"]
+    return summary
+
+
 def train(cfg: TrainConfig | None = None, *, out: str | os.PathLike | None = None,
           dataset: Dataset | None = None, resume: bool = False, force: bool = False,
           on_progress: Callable[[Progress], None] | None = None,
@@ -500,20 +535,26 @@ def train(cfg: TrainConfig | None = None, *, out: str | os.PathLike | None = Non
 
     The summary holds ``out`` (the directory), ``history`` (per-epoch metrics), ``train_seconds``
     and, unless ``evaluate_test`` is False, ``test`` metrics from evaluation.evaluate_dir.
-    Ctrl-C saves a checkpoint and re-raises KeyboardInterrupt; ``resume=True`` continues it.
-    ``on_note(what, total)`` announces slow set-up work and returns a callback that is told
-    how many of ``total`` items are done (the CLI shows a progress bar).
+    Ctrl-C saves a checkpoint and re-raises KeyboardInterrupt; ``resume=True`` continues it, or
+    finishes any other interrupted run (``resume_plan``). ``on_note(what, total)`` announces
+    slow set-up work and returns a callback that is told how many of ``total`` items are done
+    (the CLI shows a progress bar).
     """
     cfg = (cfg or TrainConfig()).resolved()
     out = Path(out) if out is not None else default_out_dir(cfg.model)
     ckpt_path = out / CHECKPOINT
     if resume:
-        if not ckpt_path.is_file():
+        plan = resume_plan(out)
+        if plan in ("report", "finished"):
+            return _finish_saved_run(out, dataset, evaluate_test and plan == "report")
+        if plan == "nothing":
             raise DigitlabError(f"{out}: nothing to resume (no {CHECKPOINT})")
         saved = json.loads((out / "train_config.json").read_text())
         cfg = TrainConfig.from_dict(saved)  # the interrupted run's own (resolved) config
+        resume = plan == "continue"  # "restart": stopped in epoch 1, before any checkpoint
     elif out.exists() and any(out.iterdir()) and not force:
-        hint = "use --resume to continue it" if ckpt_path.is_file() else "use --force to overwrite"
+        hint = ("use --resume to finish it" if resume_plan(out) in ("continue", "restart", "report")
+                else "use --force to overwrite")
         raise DigitlabError(f"{out}: already exists and is not empty; {hint}")
 
     device = resolve_device(cfg.device)

@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import struct
+import zlib
+
 import numpy as np
 import pytest
 
+from hypothesis import HealthCheck, settings
+
 from digitlab.data import load_dataset, write_idx
 from digitlab.training import TrainConfig, train
+
+
+# Hypothesis profiles for the fuzzing suite (tests/test_fuzz.py): "short" runs in `make test`
+# (derandomised: the same examples every run, a few seconds a property); "long" explores
+# afresh, 2,000 examples a property: `DIGITLAB_FUZZ=long pytest tests/test_fuzz.py` or
+# `pytest tests/test_fuzz.py --hypothesis-profile long`.
+_FUZZ = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                   HealthCheck.data_too_large])
+settings.register_profile("short", max_examples=60, derandomize=True, database=None, **_FUZZ)
+settings.register_profile("long", max_examples=2000, **_FUZZ)
+settings.load_profile(os.environ.get("DIGITLAB_FUZZ", "short"))
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +52,44 @@ def make_idx_dir(path, n_train=60, n_test=20, n_classes=10, seed=0, gz=True):
         write_idx(path / f"{prefix}-labels-idx1-ubyte{ext}",
                   (np.arange(n) % n_classes).astype(np.uint8))
     return path
+
+
+def many_frame_gif(frames: int) -> bytes:
+    """A 1x1 GIF of ``frames`` frames (15 bytes each): a 5 MB file is 300,000 frames."""
+    head = b"GIF89a" + struct.pack("<HHBBB", 1, 1, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff"
+    frame = b",\0\0\0\0\x01\0\x01\0\0" + b"\x02\x02\x44\x01\0"
+    return head + frame * frames + b";"
+
+
+def fragmented_gif(blocks: int) -> bytes:
+    """A 1x1 one-frame GIF whose comment is split into ``blocks`` one-byte sub-blocks."""
+    head = b"GIF89a" + struct.pack("<HHBBB", 1, 1, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff"
+    comment = b"!\xfe" + b"\x01x" * blocks + b"\0"
+    frame = b",\0\0\0\0\x01\0\x01\0\0\x02\x02\x44\x01\0"
+    return head + comment + frame + b";"
+
+
+def hostile_text_png() -> bytes:
+    """A PNG with a compressed text chunk that inflates past Pillow's text limit."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+    ihdr = struct.pack(">IIBBBBB", 4, 4, 8, 0, 0, 0, 0)
+    ztxt = b"k\0\0" + zlib.compress(b"a" * 4_000_000, 9)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"zTXt", ztxt)
+            + chunk(b"IDAT", zlib.compress(b"\0" * 20)) + chunk(b"IEND", b""))
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Raise TimeoutError in the main thread if the block runs longer than ``seconds`` (for
+    tests of things that used to hang: they fail instead of stopping the suite)."""
+    def expire(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s")
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

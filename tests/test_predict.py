@@ -7,9 +7,11 @@ import base64
 import csv
 import io
 import json
+import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -354,3 +356,80 @@ def test_an_unexpected_failure_costs_only_that_image(predictor, samples, monkeyp
     assert preds[0].digit == int(y[0]) and preds[2].digit == int(y[1])
     assert "internal error" in preds[1].error and "ValueError" in preds[1].error
     assert preds[1].digit is None
+
+
+# ---- issue 15: walks, names and files of every kind ---------------------------------------------
+
+@pytest.fixture()
+def looped(tmp_path, monkeypatch):
+    """d/ with two images and two symbolic links to itself (and one to its parent below)."""
+    monkeypatch.chdir(tmp_path)
+    d = tmp_path / "d"
+    (d / "sub").mkdir(parents=True)
+    Image.new("L", (28, 28)).save(d / "x.png")
+    Image.new("L", (28, 28)).save(d / "sub" / "y.png")
+    (d / "l1").symlink_to(".")
+    (d / "l2").symlink_to(".")
+    (d / "sub" / "up").symlink_to("..")
+    return d
+
+
+def test_glob_through_symlink_loops_lists_each_file_once(looped):
+    """Issue 15: `predict 'd/**/*.png'` with two loops never finished; with one, each file was
+    read 41 times."""
+    from conftest import time_limit
+    from digitlab.predict import expand_inputs
+    with time_limit(10):
+        assert expand_inputs(["d/**/*.png"]) == (["d/sub/y.png", "d/x.png"], True)
+        assert expand_inputs(["**/*.png"]) == (["d/sub/y.png", "d/x.png"], True)
+        assert expand_inputs(["d"]) == (["d/sub/y.png", "d/x.png"], True)
+        (looped / "l2").unlink()
+        assert expand_inputs(["d/**/*.png"]) == (["d/sub/y.png", "d/x.png"], True)
+
+
+def test_walks_follow_a_link_to_another_folder_once(tmp_path, monkeypatch):
+    from digitlab.predict import expand_inputs
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "other" / ".hidden").mkdir(parents=True)
+    Image.new("L", (28, 28)).save(tmp_path / "other" / "z.png")
+    Image.new("L", (28, 28)).save(tmp_path / "other" / ".hidden" / "h.png")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a").symlink_to(tmp_path / "other")
+    (tmp_path / "d" / "b").symlink_to(tmp_path / "other")
+    assert expand_inputs(["d"]) == (["d/a/z.png"], True)
+    assert expand_inputs(["d/**/*.png"]) == (["d/a/z.png"], True)
+    assert expand_inputs(["d/*/z.png"])[0] == ["d/a/z.png", "d/b/z.png"]  # no **: glob as ever
+    assert expand_inputs(["other/**/.hidden/*.png"])[0] == ["other/.hidden/h.png"]
+    assert expand_inputs(["d/**/*.gif"]) == (["d/**/*.gif"], True)  # no match: kept for its row
+
+
+def test_output_with_a_file_name_that_is_not_utf8(tmp_path, samples, capsys):
+    """Issue 15: a file name that is not valid UTF-8 crashed --output, and every result was lost."""
+    x, _ = samples
+    d = tmp_path / "d"
+    d.mkdir()
+    ink_on_paper(x[0]).save(d / "a.png")
+    with open(os.path.join(os.fsencode(d), b"b\xff.png"), "wb") as f:
+        ink_on_paper(x[1]).save(f, "PNG")
+    for out in ("o.csv", "o.json"):
+        assert main(["predict", str(d), "--output", str(tmp_path / out)]) == 0
+        printed = capsys.readouterr().out
+        assert "b\\xff.png" in printed and "a.png" in printed
+    rows = list(csv.DictReader(open(tmp_path / "o.csv", encoding="utf-8")))
+    assert [Path(r["path"]).name for r in rows] == ["a.png", "b\\xff.png"]
+    assert all(r["digit"] for r in rows)
+    rows = json.loads((tmp_path / "o.json").read_text(encoding="utf-8"))
+    assert [Path(r["path"]).name for r in rows] == ["a.png", "b\\xff.png"]
+
+
+def test_a_fifo_is_not_a_regular_file(tmp_path, capsys):
+    """Issue 15: a FIFO was reported as an "empty file (0 bytes)"."""
+    from conftest import time_limit
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with time_limit(30):
+        assert main(["predict", str(fifo), "/dev/null"]) == 1
+    out = capsys.readouterr().out
+    assert f"{fifo}: not a regular file but a FIFO" in out
+    assert "/dev/null: not a regular file but a character device" in out
+    assert "empty file" not in out

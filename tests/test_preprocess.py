@@ -437,7 +437,7 @@ def test_bad_inputs_raise_image_error(tmp_path, seven):
     (tmp_path / "trunc.jpg").write_bytes(jpg[: len(jpg) // 3])
     cases = [
         (tmp_path / "empty.png", "empty"),
-        (tmp_path / "text.png", "not an image"),
+        (tmp_path / "text.png", "not a PNG, JPEG"),
         (tmp_path / "trunc.png", "truncated"),
         (tmp_path / "trunc.jpg", "truncated"),
         (tmp_path / "missing.png", "no such file"),

@@ -19,6 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from conftest import hostile_text_png, many_frame_gif
 from digitlab import cli
 from digitlab.predict import Predictor
 from digitlab.server import Limits, Settings, create_app
@@ -100,7 +101,8 @@ def test_health(client):
 
 def test_model_info(client, small_model_dir):
     info = client.get("/api/model").json()
-    assert info["architecture"] == "mlp100" and info["model_dir"] == str(small_model_dir)
+    assert info["architecture"] == "mlp100" and info["model_dir"] == small_model_dir.name
+    assert len(info["weights_sha256"]) == 64
     assert info["classes"] == [str(i) for i in range(10)]
     assert info["parameters"] > 0 and 0 <= info["reject_threshold"] <= 1
     assert info["training"]["epochs"] == 1 and info["training"]["model"] == "mlp100"
@@ -456,10 +458,148 @@ def test_serve_runs_workers(small_model_dir, digits, tmp_path):
                 pass
             assert time.monotonic() < deadline, "server did not start"
             time.sleep(0.2)
-        assert httpx.get(base + "/api/model").json()["model_dir"] == str(small_model_dir)
+        assert httpx.get(base + "/api/model").json()["model_dir"] == small_model_dir.name
         r = httpx.post(base + "/api/predict", files={"file": ("d.png", digits[0][0], "image/png")})
         assert r.status_code == 200 and r.json()["digit"] == digits[0][1]
     finally:
         proc.terminate()
         proc.wait(20)
     assert "serving" in proc.stdout.read()
+
+
+# ---- issue 15: bounded work, answers in the server's own terms ---------------------------------
+
+def test_json_batch_of_a_million_items_is_refused_while_parsing(client):
+    """4 MB of a million tiny items: 4xx within 50 ms and 50 MB, not 20 s and 2 GB."""
+    import tracemalloc
+    body = ("{\"images\":[" + ",".join(["\"A\""] * 1_000_000) + "]}").encode()
+    tracemalloc.start()
+    start = time.perf_counter()
+    r = client.post("/api/predict/batch", content=body,
+                    headers={"content-type": "application/json"})
+    took = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert_error(r, 413, "too many images", "32")
+    # The test client's own copies of the 4 MB body count here too.
+    assert took < 0.25 and peak < 50_000_000, (took, peak)
+    assert client.get("/api/health").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/api/predict", "/api/predict/batch"])
+def test_deeply_nested_json_is_a_400_not_a_500(client, path):
+    r = client.post(path, content=b"[" * 100_000 + b"]" * 100_000,
+                    headers={"content-type": "application/json"})
+    assert_error(r, 400, "invalid json", "nested deeper")
+
+
+def test_json_strings_longer_than_an_image_are_refused_while_parsing(tight):
+    huge = "A" * (SMALL_LIMITS.max_json_string + 1)
+    assert_error(tight.post("/api/predict", json={"image": huge}), 413, "larger than the limit")
+    # the same string in a batch: the body limit is bigger, the image limit is the same
+    r = tight.post("/api/predict/batch", content=json.dumps({"images": [huge[:50_000]]}),
+                   headers={"content-type": "application/json"})
+    assert_error(r, 413, "larger than the limit")
+
+
+def test_model_info_shows_no_server_paths(tmp_path, small_model_dir):
+    import shutil
+    secret = tmp_path / "secret-place" / "model"
+    shutil.copytree(small_model_dir, secret)
+    cfg = json.loads((secret / "config.json").read_text())
+    cfg["dataset"]["source"] = "/home/someone/private/digits"
+    cfg["training"]["data"] = "/home/someone/private/digits"
+    (secret / "config.json").write_text(json.dumps(cfg))
+    with TestClient(create_app(secret)) as c:
+        r = c.get("/api/model")
+    assert r.status_code == 200
+    assert str(tmp_path) not in r.text and "/home/someone" not in r.text
+
+    def strings(v):
+        if isinstance(v, dict):
+            for x in v.values():
+                yield from strings(x)
+        elif isinstance(v, list):
+            for x in v:
+                yield from strings(x)
+        elif isinstance(v, str):
+            yield v
+    assert not [s for s in strings(r.json()) if s.startswith("/")]
+    info = r.json()
+    assert info["model_dir"] == "model" and info["dataset"]["source"] == "digits"
+    assert info["input"]["normalisation"].endswith("(x - mean) / std")  # prose stays as it is
+
+
+def test_errors_speak_the_servers_terms(client, digits):
+    r = client.post("/api/predict", content=hostile_text_png(),
+                    headers={"content-type": "image/png"})
+    assert_error(r, 400, "cannot read the image")
+    assert "PngImagePlugin" not in r.text and "MAX_TEXT_CHUNK" not in r.text
+    # over Pillow's own decompression-bomb limit (179 Mpx): the server's limit is named
+    r = client.post("/api/predict", content=png_header(20_000, 20_000),
+                    headers={"content-type": "image/png"})
+    assert_error(r, 413, "40000000")
+    assert "178956970" not in r.text and "DOS" not in r.text
+    # a decoding error after the header: no decoder wording, no "<bytes>"
+    data = digits[0][0]
+    r = client.post("/api/predict", content=data[: len(data) // 2],
+                    headers={"content-type": "image/png"})
+    assert_error(r, 400)
+    assert "<bytes>" not in r.text and "(" not in r.json()["detail"]
+
+
+def test_eps_upload_is_refused_before_any_decoder(client, monkeypatch):
+    from PIL import EpsImagePlugin
+    calls = []
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "load", lambda *a, **k: calls.append(a))
+    eps = png_bytes(Image.new("L", (16, 16), 255), "EPS")
+    for kind in ("image/png", "application/postscript", "application/octet-stream"):
+        r = client.post("/api/predict", content=eps, headers={"content-type": kind})
+        assert r.status_code in (400, 415), r.text
+    assert_error(client.post("/api/predict", files={"file": ("x.eps", eps, "image/x-eps")}), 400,
+                 "not a PNG, JPEG, GIF, BMP, TIFF or WebP image")
+    assert calls == []
+
+
+def test_gif_of_300000_frames_is_refused_at_once(client):
+    gif = many_frame_gif(300_000)
+    start = time.perf_counter()
+    r = client.post("/api/predict", content=gif, headers={"content-type": "image/gif"})
+    assert_error(r, 413, "frames")
+    assert time.perf_counter() - start < 0.3
+
+
+def test_big_file_with_a_tiny_header_leaves_the_event_loop(client, monkeypatch):
+    """A 1x1 GIF of 600 KB (its header says 1 pixel) is decoded in a thread, not on the loop."""
+    import struct as st
+    from digitlab.server import routes
+    hops = []
+    real_run_sync = routes.anyio.to_thread.run_sync
+
+    async def counting_run_sync(fn, *args, **kwargs):
+        hops.append(fn)
+        return await real_run_sync(fn, *args, **kwargs)
+
+    monkeypatch.setattr(routes.anyio.to_thread, "run_sync", counting_run_sync)
+    head = b"GIF89a" + st.pack("<HHBBB", 1, 1, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff"
+    comment = b"!\xfe" + (b"\xff" + b"x" * 255) * 2400 + b"\0"
+    gif = head + comment + b",\0\0\0\0\x01\0\x01\0\0\x02\x02\x44\x01\0;"
+    assert len(gif) > routes.INLINE_MAX_BYTES
+    r = client.post("/api/predict", content=gif, headers={"content-type": "image/gif"})
+    assert r.status_code == 200, r.text
+    assert len(hops) == 1
+
+
+@pytest.mark.parametrize("path", ["/api/health", "/api/model", "/", "/docs", "/openapi.json",
+                                  "/static/app.js"])
+def test_head_works_wherever_get_does(client, path):
+    get, head = client.get(path), client.head(path)
+    assert get.status_code == head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
+
+
+def test_head_where_get_is_not_allowed_is_405(client):
+    assert client.head("/api/predict").status_code == 405
+    assert client.head("/api/nothing").status_code == 404

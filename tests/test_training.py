@@ -228,12 +228,61 @@ def test_add_outliers_draws_half_from_the_hard_negatives():
     g = torch.Generator().manual_seed(0)
     x = torch.zeros(4000, 1, 28, 28)
     hard = torch.full((5, 28, 28), 255, dtype=torch.uint8)  # all-white: easy to recognise
-    out, mask, k = T_add_outliers(x, g, hard)
+    from digitlab.training import add_outliers
+    out, mask, k = add_outliers(x, g, hard)
     assert 120 < k < 280
     white = (out[mask].flatten(1).min(1).values == 1.0).sum().item()
     assert 0.3 * k < white < 0.7 * k
 
 
-def T_add_outliers(*a):
-    from digitlab.training import add_outliers
-    return add_outliers(*a)
+class Killed(BaseException):
+    """What SIGKILL does to a run, as far as its files are concerned: nothing is saved."""
+
+
+def test_resume_a_run_killed_in_epoch_1_starts_it_again(mnist, tmp_path):
+    """Issue 15: killed during epoch 1 (no checkpoint yet), --resume said "nothing to resume"."""
+    from digitlab.training import resume_plan
+    cfg = _cfg(epochs=2)
+    full = train(cfg, out=tmp_path / "full", dataset=mnist, evaluate_test=False)
+
+    def kill(p):
+        if p.step >= 10:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(cfg, out=tmp_path / "cut", dataset=mnist, on_progress=kill, evaluate_test=False)
+    assert resume_plan(tmp_path / "cut") == "restart"
+    with pytest.raises(DigitlabError, match="--resume"):  # a plain re-run points at --resume
+        train(cfg, out=tmp_path / "cut", dataset=mnist)
+    res = train(out=tmp_path / "cut", dataset=mnist, resume=True, evaluate_test=False)
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(res["history"]) == strip(full["history"])
+    a, _ = load_model(tmp_path / "full")
+    b, _ = load_model(tmp_path / "cut")
+    for (k, v), (_, w) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(v, w), k
+
+
+def test_resume_a_run_killed_before_its_report_writes_the_report(mnist, tmp_path, monkeypatch):
+    """Issue 15: killed after the model was saved, before the report: "nothing to resume"."""
+    from digitlab import evaluation
+    from digitlab.training import resume_plan
+    real = evaluation.evaluate_dir
+
+    def killed(*a, **k):
+        raise Killed
+
+    monkeypatch.setattr(evaluation, "evaluate_dir", killed)
+    out = tmp_path / "run"
+    with pytest.raises(Killed):
+        train(_cfg(epochs=1), out=out, dataset=mnist)
+    assert (out / "model.safetensors").is_file() and not (out / "report.md").exists()
+    assert resume_plan(out) == "report"
+    monkeypatch.setattr(evaluation, "evaluate_dir", real)
+    weights = (out / "model.safetensors").read_bytes()
+    res = train(out=out, dataset=mnist, resume=True)
+    assert (out / "report.md").is_file() and 0 < res["test"]["accuracy"] <= 1
+    assert res["history"][-1]["epoch"] == 1 and res["config"]["model"] == "cnn"
+    assert (out / "model.safetensors").read_bytes() == weights  # not trained again
+    assert resume_plan(out) == "finished"
+    assert train(out=out, dataset=mnist, resume=True)["out"] == str(out)  # nothing left to do

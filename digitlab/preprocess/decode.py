@@ -8,42 +8,41 @@ thumbnails) are enlarged instead, so that 8-16 px digits have strokes to measure
 from __future__ import annotations
 
 import io
+import logging
 import os
 from pathlib import Path
 from typing import Any, Union
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from ..errors import ImageError
+from ..imageformats import check_regular_file, open_image
 from .params import Params
+
+log = logging.getLogger(__name__)
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
 
 
 def _open_stream(fp: Any, name: str, draft: int | None) -> Image.Image:
+    """Open one of the formats digitlab reads (``imageformats.open_image``: an explicit format
+    list, frame counts bounded) at its first frame; decode it, EXIF orientation applied."""
+    img = open_image(fp, name)
     try:
-        img = Image.open(fp)
-    except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image (format not recognised)") from None
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"{name}: image too large ({exc})") from None
-    except OSError as exc:
-        raise ImageError(f"{name}: cannot read ({exc})") from None
-    try:
-        if getattr(img, "n_frames", 1) > 1:
-            img.seek(0)  # animated GIF/WebP/TIFF: the first frame
         if draft and img.format == "JPEG":
             # JPEG decodes at 1/2..1/8 scale for free; still at least `draft` px on each side.
             img.draft(img.mode if img.mode in ("L", "RGB") else "RGB", (draft, draft))
         img.load()
         if "exif" in img.info or img.format in ("TIFF", "MPO"):  # parsing EXIF costs ~30 us
             img = ImageOps.exif_transpose(img)
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"{name}: image too large ({exc})") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
-        raise ImageError(f"{name}: truncated or corrupt image data ({exc})") from None
+    except Image.DecompressionBombError:
+        raise ImageError(f"{name}: image too large") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds on corrupt data
+        # (TypeError, KeyError, struct.error...); the decoder's own words stay in the log
+        log.debug("decoding %s failed: %r", name, exc)
+        raise ImageError(f"{name}: truncated or corrupt image data") from None
     return img
 
 
@@ -91,16 +90,7 @@ def load_image(source: ImageSource, *, draft: int | None = None) -> Image.Image:
         return _open_stream(io.BytesIO(data), "<bytes>", draft)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            raise ImageError(f"{path}: no such file") from None
-        except OSError as exc:
-            raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
-        if path.is_dir():
-            raise ImageError(f"{path}: is a directory, not an image")
-        if st.st_size == 0:
-            raise ImageError(f"{path}: empty file (0 bytes)")
+        check_regular_file(path)  # (a FIFO would block, a device never ends)
         try:
             with open(path, "rb") as f:
                 return _open_stream(f, str(path), draft)

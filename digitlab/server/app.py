@@ -7,8 +7,10 @@ page; its lifespan loads the Predictor once, at start-up, and every request shar
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import re
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..artifacts import default_model_dir
+from ..artifacts import WEIGHTS, default_model_dir
 from .inputs import BodyLimitMiddleware, Limits
 from .routes import STATIC, api, page
 from .schemas import ModelInfo
@@ -52,13 +54,35 @@ class Settings:
 def _model_info(predictor, model_dir: Path, limits: Limits) -> ModelInfo:
     cfg = predictor.config
     model = getattr(predictor, "model", None)
+    with open(model_dir / WEIGHTS, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    # Names and hashes, never where things are on this server (see public_value).
     return ModelInfo(
-        model_dir=str(model_dir), architecture=cfg["architecture"], kind=cfg.get("kind"),
-        model_kwargs=cfg.get("model_kwargs") or {}, classes=list(predictor.classes),
+        model_dir=model_dir.name, weights_sha256=digest, architecture=cfg["architecture"],
+        kind=cfg.get("kind"), model_kwargs=public_value(cfg.get("model_kwargs") or {}),
+        classes=list(predictor.classes),
         parameters=sum(p.numel() for p in model.parameters()) if model is not None else None,
         reject_threshold=getattr(predictor, "reject_threshold", None),
-        metrics=cfg.get("metrics"), training=cfg.get("training"), dataset=cfg.get("dataset"),
-        input=cfg.get("input"), versions=cfg.get("versions"), limits=asdict(limits))
+        metrics=public_value(cfg.get("metrics")), training=public_value(cfg.get("training")),
+        dataset=public_value(cfg.get("dataset")), input=public_value(cfg.get("input")),
+        versions=public_value(cfg.get("versions")), limits=asdict(limits))
+
+
+_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
+
+
+def public_value(value):
+    """A config value as /api/model shows it: every string that is a file-system path (a model's
+    source directory, a dataset folder) is cut to its last component."""
+    if isinstance(value, dict):
+        return {k: public_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [public_value(v) for v in value]
+    if isinstance(value, str) and (value.startswith(("/", "~", "\\")) or _DRIVE.match(value)
+                                   or (("/" in value or "\\" in value)
+                                       and not any(c.isspace() for c in value))):
+        return re.split(r"[\\/]", value.rstrip("/\\"))[-1]
+    return value
 
 
 def create_app(model_dir: str | os.PathLike | None = None, settings: Settings | None = None
@@ -100,6 +124,7 @@ def create_app(model_dir: str | os.PathLike | None = None, settings: Settings | 
     app.state.limits = settings.limits
     app.state.predictor = None
     app.add_middleware(BodyLimitMiddleware, limits=settings.limits)
+    app.add_middleware(HeadAsGet)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -125,6 +150,27 @@ def create_app(model_dir: str | os.PathLike | None = None, settings: Settings | 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _offline_docs(app)
     return app
+
+
+class HeadAsGet:
+    """HEAD is answered wherever GET is, as GET would be, without the body (FastAPI's routes
+    answer only the methods they declare; load balancers and uptime checks send HEAD)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def without_body(message):
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, without_body)
 
 
 def _offline_docs(app: FastAPI) -> None:

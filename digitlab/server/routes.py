@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse
 from .. import __version__
 from .inputs import InputError, check_image, read_batch, read_image
 from .schemas import (BatchOut, Error, Health, ModelInfo, PredictionOut, batch_item,
-                      prediction_out)
+                      prediction_out, public_error)
 
 STATIC = Path(__file__).parent / "static"
 
@@ -52,6 +52,9 @@ page = APIRouter(include_in_schema=False)
 # in the load benchmark. Bigger images (photos: tens of ms) go to a thread, so that the loop
 # keeps reading other requests and answering /api/health meanwhile.
 INLINE_MAX_PIXELS = 512 * 512
+# ...and a file of at most this many bytes: a tiny header says nothing about the work in a big
+# file (a 1x1 GIF of 5 MB has thousands of frames for the decoder to walk).
+INLINE_MAX_BYTES = 512 * 1024
 
 
 async def _in_model_lane(request: Request, fn, *args, inline: bool = False, **kwargs):
@@ -70,11 +73,11 @@ async def predict(request: Request, number: bool = NumberQuery, top_k: int = Top
     limits = request.app.state.limits
     data = await read_image(request, limits)
     width, height = check_image(data, limits)
+    inline = width * height <= INLINE_MAX_PIXELS and len(data) <= INLINE_MAX_BYTES
     pred = await _in_model_lane(request, request.app.state.predictor.predict_one, data,
-                                inline=width * height <= INLINE_MAX_PIXELS, top_k=top_k,
-                                number=number)
+                                inline=inline, top_k=top_k, number=number)
     if pred.error:
-        raise InputError(400, pred.error)
+        raise InputError(400, public_error(pred.error))
     return prediction_out(pred, request.app.state.predictor.classes)
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..predict import png_base64
+
+log = logging.getLogger("digitlab.server")
 
 
 class ImageJSON(BaseModel):
@@ -72,7 +76,8 @@ class Health(BaseModel):
 
 
 class ModelInfo(BaseModel):
-    model_dir: str
+    model_dir: str = Field(description="the model directory's name (not its path)")
+    weights_sha256: str = Field(description="SHA-256 of model.safetensors")
     architecture: str
     kind: str | None = None
     model_kwargs: dict[str, Any] = {}
@@ -85,7 +90,8 @@ class ModelInfo(BaseModel):
     dataset: Any = None
     input: dict[str, Any] | None = None
     versions: dict[str, Any] | None = None
-    limits: dict[str, int] = Field(description="this server's request limits")
+    limits: dict[str, int | float] = Field(description="this server's request limits (bytes, "
+                                                       "pixels, counts; timeouts in seconds)")
 
 
 class Error(BaseModel):
@@ -120,5 +126,17 @@ def batch_item(index: int, filename: str | None, outcome, classes: list[str]) ->
         return BatchItem(index=index, filename=filename, ok=False, error=str(outcome.detail),
                          status=outcome.status_code)
     if outcome.error:
-        return BatchItem(index=index, filename=filename, ok=False, error=outcome.error, status=400)
+        return BatchItem(index=index, filename=filename, ok=False,
+                         error=public_error(outcome.error), status=400)
     return BatchItem(index=index, filename=filename, ok=True, result=prediction_out(outcome, classes))
+
+
+def public_error(message: str) -> str:
+    """A preprocessing error as the client gets it: without the decoder's own words (Pillow's
+    exception text, in parentheses) or the library's name for in-memory input. The full message
+    is logged at debug level."""
+    text = message.removeprefix("<bytes>: ")
+    text = re.sub(r"\s*\((?:[^()]|\([^()]*\))*\)", "", text)
+    if text != message:
+        log.debug("image refused: %s", message)
+    return text

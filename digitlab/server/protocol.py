@@ -1,0 +1,64 @@
+"""How ``digitlab serve`` runs uvicorn: its options, and a header read timeout uvicorn lacks.
+
+Uvicorn closes a connection that stays idle for ``timeout_keep_alive`` seconds after a response,
+but has no limit on how long a request's headers may take: a client that opens a connection and
+sends nothing, or one header byte every few seconds, holds it forever. ``GuardedHttpToolsProtocol``
+is uvicorn's httptools protocol with one timer more: a request's headers must be complete within
+``HEADER_TIMEOUT`` seconds of the connection opening or of the previous response, or the
+connection is closed. Body read timeouts are the app's (``inputs.BodyLimitMiddleware``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+HEADER_TIMEOUT = 10.0  # seconds for a request's headers to arrive
+KEEP_ALIVE_TIMEOUT = 5  # seconds an idle keep-alive connection is kept (uvicorn's default)
+PROTOCOL = f"{__name__}:GuardedHttpToolsProtocol"  # by name, so worker processes import it
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    header_timeout = HEADER_TIMEOUT
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def _arm_header_timer(self) -> None:
+        self._disarm_header_timer()
+        self._header_timer = self.loop.call_later(self.header_timeout, self._header_timed_out)
+
+    def _disarm_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timed_out(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def on_headers_complete(self) -> None:
+        self._disarm_header_timer()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        pipelined = bool(self.pipeline)  # the next request's headers are already in
+        super().on_response_complete()
+        if not pipelined and not self.transport.is_closing():
+            self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_timer()
+        super().connection_lost(exc)
+
+
+def uvicorn_options(host: str, port: int, log_level: str = "info", access_log: bool = False,
+                    protocol: str | type = PROTOCOL) -> dict:
+    """Keyword arguments for ``uvicorn.run``/``uvicorn.Config``, as ``digitlab serve`` uses them."""
+    return dict(host=host, port=port, log_level=log_level, access_log=access_log,
+                timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
+                http=protocol)
