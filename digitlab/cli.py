@@ -116,10 +116,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--situations", type=_nonneg_int, metavar="N",
                    help="also train on N training digits rendered into form boxes, graph and "
                         "ruled paper and tiny crops, as preprocessing hands them over "
-                        "(default 0; robust uses 20000)")
+                        "(default 0; robust uses 24000)")
     g.add_argument("--lookalikes", type=_nonneg_int, metavar="N",
                    help="with --augment robust: N look-alike non-digits (letters, signs) among "
-                        "the outliers (default 0; robust uses 6000)")
+                        "the outliers (default 0; robust uses 10000)")
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")

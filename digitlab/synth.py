@@ -90,32 +90,65 @@ def _vline(c: np.ndarray, x: int, y0: int, y1: int, t: int, colour) -> None:
     c[max(0, y0):max(0, y1), max(0, x):max(0, x + t)] = colour
 
 
+def _frame(c: np.ndarray, x0: int, y0: int, x1: int, y1: int, t: int, r: int, colour) -> None:
+    """A printed rectangle, ``t`` px lines, corners rounded with radius ``r`` (0: square)."""
+    col = tuple(float(v) for v in colour)
+    if r <= 0:
+        cv2.rectangle(c, (x0, y0), (x1 - 1, y1 - 1), col, t, cv2.LINE_AA)
+        return
+    for (ax, ay), (bx, by) in (((x0 + r, y0), (x1 - r, y0)), ((x0 + r, y1), (x1 - r, y1)),
+                               ((x0, y0 + r), (x0, y1 - r)), ((x1, y0 + r), (x1, y1 - r))):
+        cv2.line(c, (ax, ay), (bx, by), col, t, cv2.LINE_AA)
+    for (cx, cy), start in (((x0 + r, y0 + r), 180), ((x1 - r, y0 + r), 270),
+                            ((x1 - r, y1 - r), 0), ((x0 + r, y1 - r), 90)):
+        cv2.ellipse(c, (cx, cy), (r, r), 0, start, start + 90, col, t, cv2.LINE_AA)
+
+
+def _tilt(rng: np.random.Generator, c: np.ndarray, degrees: float) -> np.ndarray:
+    """A page photographed or scanned a little askew (the edges filled with paper)."""
+    h, w = c.shape[:2]
+    M = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-degrees, degrees), 1.0)
+    return cv2.warpAffine(c, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
 def form_box(rng: np.random.Generator, digit: np.ndarray) -> bytes:
-    """A digit written in a printed box: the box alone (a cell cut from a scanned form) or on
-    a wider page; a third of the time a comb field (bottom line and short side ticks)."""
+    """A digit written in a printed form cell: a box (square or rounded corners, sometimes
+    tinted inside), a comb field (a bottom line with ticks) or a row of cells cut around one,
+    alone (a cell cut from a scan) or on a wider page, sometimes a little askew."""
     side = int(rng.integers(36, 150))
     bw, bh = int(side * rng.uniform(0.8, 1.3)), side
     t = int(rng.integers(1, 3 + side // 60))
-    margin = 0 if rng.random() < 0.4 else int(side * rng.uniform(0.05, 0.6))
+    margin = 0 if rng.random() < 0.35 else int(side * rng.uniform(0.05, 0.6))
     W, H = bw + 2 * margin, bh + 2 * margin
-    c = np.ones((H, W, 3), np.float32) * np.asarray(_pick(rng, PAPERS), np.float32)
+    paper_c = np.asarray(_pick(rng, PAPERS), np.float32)
+    c = np.ones((H, W, 3), np.float32) * paper_c
     ink = np.asarray(_pick(rng, PRINT), np.float32)
-    x0, y0 = margin, margin
-    comb = rng.random() < 0.33
-    _hline(c, y0 + bh - t, x0, x0 + bw, t, ink)
-    if comb:
+    if rng.random() < 0.3:  # printed in a light tone
+        ink = ink + (paper_c - ink) * rng.uniform(0.3, 0.6)
+    x0, y0, x1, y1 = margin, margin, margin + bw - 1, margin + bh - 1
+    style = rng.choice(["box", "box", "comb", "cells"])
+    if rng.random() < 0.2:  # a tinted cell
+        c[y0:y1, x0:x1] = paper_c * rng.uniform(0.85, 0.95)
+    if style == "box":
+        r = int(side * rng.uniform(0.05, 0.2)) if rng.random() < 0.35 else 0
+        _frame(c, x0, y0, x1, y1, t, r, ink)
+    elif style == "comb":
         tick = int(bh * rng.uniform(0.15, 0.35))
-        _vline(c, x0, y0 + bh - tick, y0 + bh, t, ink)
-        _vline(c, x0 + bw - t, y0 + bh - tick, y0 + bh, t, ink)
-    else:
-        _hline(c, y0, x0, x0 + bw, t, ink)
-        _vline(c, x0, y0, y0 + bh, t, ink)
-        _vline(c, x0 + bw - t, y0, y0 + bh, t, ink)
+        cv2.line(c, (x0 - margin, y1), (x1 + margin, y1), tuple(map(float, ink)), t)
+        for x in (x0, x1):
+            cv2.line(c, (x, y1 - tick), (x, y1), tuple(map(float, ink)), t)
+    else:  # a row of cells: this one and parts of its neighbours
+        for y in (y0, y1):
+            cv2.line(c, (0, y), (W - 1, y), tuple(map(float, ink)), t)
+        for x in range(x0 - bw * 2, W + bw, bw):
+            cv2.line(c, (x, y0), (x, y1), tuple(map(float, ink)), t)
     h = int(bh * rng.uniform(0.5, 0.9))
     m = pen(digit, h, rng.uniform(0.3, 0.6))
     x = x0 + int((bw - m.shape[1]) * rng.uniform(0.2, 0.8))
     y = y0 + int((bh - h) * rng.uniform(0.1, 0.9))
     _blend(c, m, x, y, _pick(rng, PENS))
+    if rng.random() < 0.3:
+        c = _tilt(rng, c, 3.0)
     return _encode(rng, c, noise=rng.uniform(0, 4), blur=rng.uniform(0, 0.8),
                    jpeg=rng.random() < 0.3)
 
@@ -227,6 +260,8 @@ def boxed_number(rng: np.random.Generator, digits: list[np.ndarray]) -> bytes:
         x = margin + k * side + int((side - m.shape[1]) * rng.uniform(0.25, 0.75))
         y = margin + int((side - h) * rng.uniform(0.2, 0.8))
         _blend(c, m, x, y, colour)
+    if rng.random() < 0.3:
+        c = _tilt(rng, c, 2.0)
     return _encode(rng, c, noise=rng.uniform(0, 3), blur=rng.uniform(0, 0.6))
 
 
@@ -291,7 +326,20 @@ def _glyph(rng: np.random.Generator, size: int) -> Image.Image:
     if rng.random() < 0.5:
         k = int(rng.integers(2, 4))
         a = cv2.dilate(a, np.ones((k, k), np.uint8))
+    if rng.random() < 0.5:
+        a = _wobble(rng, a)
     return Image.fromarray(a)
+
+
+def _wobble(rng: np.random.Generator, a: np.ndarray) -> np.ndarray:
+    """A smooth random displacement (elastic distortion): a printed glyph drawn by hand."""
+    h, w = a.shape
+    amp = 0.06 * max(h, w)
+    field = rng.normal(0, 1, (2, 4, 4)).astype(np.float32)
+    dx = cv2.resize(field[0], (w, h), interpolation=cv2.INTER_CUBIC) * amp
+    dy = cv2.resize(field[1], (w, h), interpolation=cv2.INTER_CUBIC) * amp
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return cv2.remap(a, gx + dx, gy + dy, cv2.INTER_LINEAR, borderValue=0)
 
 
 def lookalike(rng: np.random.Generator) -> bytes:

@@ -51,12 +51,12 @@ PRESETS: dict[str, dict[str, Any]] = {
                  batch_size=128, lr=0.05, augment="standard"),
     # Shipped-model recipe: the default CNN with stroke-thickness, slant, scale and position
     # augmentation, so that it reads real drawings and photos (see docs/predict.md).
-    # It also trains through preprocessing: 20,000 training digits rendered into form boxes,
+    # It also trains through preprocessing: 24,000 training digits rendered into form boxes,
     # graph and ruled paper and low-resolution crops (renderer A, digitlab/synth.py) as
-    # preprocessing hands them over, and 6,000 look-alike non-digits (letters, signs) among
+    # preprocessing hands them over, and 10,000 look-alike non-digits (letters, signs) among
     # the outliers.
     "robust": dict(model="cnn", epochs=15, batch_size=256, lr=0.1, augment="robust",
-                   situations=20000, lookalikes=6000),
+                   situations=24000, lookalikes=10000),
 }
 # One line each for `digitlab train --help` (figures: README, Records; 2 CPU cores).
 PRESET_HELP: dict[str, str] = {

@@ -220,7 +220,7 @@ def test_training_through_preprocessing_adds_situations_and_hard_negatives(mnist
     assert hard_seen and all(h is not None and h[1:] == (28, 28) and 5 <= h[0] <= 20
                              for h in hard_seen)
     assert s["history"][-1]["epoch"] == 1
-    assert TrainConfig(preset="robust").resolved().situations == 20000
+    assert TrainConfig(preset="robust").resolved().situations == 24000
     assert TrainConfig().resolved().situations == 0
 
 

@@ -34,7 +34,7 @@ from .components import Components
 from .decode import ImageSource, load_image, plain_mode, to_working
 from .fit import fit, to_u8
 from .ink import Ink, ink_map
-from .lines import find_printed, remove_ticks
+from .lines import find_printed, remove_remnants
 from .params import PARAMS, Params
 from .select import (group_columns, keep_pieces, neighbour_reason, select_digit,
                      shape_reason)
@@ -115,17 +115,17 @@ def _analyse(source: ImageSource, p: Params) -> _Analysis:
     if not (comps.strong > 0).any():
         return _Analysis(work, scale, pad, crop, size, ink, low, none, comps, empty, 0.0,
                          "blank: no ink found", mnist)
-    printed, n_lines, thick = find_printed(ink.ink, low & comps.mask(np.nonzero(comps.strong > 0)[0]),
+    printed, lines = find_printed(ink.ink, low & comps.mask(np.nonzero(comps.strong > 0)[0]),
                                     pad, p)
     if printed.any():
-        printed |= remove_ticks(low & ~printed, printed, thick, p)
+        printed |= remove_remnants(low & ~printed, printed, lines, p)
         rest = low & ~printed
         comps_rest = cc.label(rest, high & rest)
         if (comps_rest.strong > 0).any():
             low, comps = rest, comps_rest
             # the soft edges of a removed line are not stroke ink either
             ink.ink = np.where(cc.grow(printed) & ~cc.grow(low), 0.0, ink.ink).astype(np.float32)
-        elif n_lines > 1:  # a grid or a form with nothing written in it
+        elif len(lines) > 1:  # a grid or a form with nothing written in it
             return _Analysis(work, scale, pad, crop, size, ink, rest, printed, comps_rest, empty,
                              ink_fraction, "only printed lines", mnist)
         else:  # one straight stroke and nothing else: a 1 or a dash, judged as it is

@@ -51,19 +51,37 @@ def border(g: np.ndarray) -> np.ndarray:
     return np.concatenate([g[:k].ravel(), g[-k:].ravel(), g[:, :k].ravel(), g[:, -k:].ravel()])
 
 
+def _ring_fraction(mask: np.ndarray, k: int) -> float:
+    """The share of True on the ring ``k`` px in from the edge."""
+    r = mask[k:mask.shape[0] - k, k:mask.shape[1] - k]
+    ring = np.concatenate([r[0], r[-1], r[:, 0], r[:, -1]])
+    return np.count_nonzero(ring) / ring.size
+
+
 def _crop_paper(lum: np.ndarray) -> tuple[np.ndarray, bool]:
     """A crop's paper pixels and polarity: an Otsu split of the grey levels. The paper is the
     class that covers most of the crop, unless that is a close call (a bold digit cut out
-    tightly), when the class covering most of the border decides (a box printed along the
-    border covers little of the crop)."""
+    tightly), when the class covering most of the border decides; a dark border round a light
+    middle is a printed frame, not the paper."""
     u8 = np.clip(lum * 255.0 + 0.5, 0, 255).astype(np.uint8)
     t, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
     bright = u8 > t
     f_img = np.count_nonzero(bright) / bright.size
-    ring = np.concatenate([bright[0], bright[-1], bright[:, 0], bright[:, -1]])
-    f_border = np.count_nonzero(ring) / ring.size
-    paper_bright = f_img >= 0.6 or (f_img >= 0.4 and f_border >= 0.5) or (
-        f_img > 0.35 and f_border >= 0.8)
+    f_border = _ring_fraction(bright, 0)
+    # a printed frame round the cell: the outer ring all dark, the band just inside it (15-35%
+    # of the way in, where a cell's paper is) mostly light; round a light digit on dark paper,
+    # that band is mostly the dark paper
+    h, w = bright.shape
+    a0, a1 = int(0.15 * h), int(0.35 * h)
+    b0, b1 = int(0.15 * w), int(0.35 * w)
+    band = np.concatenate([bright[a0:a1, b0:w - b0].ravel(), bright[h - a1:h - a0, b0:w - b0].ravel(),
+                           bright[a1:h - a1, b0:b1].ravel(), bright[a1:h - a1, w - b1:w - b0].ravel()])
+    f_band = np.count_nonzero(band) / max(1, band.size)
+    if f_border <= 0.15 and f_band >= 0.65:
+        paper_bright = True
+    else:
+        paper_bright = f_img >= 0.6 or (f_img >= 0.4 and f_border >= 0.5) or (
+            f_img > 0.35 and f_border >= 0.8)
     paper = bright if paper_bright else ~bright
     if not paper.any():
         paper = np.ones_like(bright)
@@ -79,14 +97,21 @@ def _dark_ink_page(g: np.ndarray) -> bool:
     (mass, not quantiles: a small digit is < 1% of a photo).
     """
     h, w = g.shape
-    k = _ring(g.shape)
-    qw, qh = w // 4, h // 4
-    # 4 segments per side: each side's strip cut into 4, the medians by partial sorts
-    tb = np.stack([g[:k, :4 * qw], g[-k:, :4 * qw]]).reshape(2, k, 4, qw)
-    lr = np.stack([g[:4 * qh, :k].T, g[:4 * qh, -k:].T]).reshape(2, k, 4, qh)
+    # The paper level from the border, seen at low resolution (a printed frame along the edge
+    # or a stroke touching it is averaged into a minority of each strip) in strips a sixth of
+    # the side wide.
+    f = min(1.0, 64.0 / max(h, w))
+    small = g if f >= 1.0 else cv2.resize(g, (max(8, round(w * f)), max(8, round(h * f))),
+                                          interpolation=cv2.INTER_AREA)
+    sh, sw = small.shape
+    k = max(2, min(sh, sw) // 6)
+    qw, qh = sw // 4, sh // 4
+    # 4 segments per side: each side's strip cut into 4, the medians by sorting
+    tb = np.stack([small[:k, :4 * qw], small[-k:, :4 * qw]]).reshape(2, k, 4, qw)
+    lr = np.stack([small[:4 * qh, :k].T, small[:4 * qh, -k:].T]).reshape(2, k, 4, qh)
     v = np.concatenate([_medians(tb.transpose(0, 2, 1, 3).reshape(8, -1)),
                         _medians(lr.transpose(0, 2, 1, 3).reshape(8, -1))])
-    A, pinv = _plane_design(h, w, k)
+    A, pinv = _plane_design(sh, sw, k)
     coef = pinv @ v
     res = np.abs(v - A @ coef)
     spread = float(np.sort(res)[8])

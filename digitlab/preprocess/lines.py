@@ -33,6 +33,7 @@ class _Seg:
     slope: float = 0.0  # centre line: across = slope * (along - start) + offset
     offset: float = 0.0
     level: float = 1.0  # the line's ink (a light grid line under a dark stroke is fainter)
+    side: bool = False  # a side of a box (its ends turn corners), not a line across the page
 
     @property
     def length(self) -> int:
@@ -75,7 +76,7 @@ def _split(seg: _Seg, lab: np.ndarray) -> list[tuple[_Seg, np.ndarray]]:
         lo, hi = max(0, idx[a] - 1), min(m.shape[0], idx[b] + 2)
         sub = np.zeros_like(m)
         sub[lo:hi] = m[lo:hi]
-        part = _Seg(seg.horizontal, seg.x0, seg.y0, seg.x1, seg.y1, seg.label)
+        part = _Seg(seg.horizontal, seg.x0, seg.y0, seg.x1, seg.y1, seg.label, side=seg.side)
         out.append((part, sub))
     return out
 
@@ -167,14 +168,18 @@ def _corner(a: _Seg, b: _Seg, tol: int) -> tuple[int, int]:
 
 
 def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
-                 ) -> tuple[np.ndarray, int, float]:
-    """The printed lines in an ink map, as a bool mask (strokes crossing them excluded), how
-    many lines there are and the thickest one's thickness; ``mask`` is the thresholded ink,
-    ``pad`` the empty margin around a crop."""
+                 ) -> tuple[np.ndarray, list[_Seg]]:
+    """The printed lines in an ink map, as a bool mask (strokes crossing them excluded), and
+    the lines; ``mask`` is the thresholded ink, ``pad`` the empty margin around a crop."""
     h, w = mask.shape
     iw, ih = w - 2 * pad, h - 2 * pad  # the image's own extent
     thick_max = max(2, int(p.line_max_thick * min(ih, iw)))
-    tol = max(2, int(p.corner_tol * max(ih, iw)))
+    # corners may be rounded: a gap up to corner_tol of the image (at most a fifth of the
+    # side); T-junctions are not, and a looser match there would take a 1 standing between two
+    # ruled lines for a divider
+    def tol(s: _Seg) -> int:
+        return max(2, int(min(p.corner_tol * max(ih, iw), 0.2 * s.length)))
+    tol_t = max(2, int(p.tee_tol * max(ih, iw)))
     # Straight runs first, judged by their boxes; only those taken for printed lines are fitted
     # (most digits have a long stroke or two: a 1's stem, a 7's bar, and no line at all).
     found = []
@@ -183,7 +188,7 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
                                    p.line_faint)
         found.append((horizontal, extent, segs, lab))
     if not (found[0][2] or found[1][2]):
-        return np.zeros((h, w), bool), 0, 0.0
+        return np.zeros((h, w), bool), []
     short: list[list[_Seg]] = []
     if any(s.length < p.line_span * extent for _, extent, segs, _ in found for s in segs):
         for horizontal, extent in ((True, iw), (False, ih)):
@@ -200,17 +205,29 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
     # dividers of a row of cells, which meet pass 1's lines at T-junctions at both ends.
     printed: list[list[_Seg]] = [[], []]
     for k, (horizontal, extent, segs, lab) in enumerate(found):
-        chosen = [s for s in segs if s.length >= p.line_span * extent
-                  or _ends(s, short[1 - k], tol) in ((1, 1), (-1, -1))]
-        printed[k] = fitted(chosen, lab)
+        across = [s for s in segs if s.length >= p.line_span * extent]
+        sides = [s for s in segs if s.length < p.line_span * extent
+                 and _ends(s, short[1 - k], tol(s)) in ((1, 1), (-1, -1))]
+        for s in sides:
+            s.side = True
+        printed[k] = fitted(across + sides, lab)
+    # A comb's dividers may stand open at one end (cells open at the top): two or more alike
+    # (length within 15%, thickness within a pixel), each meeting a printed line at one end,
+    # are printed too; a lone stroke standing on a line (a 1 on ruled paper) is not.
     for k, (horizontal, extent, segs, lab) in enumerate(found):
         frame = printed[1 - k]
         if not frame:
             continue
         thin = max(f.thick for f in frame) + 1  # printed alike, not a pen stroke
         taken = {s.label for s in printed[k]}
-        chosen = [s for s in segs if s.label not in taken and 0 not in _ends(s, frame, tol)]
-        printed[k] += [s for s in fitted(chosen, lab) if s.thick <= thin]
+        rest = [s for s in segs if s.label not in taken]
+        ends = [_ends(s, frame, tol_t) for s in rest]
+        chosen = [s for s, e in zip(rest, ends) if 0 not in e]
+        hanging = [s for s, e in zip(rest, ends) if (e[0] == 0) != (e[1] == 0)]
+        alike = [s for s in hanging
+                 if sum(abs(o.length - s.length) <= 0.15 * s.length
+                        and abs(o.box_thick - s.box_thick) <= 1 for o in hanging) >= 2]
+        printed[k] += [s for s in fitted(chosen + alike, lab) if s.thick <= thin]
     removed = np.zeros((h, w), bool)
     for k, (horizontal, extent, segs, lab) in enumerate(found):
         if not printed[k]:
@@ -228,8 +245,7 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
         kernel = np.ones((2 * t + 1, 1) if horizontal else (1, 2 * t + 1), np.uint8)
         crossing = cv2.morphologyEx(rest, cv2.MORPH_CLOSE, kernel) > 0
         removed |= line & ~crossing
-    thick = max((s.thick for s in printed[0] + printed[1]), default=0.0)
-    return removed, len(printed[0]) + len(printed[1]), thick
+    return removed, printed[0] + printed[1]
 
 
 def _ends(s: _Seg, others: list[_Seg], tol: int) -> tuple[int, int]:
@@ -244,10 +260,11 @@ def _ends(s: _Seg, others: list[_Seg], tol: int) -> tuple[int, int]:
     return start[1], end[1]
 
 
-def remove_ticks(mask: np.ndarray, removed: np.ndarray, thick: float, p: Params
-                 ) -> np.ndarray:
-    """Short straight pieces left hanging off removed lines (the ticks of a comb field), printed
-    like them: no thicker than ``thick`` (a 1 written beside a grid line is a pen stroke)."""
+def remove_remnants(mask: np.ndarray, removed: np.ndarray, lines: list[_Seg], p: Params
+                    ) -> np.ndarray:
+    """Pieces of print left beside removed lines: short straight ticks hanging off them (a comb
+    field), printed like them (no thicker: a 1 written beside a grid line is a pen stroke), and
+    small pieces at their ends (a box's rounded corners)."""
     if not removed.any():
         return np.zeros_like(mask)
     n, lab, st, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
@@ -256,18 +273,30 @@ def remove_ticks(mask: np.ndarray, removed: np.ndarray, thick: float, p: Params
     ys, xs = np.nonzero(removed)
     frame_h = int(ys.max() - ys.min() + 1)
     frame_w = int(xs.max() - xs.min() + 1)
+    thick = max(s.thick for s in lines)
+    # a box's rounded corner: the arc between the ends of two sides
+    sides = [s for s in lines if s.side]
+    reach = [max(3.0, min(p.corner_tol * max(mask.shape), 0.2 * s.length)) for s in sides]
+    ends = [(x, y, r) for s, r in zip(sides, reach) for x, y in (
+        ((s.x0, (s.y0 + s.y1) / 2), (s.x1, (s.y0 + s.y1) / 2)) if s.horizontal
+        else (((s.x0 + s.x1) / 2, s.y0), ((s.x0 + s.x1) / 2, s.y1)))]
     near = cv2.dilate(removed.view(np.uint8), np.ones((3, 3), np.uint8)) > 0
     touching = np.unique(lab[near & mask])
-    ticks = []
+    drop = []
     for i in touching[touching > 0]:
         x, y, bw, bh, area = st[i]
         long_, short = max(bw, bh), min(bw, bh)
         limit = p.tick_max * (frame_h if bh >= bw else frame_w)
-        if (long_ <= limit and short * 3 <= long_ and area >= 0.6 * long_ * short
-                and short <= thick + 2):
-            ticks.append(i)
-    if not ticks:
+        tick = (long_ <= limit and short * 3 <= long_ and area >= 0.6 * long_ * short
+                and short <= thick + 2)
+        # a corner's arc: small, thin, and all of it near the end of a box's side
+        cx, cy = x + bw / 2, y + bh / 2
+        corner = area <= 2 * (thick + 2) * long_ and any(
+            long_ <= 1.5 * r and abs(cx - ex) <= r and abs(cy - ey) <= r for ex, ey, r in ends)
+        if tick or corner:
+            drop.append(i)
+    if not drop:
         return np.zeros_like(mask)
     lut = np.zeros(n, bool)
-    lut[ticks] = True
+    lut[drop] = True
     return lut[lab]

@@ -39,11 +39,13 @@ class Params:
     # Printed structure: straight runs at least `line_min` of the image side long are line
     # candidates (tilts of about 1 px per `line_min` tolerated); a candidate is printed when
     # it runs across `line_span` of the image, or when it is a side of a rectangle (its ends
-    # meet perpendicular candidates within `corner_tol` of the image side); candidates thicker
+    # meet perpendicular candidates within `corner_tol` of the image side: rounded corners
+    # leave a gap); candidates thicker
     # than `line_max_thick` of the image's short side are strokes or blobs, never lines.
     line_min: float = 0.3
     line_span: float = 0.8
-    corner_tol: float = 0.04
+    corner_tol: float = 0.1
+    tee_tol: float = 0.03
     line_max_thick: float = 0.08
     # ... and they are found on the ink map where it exceeds this (faint grids included)
     line_faint: float = 0.12
