@@ -147,7 +147,7 @@ def test_bad_files_get_their_own_error(predictor, samples, tmp_path):
     preds = predictor.predict(items)
     assert [q.error is None for q in preds] == [True, False, False, False, False, False, True]
     assert preds[0].digit == int(y[2]) and preds[-1].digit == int(y[4])
-    for q, words in zip(preds[1:6], ("empty", "not an image", "truncated", "no such file",
+    for q, words in zip(preds[1:6], ("empty", "not a PNG, JPEG", "truncated", "no such file",
                                      "empty")):
         assert words in q.error and q.digit is None and q.confidence == 0.0
         assert q.probabilities == [] and not q.rejected
@@ -183,7 +183,7 @@ def test_many_files_in_worker_processes_match_one_process(predictor, samples, tm
     assert forked == ["fork"]
     assert [(q.path, q.digit, q.number, q.confidence, q.reason, q.error) for q in many] == \
         [(q.path, q.digit, q.number, q.confidence, q.reason, q.error) for q in one]
-    assert "not an image" in many[7].error
+    assert "not a PNG, JPEG" in many[7].error
     assert all(np.array_equal(a.image, b.image) for a, b in zip(one, many) if a.error is None)
 
 

@@ -131,21 +131,41 @@ def _band(seg: _Seg, shape: tuple[int, int], pad: float) -> tuple[slice, slice, 
     return slice(seg.y0, seg.y1), slice(lo, hi), np.abs(across - centre[:, None]) <= half
 
 
-def _candidates(ink: np.ndarray, horizontal: bool, length: int, faint: float
+def _candidates(ink: np.ndarray, horizontal: bool, length: int, faint: int
                 ) -> tuple[list[_Seg], np.ndarray, int]:
-    """Straight runs at least ``length`` px long, found on the grey ink map (a faint or
+    """Straight runs at least ``length`` px long, found on the grey ink map (uint8; a faint or
     JPEG-speckled ruled line is continuous there, though not in a thresholded mask)."""
     across = (3, 1) if horizontal else (1, 3)
     along = (1, length) if horizontal else (length, 1)
     loose = cv2.dilate(ink, np.ones(across, np.uint8))
-    runs = np.minimum(cv2.morphologyEx(loose, cv2.MORPH_OPEN, np.ones(along, np.uint8)), ink)
-    line = (runs > faint).view(np.uint8)
-    if not line.any():  # (most images: a digit alone has no long straight run)
+    runs = cv2.min(cv2.morphologyEx(loose, cv2.MORPH_OPEN, np.ones(along, np.uint8)), ink)
+    _, line = cv2.threshold(runs, faint, 1, cv2.THRESH_BINARY)
+    if not cv2.countNonZero(line):  # (most images: a digit alone has no long straight run)
         return [], np.zeros(0, np.int32), 0
     n, lab, st, _ = cv2.connectedComponentsWithStats(line, connectivity=8, ltype=cv2.CV_32S)
     segs = [_Seg(horizontal, int(x), int(y), int(x + w), int(y + h), i)
             for i, (x, y, w, h, _) in enumerate(st[1:], start=1)]
     return segs, lab, n
+
+
+def _turns(s: _Seg, ink: np.ndarray, faint: int, tol: int, tick: int) -> bool:
+    """Could ``s`` be a box's side: is there ink running off across it, at least ``tick`` px,
+    within ``tol`` of both its ends? (A cheap look before searching for the corners.)"""
+    h, w = ink.shape
+    for end in (0, 1):
+        if s.horizontal:
+            x = s.x0 if end == 0 else s.x1 - 1
+            y = (s.y0 + s.y1) // 2
+            win = ink[max(0, y - tick - tol):y + tick + tol + 1, max(0, x - tol):x + tol + 1]
+            run = np.count_nonzero(win > faint, axis=0)
+        else:
+            y = s.y0 if end == 0 else s.y1 - 1
+            x = (s.x0 + s.x1) // 2
+            win = ink[max(0, y - tol):y + tol + 1, max(0, x - tick - tol):x + tick + tol + 1]
+            run = np.count_nonzero(win > faint, axis=1)
+        if run.size == 0 or run.max() < tick + s.box_thick:
+            return False
+    return True
 
 
 def _corner(a: _Seg, b: _Seg, tol: int) -> tuple[int, int]:
@@ -182,20 +202,22 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
     tol_t = max(2, int(p.tee_tol * max(ih, iw)))
     # Straight runs first, judged by their boxes; only those taken for printed lines are fitted
     # (most digits have a long stroke or two: a 1's stem, a 7's bar, and no line at all).
+    ink8 = cv2.convertScaleAbs(ink, alpha=255.0)
+    faint = int(p.line_faint * 255)
     found = []
     for horizontal, extent in ((True, iw), (False, ih)):
-        segs, lab, _ = _candidates(ink, horizontal, max(8, int(p.line_min * extent)),
-                                   p.line_faint)
+        segs, lab, _ = _candidates(ink8, horizontal, max(8, int(p.line_min * extent)), faint)
         found.append((horizontal, extent, segs, lab))
     if not (found[0][2] or found[1][2]):
         return np.zeros((h, w), bool), []
-    short: list[list[_Seg]] = []
-    if any(s.length < p.line_span * extent for _, extent, segs, _ in found for s in segs):
-        for horizontal, extent in ((True, iw), (False, ih)):
+    short: list[list[_Seg]] = [[], []]
+    tick = max(5, int(p.tick_min * min(ih, iw)))
+    if any(s.length < p.line_span * extent and _turns(s, ink8, faint, tol(s), tick)
+           for _, extent, segs, _ in found for s in segs):
+        for k, (horizontal, extent) in enumerate(((True, iw), (False, ih))):
             # corners may be met by short straight pieces too (a comb field's ticks)
-            ticks, _, _ = _candidates(ink, horizontal, max(5, int(p.tick_min * extent)),
-                                      p.line_faint)
-            short.append([s for s in ticks if s.length >= 3 * s.box_thick])
+            ticks, _, _ = _candidates(ink8, horizontal, max(5, int(p.tick_min * extent)), faint)
+            short[k] = [s for s in ticks if s.length >= 3 * s.box_thick]
 
     def fitted(segs: list[_Seg], lab: np.ndarray) -> list[_Seg]:
         return [s for s in _fitted(segs, lab, ink) if s.thick <= thick_max]
