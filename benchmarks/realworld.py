@@ -437,14 +437,25 @@ def score_predictions(preds: list[Any], labels: list[Any], kind: str) -> dict[st
     return {"n": n, "metric": top1, "answered_correct": answered, "rejected": rejected}
 
 
+def validation_digits(ds) -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 training digits that seed 0's runs hold out for validation (the shipped model
+    never trained on them, nor on renderer A's renders of them): what tuning may look at."""
+    from digitlab.data import split_train_val
+    _, _, xv, yv = split_train_val(ds.train_images, ds.train_labels, 5000, 0)
+    return xv.numpy(), yv.numpy()
+
+
 def sweep(predictor, images, labels, n: int, seed: int) -> list[tuple[float, float, float]]:
-    """Rejection trade-off on validation-like data: MNIST *training* digits re-rendered in every
-    user style plus clean, against junk from a different seed than the benchmark's.
+    """Rejection trade-off on validation data: MNIST *training* digits held out of training,
+    re-rendered in every user style and in renderer A's situations, plus clean, against junk
+    and renderer A's look-alikes from a different seed than the benchmark's.
     Returns (threshold, clean digits rejected, all digits rejected, junk accepted) rows."""
+    from digitlab import synth
     sets = build_sets(images, labels, n, seed + 1)
+    sets.update(renderer_sets("A", synth, images, labels, n, seed + 1))
     digit_items = [x for name, (xs, _, k) in sets.items() if k == "digit" for x in xs]
     n_clean = len(sets["clean_mnist (28x28 arrays)"][0])  # the first digit set
-    junk_items = sets["junk (blank, noise, scribbles, shapes)"][0]
+    junk_items = [x for name, (xs, _, k) in sets.items() if k == "junk" for x in xs]
     saved = predictor.reject_threshold
     predictor.reject_threshold = 0.0
     try:
@@ -491,15 +502,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=500, help="images per set (clean MNIST: 4x)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sweep", action="store_true",
-                    help="print the rejection-threshold trade-off (MNIST train digits vs junk)")
+                    help="print the rejection-threshold trade-off (validation digits in every "
+                         "style and renderer A situation vs junk and renderer A look-alikes)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--all-digits", nargs="+", metavar="STYLE", choices=USER_STYLES,
                     help="instead: render all 10,000 test digits in these user styles and "
                          "compare with the same digits at 28x28 (no sampling error)")
     ap.add_argument("--renderer", choices=("a", "b", "both", "none"), default="b",
-                    help="issue 14's situation sets from renderer A (digitlab.synth, on MNIST "
-                         "train digits), B (benchmarks/renderer_b.py, on test digits), both or "
-                         "none (default: b)")
+                    help="issue 14's situation sets from renderer A (digitlab.synth, on the "
+                         "held-out validation digits of the training set), B "
+                         "(benchmarks/renderer_b.py, on test digits), both or none (default: b)")
     ap.add_argument("--only-renderer", action="store_true",
                     help="score only the renderer sets, not the user styles, fonts, strips, junk")
     args = ap.parse_args(argv)
@@ -515,8 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     predictor = Predictor(args.model_dir)
     ds = load_dataset("mnist")
     if args.sweep:
-        rows = sweep(predictor, ds.train_images.numpy(), ds.train_labels.numpy(), args.n,
-                     args.seed)
+        rows = sweep(predictor, *validation_digits(ds), args.n, args.seed)
         print("| threshold | clean MNIST rejected | all digit sets rejected | junk accepted |")
         print("|---:|---:|---:|---:|")
         for t, cr, dr, ja in rows:
@@ -539,8 +550,8 @@ def main(argv: list[str] | None = None) -> int:
     sets = {} if args.only_renderer else build_sets(x, y, args.n, args.seed, sources=sources)
     for tag, module in renderers.items():  # A on the digits tuned on, B on unseen ones
         if RENDERERS[tag][1] == "train":
-            sets.update(renderer_sets(tag, module, ds.train_images.numpy(),
-                                      ds.train_labels.numpy(), args.n, args.seed))
+            xv, yv = validation_digits(ds)
+            sets.update(renderer_sets(tag, module, xv, yv, args.n, args.seed))
         else:
             sets.update(renderer_sets(tag, module, x, y, args.n, args.seed, sources))
     base_ok = np.array([first_choice(p) == t for p, t in zip(base, y)])

@@ -95,6 +95,7 @@ class TrainConfig:
     device: str = "auto"                # auto | cpu | cuda
     precision: str | None = None        # auto (bf16 where fast) | fp32 | bf16 autocast
     subset: int | None = None           # smoke runs: use only the first N training images
+                                        # (and render no more situations or look-alikes)
     max_steps: int | None = None        # smoke runs: stop after N optimiser steps
     tta: bool = False                   # test-time augmentation (shifts) when evaluating
 
@@ -475,14 +476,16 @@ def _through_preprocessing(xtr: torch.Tensor, ytr: torch.Tensor, cfg: TrainConfi
         return on_note(what, total) if on_note else None
 
     hard = None
-    if cfg.situations:
-        x, y = synth.situation_pool(xtr.numpy(), ytr.numpy(), cfg.situations, cfg.seed + 7,
-                                    note("rendering digits into boxes, grids, crops",
-                                         cfg.situations))
+    # a --subset smoke run renders no more than it trains on
+    n_sit = min(cfg.situations, len(xtr)) if cfg.subset else cfg.situations
+    n_hard = min(cfg.lookalikes, len(xtr)) if cfg.subset else cfg.lookalikes
+    if n_sit:
+        x, y = synth.situation_pool(xtr.numpy(), ytr.numpy(), n_sit, cfg.seed + 7,
+                                    note("rendering digits into boxes, grids, crops", n_sit))
         xtr, ytr = torch.cat([xtr, torch.from_numpy(x)]), torch.cat([ytr, torch.from_numpy(y)])
-    if cfg.lookalikes:
+    if n_hard:
         hard = torch.from_numpy(synth.lookalike_pool(
-            cfg.lookalikes, cfg.seed + 8, note("rendering look-alike non-digits", cfg.lookalikes)))
+            n_hard, cfg.seed + 8, note("rendering look-alike non-digits", n_hard)))
     return xtr, ytr, hard
 
 

@@ -116,10 +116,10 @@ def _dark_ink_page(g: np.ndarray) -> bool:
     res = np.abs(v - A @ coef)
     spread = float(np.sort(res)[8])
     margin = max(0.04, 4.0 * spread)
-    # half resolution by averaging (a strided sample can miss every 1 px line of a grid)
-    sub = cv2.resize(g, ((w + 1) // 2, (h + 1) // 2), interpolation=cv2.INTER_AREA)
-    xx, yy = _plane_grid(sub.shape, h, w)
-    r = sub - (coef[0] + coef[1] * xx + coef[2] * yy)
+    # the masses on the same low-resolution view (averaged, not strided: a strided sample can
+    # miss every 1 px line of a grid; a small digit is still some dozens of pixels there)
+    xx, yy = _plane_grid(small.shape)
+    r = small - (coef[0] + coef[1] * xx + coef[2] * yy)
     dark_mass = float(np.maximum(-r - margin, 0.0).sum())
     bright_mass = float(np.maximum(r - margin, 0.0).sum())
     return dark_mass > bright_mass
@@ -146,9 +146,10 @@ def _plane_design(h: int, w: int, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=64)
-def _plane_grid(shape: tuple[int, int], h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    yy = (np.arange(shape[0], dtype=np.float32) * (2.0 / h))[:, None]
-    xx = (np.arange(shape[1], dtype=np.float32) * (2.0 / w))[None, :]
+def _plane_grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel centres as fractions of the image (x row, y column)."""
+    yy = ((np.arange(shape[0], dtype=np.float32) + 0.5) / shape[0])[:, None]
+    xx = ((np.arange(shape[1], dtype=np.float32) + 0.5) / shape[1])[None, :]
     return xx, yy
 
 
@@ -206,7 +207,8 @@ def ink_map(a: np.ndarray, crop: bool, p: Params, tiny: bool = False) -> Ink:
         ink = (1.0 - g / np.maximum(field, 0.04)) if dark else (g - field)
     ink = np.clip(ink, 0.0, 1.0)
     # Statistics from a 256-bin histogram: one pass, no sorting of the whole image.
-    hist = cv2.calcHist([ink], [0], None, [256], [0.0, 1.0 + 1e-6]).ravel()
+    hist = cv2.calcHist([cv2.convertScaleAbs(ink, alpha=255.0)], [0], None, [256],
+                        [0, 256]).ravel()
     cum = np.cumsum(hist)
     n = int(cum[-1])
     robust_max = float(np.searchsorted(cum, n - min(5, n))) / 255.0  # 5th brightest pixel
