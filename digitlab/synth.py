@@ -22,6 +22,11 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+# (imported first of all: it sets OpenCV to one thread before any OpenCV call here, so that
+# the forked pool workers below never inherit a thread pool's lock held by a thread that fork
+# left behind - they would hang in their first OpenCV call)
+from .preprocess import preprocess
+
 PAPERS = [(255, 255, 255), (248, 246, 238), (242, 238, 215), (230, 238, 248), (236, 236, 236)]
 PENS = [(10, 10, 10), (25, 35, 130), (10, 70, 190), (170, 25, 25), (40, 40, 40)]
 PRINT = [(0, 0, 0), (60, 60, 60), (30, 60, 150), (150, 40, 40)]
@@ -273,45 +278,69 @@ def fonts() -> tuple[str, ...]:
 
 
 def _strokes(rng: np.random.Generator, size: int) -> Image.Image:
-    """A non-digit drawn with a pen: check mark, cross, arrow, smiley, star, plus sign."""
+    """A non-digit drawn with a pen: a check mark, cross, arrow, smiley, star, plus, wave,
+    asterisk, hash, triangle, spiral or heart - the doodles people draw where a digit goes."""
     img = Image.new("L", (size, size), 0)
     d = ImageDraw.Draw(img)
     w = max(2, int(size * rng.uniform(0.04, 0.12)))
     s = size
-    kind = int(rng.integers(6))
+    kind = int(rng.integers(12))
     j = lambda: rng.uniform(-0.05, 0.05) * s  # noqa: E731 - a writer's wobble
+
+    def line(pts):
+        d.line([(x * s + j(), y * s + j()) for x, y in pts], fill=255, width=w, joint="curve")
     if kind == 0:
-        d.line([(0.15 * s + j(), 0.55 * s + j()), (0.4 * s + j(), 0.85 * s + j()),
-                (0.9 * s + j(), 0.15 * s + j())], fill=255, width=w, joint="curve")
+        line([(0.15, 0.55), (0.4, 0.85), (0.9, 0.15)])
     elif kind == 1:
-        d.line([(0.15 * s, 0.15 * s + j()), (0.85 * s, 0.85 * s + j())], fill=255, width=w)
-        d.line([(0.85 * s + j(), 0.15 * s), (0.15 * s + j(), 0.85 * s)], fill=255, width=w)
+        line([(0.15, 0.15), (0.85, 0.85)])
+        line([(0.85, 0.15), (0.15, 0.85)])
     elif kind == 2:
-        y = 0.5 * s + j()
-        d.line([(0.1 * s, y), (0.9 * s, y)], fill=255, width=w)
-        d.line([(0.6 * s, y - 0.25 * s), (0.9 * s, y), (0.6 * s, y + 0.25 * s)], fill=255,
-               width=w, joint="curve")
+        y = 0.5 + rng.uniform(-0.1, 0.1)
+        line([(0.1, y), (0.9, y)])
+        line([(0.6, y - 0.25), (0.9, y), (0.6, y + 0.25)])
     elif kind == 3:
         d.ellipse([0.1 * s, 0.1 * s, 0.9 * s, 0.9 * s], outline=255, width=w)
         d.ellipse([0.3 * s, 0.3 * s, 0.4 * s, 0.42 * s], fill=255)
         d.ellipse([0.6 * s, 0.3 * s, 0.7 * s, 0.42 * s], fill=255)
         d.arc([0.28 * s, 0.4 * s, 0.72 * s, 0.75 * s], 20, 160, fill=255, width=w)
     elif kind == 4:
-        pts = [(0.5 * s + 0.42 * s * np.sin(a), 0.5 * s - 0.42 * s * np.cos(a))
-               for a in np.arange(6) * 4 * np.pi / 5]
-        d.line(pts, fill=255, width=w, joint="curve")
-    else:
-        d.line([(0.5 * s + j(), 0.1 * s), (0.5 * s + j(), 0.9 * s)], fill=255, width=w)
-        d.line([(0.1 * s, 0.5 * s + j()), (0.9 * s, 0.5 * s + j())], fill=255, width=w)
+        line([(0.5 + 0.42 * np.sin(a), 0.5 - 0.42 * np.cos(a)) for a in np.arange(6) * 4 * np.pi / 5])
+    elif kind == 5:
+        line([(0.5, 0.1), (0.5, 0.9)])
+        line([(0.1, 0.5), (0.9, 0.5)])
+    elif kind == 6:  # a wave
+        line([(0.05 + 0.9 * t, 0.5 + 0.2 * np.sin(t * 4 * np.pi)) for t in np.linspace(0, 1, 24)])
+    elif kind == 7:  # an asterisk
+        for a in np.arange(3) * np.pi / 3:
+            line([(0.5 - 0.4 * np.cos(a), 0.5 - 0.4 * np.sin(a)),
+                  (0.5 + 0.4 * np.cos(a), 0.5 + 0.4 * np.sin(a))])
+    elif kind == 8:  # a hash
+        for v in (0.35, 0.65):
+            line([(v + 0.05, 0.1), (v - 0.05, 0.9)])
+            line([(0.1, v), (0.9, v)])
+    elif kind == 9:  # a triangle
+        line([(0.5, 0.1), (0.9, 0.85), (0.1, 0.85), (0.5, 0.1)])
+    elif kind == 10:  # a spiral
+        t = np.linspace(0, 4 * np.pi, 60)
+        r = 0.05 + 0.4 * t / t[-1]
+        line([(0.5 + ri * np.cos(ti), 0.5 + ri * np.sin(ti)) for ri, ti in zip(r, t)])
+    else:  # a heart
+        t = np.linspace(0, 2 * np.pi, 40)
+        line([(0.5 + 0.025 * 16 * np.sin(ti) ** 3,
+               0.45 - 0.025 * (13 * np.cos(ti) - 5 * np.cos(2 * ti) - 2 * np.cos(3 * ti)
+                               - np.cos(4 * ti))) for ti in t])
     return img
 
 
-def _glyph(rng: np.random.Generator, size: int) -> Image.Image:
-    """A letter or sign from a random font, slanted and thickened a little like handwriting."""
+def _glyph(rng: np.random.Generator, size: int, ch: str | None = None) -> Image.Image:
+    """A character (by default a random look-alike, or a doodle a third of the time) from a
+    random font, slanted, thickened and distorted a little like handwriting."""
     face = fonts()
-    if not face or rng.random() < 0.2:
+    if ch is None and (not face or rng.random() < 0.35):
         return _strokes(rng, size)
-    ch = LOOKALIKE_CHARS[int(rng.integers(len(LOOKALIKE_CHARS)))]
+    if not face:
+        raise RuntimeError("no DejaVu font installed to print characters with")
+    ch = ch or LOOKALIKE_CHARS[int(rng.integers(len(LOOKALIKE_CHARS)))]
     font = ImageFont.truetype(_pick(rng, face), int(size * 0.8))
     img = Image.new("L", (size * 2, size * 2), 0)
     d = ImageDraw.Draw(img)
@@ -344,7 +373,17 @@ def _wobble(rng: np.random.Generator, a: np.ndarray) -> np.ndarray:
 
 def lookalike(rng: np.random.Generator) -> bytes:
     """One non-digit: a glyph on paper, a third of the time in a form box or on graph paper."""
-    g = np.asarray(_glyph(rng, int(rng.integers(40, 140))), np.float32) / 255.0
+    return _on_page(rng, _glyph(rng, int(rng.integers(40, 140))))
+
+
+def printed_digit(rng: np.random.Generator, label: int) -> bytes:
+    """A digit printed (or written in block capitals) exactly as ``lookalike`` draws letters:
+    the model must tell letters from digits, not print from handwriting."""
+    return _on_page(rng, _glyph(rng, int(rng.integers(40, 140)), str(label)))
+
+
+def _on_page(rng: np.random.Generator, glyph: Image.Image) -> bytes:
+    g = np.asarray(glyph, np.float32) / 255.0
     H = int(g.shape[0] * rng.uniform(1.3, 2.5))
     W = int(max(g.shape[1] * 1.3, H * rng.uniform(0.8, 1.3)))
     c = np.ones((H, W, 3), np.float32) * np.asarray(_pick(rng, PAPERS), np.float32)
@@ -378,13 +417,14 @@ CHUNK = 500  # renders per task; each chunk has its own seed, so results do not 
 
 def _chunk(task: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render one chunk and preprocess it: (images, accepted, which source rows)."""
-    from .preprocess import preprocess  # (synth renders; preprocess reads: one-way)
-    kind, seed, images, rows, n = task
+    kind, seed, images, labels, rows, n = task
     rng = np.random.default_rng(seed)
     if kind == "situations":
         kinds = list(SITUATIONS.values())
         pick = rng.choice(rows, n)
-        items = [kinds[k % len(kinds)](rng, images[i]) for k, i in enumerate(pick)]
+        # every sixth a printed digit (the label's), the rest handwritten ones in situations
+        items = [printed_digit(rng, int(labels[i])) if k % 6 == 5
+                 else kinds[k % len(kinds)](rng, images[i]) for k, i in enumerate(pick)]
     else:
         pick = np.zeros(n, np.int64)
         items = [lookalike(rng) for _ in range(n)]
@@ -396,14 +436,14 @@ def _chunk(task: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return out, ok, pick
 
 
-def _pool(kind: str, images: np.ndarray | None, n: int, seed: int,
+def _pool(kind: str, images: np.ndarray | None, labels: np.ndarray | None, n: int, seed: int,
           progress: Callable[[int], None] | None) -> tuple[np.ndarray, np.ndarray]:
     """Render ``n`` items in chunks (in forked worker processes where the platform has fork)
     and preprocess them; returns the accepted images and their source rows."""
     import multiprocessing as mp
     import os
     rows = np.arange(0 if images is None else len(images))
-    tasks = [(kind, [seed, c], images, rows, min(CHUNK, n - c * CHUNK))
+    tasks = [(kind, [seed, c], images, labels, rows, min(CHUNK, n - c * CHUNK))
              for c in range(-(-n // CHUNK))]
     workers = min(len(tasks), os.cpu_count() or 1)
     if workers > 1 and "fork" in mp.get_all_start_methods():
@@ -428,10 +468,11 @@ def _pool(kind: str, images: np.ndarray | None, n: int, seed: int,
 def situation_pool(images: np.ndarray, labels: np.ndarray, n: int, seed: int,
                    progress: Callable[[int], None] | None = None
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` of ``images`` (training digits only) rendered into the situations in turn and
-    passed through preprocessing: (N, 28, 28) uint8 and their labels, the renders that
-    preprocessing declined left out (training on what the model will be shown)."""
-    x, pick = _pool("situations", images, n, seed, progress)
+    """``n`` of ``images`` (training digits only) rendered into the situations in turn (and
+    every sixth label printed as ``printed_digit``) and passed through preprocessing:
+    (N, 28, 28) uint8 and their labels, the renders that preprocessing declined left out
+    (training on what the model will be shown)."""
+    x, pick = _pool("situations", images, np.asarray(labels), n, seed, progress)
     return x, np.asarray(labels)[pick]
 
 
@@ -439,4 +480,4 @@ def lookalike_pool(n: int, seed: int, progress: Callable[[int], None] | None = N
                    ) -> np.ndarray:
     """Up to ``n`` look-alike non-digits as preprocessing presents them (those it rejects
     outright need no training): hard negatives for outlier exposure."""
-    return _pool("lookalikes", None, n, seed, progress)[0]
+    return _pool("lookalikes", None, None, n, seed, progress)[0]

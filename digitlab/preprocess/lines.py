@@ -1,14 +1,17 @@
 """Printed structure: form boxes, comb fields, ruled lines and grids found and taken out.
 
-Printed lines are long, straight and thin: a morphological opening with a long line kernel
-keeps exactly the runs at least that long (a slight tilt is tolerated by first thickening the
-mask across the line by a pixel each way). A candidate is printed structure when it runs
-across most of the image (ruled paper, graph paper, the box of a tight cell crop), or when it
-is a side of a rectangle (its two ends meet perpendicular candidates: a form box, the cells of
-a comb field). A digit's own bar (a 7's top, a 5's hat, a 2's base) is neither. Removing a line
-would cut the strokes that cross it, so removed pixels with ink on both sides of the line
-(across it) are put back: a 7's stem keeps its crossing of a ruled line, a 4 its touch of the
-box. Short ticks hanging off a removed line (comb fields) go with it.
+Printed lines are long, straight and thin: a morphological opening with a long line kernel on
+the grey ink map keeps exactly the runs at least that long (a slight tilt is tolerated by first
+thickening the ink across the line by a pixel each way; faint grids are found too). A candidate
+is printed structure when it runs across most of the image (ruled paper, graph paper, the box
+of a tight cell crop), when both its ends turn corners the same way (the sides of a box, rounded
+corners included), or when both its ends meet such lines at T-junctions (the dividers of a row
+of cells; two or more alike may stand open at one end). A digit's own bar (a 7's top, a 5's
+hat, a 2's base) is none of these; a 4's bar turns a corner at one end and meets a T at the
+other. Only the line's own fitted band is taken out, and removed pixels with stroke ink on both
+sides across it are put back: a 7's stem keeps its crossing of a ruled line, a 4 its touch of
+the box. Ticks hanging off removed lines (comb fields) and the arcs of rounded corners go with
+them.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ class _Seg:
     x1: int  # exclusive
     y1: int
     label: int
-    thick: float = 0.0  # the line's own thickness (median across it), not its box's
+    thick: float = 0.0  # the line's own thickness (where no stroke lies along it), not its box's
     slope: float = 0.0  # centre line: across = slope * (along - start) + offset
     offset: float = 0.0
     level: float = 1.0  # the line's ink (a light grid line under a dark stroke is fainter)
