@@ -122,9 +122,8 @@ def test_ruled_paper_lines_go_and_crossing_strokes_stay(digits):
         img = with_lines(scene(d, (260, 240), 110, (70, 40)), ruled)
         out = preprocess(img, keep_stages=True)
         assert out.ok, out.reason
+        # strokes crossing the line at y=90 survive (else the digit would come out in two)
         assert corr(out.image, plain_reference(d)) > 0.85
-        # strokes crossing the line at y=90 survive: the 28x28 has no empty row there
-        assert out.image[8:20].max(axis=1).min() > 0 or out.image.max() > 0
 
 
 def test_an_empty_form_or_grid_is_only_printed_lines():
