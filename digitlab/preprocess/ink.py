@@ -167,14 +167,19 @@ def _channel(rgb: np.ndarray, dark: bool, paper: np.ndarray | None) -> np.ndarra
     paper's colour (the median of ``paper`` pixels, else of the border), the darkest kept, so a
     yellow or red pen on white or tinted paper is as dark as a black one. Bright ink on a dark
     ground: the brightest channel."""
+    # (channel by channel: a min or max over a length-3 axis is ~20x slower in numpy)
+    r, g, b = rgb[:, :, 0], rgb[:, :, 1], rgb[:, :, 2]
     if not dark:
-        return rgb.max(axis=2)
-    if paper is not None:
-        colour = np.median(rgb[paper], axis=0)
-    else:
-        colour = np.array([np.median(border(rgb[:, :, i])) for i in range(3)])
-    scaled = rgb * (1.0 / np.maximum(colour, 0.05)).astype(np.float32)
-    return np.minimum(scaled.min(axis=2), 1.0)
+        return np.maximum(np.maximum(r, g), b)
+    if paper is None:
+        k = _ring(rgb.shape)
+        paper = np.zeros(rgb.shape[:2], bool)
+        paper[:k], paper[-k:], paper[:, :k], paper[:, -k:] = True, True, True, True
+    inv = [1.0 / max(_median(c, paper), 0.05) for c in (r, g, b)]
+    out = r * np.float32(inv[0])
+    np.minimum(out, g * np.float32(inv[1]), out=out)
+    np.minimum(out, b * np.float32(inv[2]), out=out)
+    return np.minimum(out, 1.0, out=out)
 
 
 def _paper_field(g: np.ndarray, dark: bool) -> np.ndarray:
