@@ -36,7 +36,7 @@ import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load import digit_png, free_port, rss_kib, wait_ready  # noqa: E402
+from load import digit_png, free_port, rss_kib, stop, wait_ready  # noqa: E402
 
 
 def request(method: str, path: str, body: bytes = b"", ctype: str | None = None,
@@ -233,11 +233,7 @@ def main(argv=None) -> int:
         rss_end = rss_kib(proc.pid)
         alive = proc.poll() is None
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop(proc)
 
     print(f"{args.clients} clients, {args.seconds:g} s after a {args.warmup:g} s warm-up, "
           f"digitlab serve --workers {args.workers} on 127.0.0.1\n")

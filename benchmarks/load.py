@@ -96,6 +96,15 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group (a graceful shutdown), SIGKILL after 10 s."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
 def rss_kib(pid: int) -> int:
     """Resident memory of the server and its workers, KiB."""
     total = 0
@@ -313,11 +322,7 @@ def main(argv=None) -> int:
         rss_after = rss_kib(proc.pid)
         alive = proc.poll() is None
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop(proc)
 
     growth = (rss_after - rss_before) / rss_before
     res.update(rate=args.rate, floor=args.floor, form=args.form, png_bytes=len(png),

@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from digitlab.synth import blend
+
 PAPERS = [(255, 255, 255), (250, 248, 240), (245, 240, 200), (225, 235, 250), (235, 235, 235),
           (255, 230, 235), (220, 245, 220), (200, 200, 200)]
 PENS = [(0, 0, 0), (20, 30, 120), (0, 60, 200), (180, 20, 20), (0, 110, 40), (90, 20, 120),
@@ -65,13 +67,7 @@ def pen_mask(digit: np.ndarray, height: int, level: float = 0.45) -> np.ndarray:
 
 def paste(canvas: np.ndarray, mask: np.ndarray, x: int, y: int, colour) -> None:
     """Blend a pen mask in ``colour`` onto an RGB float canvas at (x, y), clipped."""
-    h, w = mask.shape
-    H, W = canvas.shape[:2]
-    x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)
-    if x1 <= x0 or y1 <= y0:
-        return
-    m = mask[y0 - y:y1 - y, x0 - x:x1 - x, None]
-    canvas[y0:y1, x0:x1] = canvas[y0:y1, x0:x1] * (1 - m) + np.asarray(colour, np.float32) * m
+    blend(canvas, mask, x, y, colour)
 
 
 def random_pen(rng: np.random.Generator):

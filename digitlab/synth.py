@@ -48,7 +48,8 @@ def pen(digit: np.ndarray, height: int, level: float) -> np.ndarray:
     return np.clip((big - level) / edge + 0.5, 0.0, 1.0)
 
 
-def _blend(canvas: np.ndarray, mask: np.ndarray, x: int, y: int, colour) -> None:
+def blend(canvas: np.ndarray, mask: np.ndarray, x: int, y: int, colour) -> None:
+    """Blend a pen mask in ``colour`` onto an RGB float canvas at (x, y), clipped."""
     h, w = mask.shape
     H, W = canvas.shape[:2]
     x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)
@@ -151,7 +152,7 @@ def form_box(rng: np.random.Generator, digit: np.ndarray) -> bytes:
     m = pen(digit, h, rng.uniform(0.3, 0.6))
     x = x0 + int((bw - m.shape[1]) * rng.uniform(0.2, 0.8))
     y = y0 + int((bh - h) * rng.uniform(0.1, 0.9))
-    _blend(c, m, x, y, _pick(rng, PENS))
+    blend(c, m, x, y, _pick(rng, PENS))
     if rng.random() < 0.3:
         c = _tilt(rng, c, 3.0)
     return _encode(rng, c, noise=rng.uniform(0, 4), blur=rng.uniform(0, 0.8),
@@ -174,7 +175,7 @@ def graph_paper(rng: np.random.Generator, digit: np.ndarray) -> bytes:
     m = pen(digit, h, rng.uniform(0.3, 0.6))
     x = int((W - m.shape[1]) * rng.uniform(0.15, 0.85))
     y = int((H - h) * rng.uniform(0.15, 0.85))
-    _blend(c, m, x, y, _pick(rng, PENS))
+    blend(c, m, x, y, _pick(rng, PENS))
     c = _shade(rng, c, rng.uniform(0.0, 0.4))
     return _encode(rng, c, noise=rng.uniform(1, 5), blur=rng.uniform(0, 1.0),
                    jpeg=rng.random() < 0.6)
@@ -201,7 +202,7 @@ def ruled_paper(rng: np.random.Generator, digit: np.ndarray) -> bytes:
     rows = [r for r in range(oy, H, gap) if h + 2 < r and r + drop < H - 2]
     base = _pick(rng, rows) if rows else H - 3 - max(0, drop)
     y = base - h + drop
-    _blend(c, m, x, y, _pick(rng, PENS))
+    blend(c, m, x, y, _pick(rng, PENS))
     c = _shade(rng, c, rng.uniform(0.0, 0.4))
     return _encode(rng, c, noise=rng.uniform(1, 5), blur=rng.uniform(0, 1.0),
                    jpeg=rng.random() < 0.6)
@@ -264,7 +265,7 @@ def boxed_number(rng: np.random.Generator, digits: list[np.ndarray]) -> bytes:
         m = pen(d, h, rng.uniform(0.3, 0.6))
         x = margin + k * side + int((side - m.shape[1]) * rng.uniform(0.25, 0.75))
         y = margin + int((side - h) * rng.uniform(0.2, 0.8))
-        _blend(c, m, x, y, colour)
+        blend(c, m, x, y, colour)
     if rng.random() < 0.3:
         c = _tilt(rng, c, 2.0)
     return _encode(rng, c, noise=rng.uniform(0, 3), blur=rng.uniform(0, 0.6))
@@ -402,7 +403,7 @@ def _on_page(rng: np.random.Generator, glyph: Image.Image) -> bytes:
             _hline(c, y, 0, W, 1, line)
     x = int((W - g.shape[1]) * rng.uniform(0.2, 0.8))
     y = int((H - g.shape[0]) * rng.uniform(0.2, 0.8))
-    _blend(c, g, x, y, _pick(rng, PENS))
+    blend(c, g, x, y, _pick(rng, PENS))
     return _encode(rng, c, noise=rng.uniform(0, 4), blur=rng.uniform(0, 0.7),
                    jpeg=rng.random() < 0.3)
 
