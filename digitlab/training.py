@@ -116,7 +116,7 @@ class TrainConfig:
         spec = get_spec(cfg.model)
         generic = dict(epochs=5, batch_size=128, optimizer="adam", lr=1e-3, weight_decay=0.0,
                        schedule="onecycle", label_smoothing=0.0, augment="none", clean_epochs=0,
-                       precision="auto")
+                       situations=0, lookalikes=0, precision="auto")
         for k, v in {**generic, **spec.defaults}.items():
             if getattr(cfg, k) is None:
                 setattr(cfg, k, v)
