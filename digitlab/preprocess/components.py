@@ -54,10 +54,6 @@ def label(low: np.ndarray, high: np.ndarray | None = None) -> Components:
                       st[:, 1] + st[:, 3])
 
 
-def count(mask: np.ndarray) -> int:
-    return cv2.connectedComponents(mask.view(np.uint8), connectivity=8)[0] - 1
-
-
 def holes(mask: np.ndarray, min_area: float = 0.0) -> int:
     """Background regions enclosed by the ink, of at least ``min_area`` px (contour area)."""
     contours, hier = cv2.findContours(mask.astype(np.uint8), cv2.RETR_CCOMP,
