@@ -46,11 +46,6 @@ def _ring(shape: tuple[int, ...]) -> int:
     return max(1, min(shape[:2]) // 12)
 
 
-def border(g: np.ndarray) -> np.ndarray:
-    k = _ring(g.shape)
-    return np.concatenate([g[:k].ravel(), g[-k:].ravel(), g[:, :k].ravel(), g[:, -k:].ravel()])
-
-
 def _ring_fraction(mask: np.ndarray, k: int) -> float:
     """The share of True on the ring ``k`` px in from the edge."""
     r = mask[k:mask.shape[0] - k, k:mask.shape[1] - k]
