@@ -1,11 +1,15 @@
-"""Shared fixtures: the bundled MNIST (loaded once) and a small trained model directory."""
+"""Shared fixtures and helpers: the bundled MNIST (loaded once), a small trained model directory,
+a free port and a uvicorn server in a thread."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
+import socket
 import struct
+import threading
+import time
 import zlib
 
 import numpy as np
@@ -93,3 +97,26 @@ def time_limit(seconds: float):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server_in_thread(server):
+    """Run a ``uvicorn.Server`` in a daemon thread until it has started; stop it on exit."""
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    try:
+        yield server
+    finally:
+        server.should_exit = True
+        thread.join(10)

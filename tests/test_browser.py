@@ -17,14 +17,13 @@ import base64
 import io
 import os
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
+
+from conftest import free_port, server_in_thread
 
 pytestmark = pytest.mark.browser
 
@@ -136,12 +135,6 @@ def paper_photo(strokes, size=(480, 360), box=(150, 50, 410, 310), seed=0) -> by
 
 # ---- server and browser ------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def base_url():
     import uvicorn
@@ -151,18 +144,11 @@ def base_url():
 
     model_dir = os.environ.get("DIGITLAB_TEST_MODEL_DIR") or default_model_dir()
     assert (Path(model_dir) / "config.json").is_file(), f"no model at {model_dir}"
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(model_dir), host="127.0.0.1", port=port,
                                            log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with server_in_thread(server):
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import hostile_text_png, many_frame_gif
+from conftest import free_port, hostile_text_png, many_frame_gif
 from digitlab import cli
 from digitlab.predict import Predictor
 from digitlab.server import Limits, Settings, create_app
@@ -137,17 +137,22 @@ def test_predict_multipart_matches_the_library(client, small_model_dir, digits):
     assert len(body["top_k"]) == 3 and body["number"] is None and body["digits"] is None
 
 
-def test_small_images_run_on_the_event_loop_photos_in_a_thread(client, digits, mnist,
-                                                              monkeypatch):
+@pytest.fixture
+def hops(monkeypatch):
+    """The functions the routes hand to a worker thread (anyio.to_thread.run_sync), in order."""
     from digitlab.server import routes
-    hops = []
+    seen = []
     real_run_sync = routes.anyio.to_thread.run_sync
 
     async def counting_run_sync(fn, *args, **kwargs):
-        hops.append(fn)
+        seen.append(fn)
         return await real_run_sync(fn, *args, **kwargs)
 
     monkeypatch.setattr(routes.anyio.to_thread, "run_sync", counting_run_sync)
+    return seen
+
+
+def test_small_images_run_on_the_event_loop_photos_in_a_thread(client, digits, mnist, hops):
     small = client.post("/api/predict", content=digits[0][0], headers={"content-type": "image/png"})
     assert small.status_code == 200 and hops == []
     photo = png_bytes(paper_digit(mnist.test_images[0].numpy(), size=600))  # 360,000 px
@@ -439,9 +444,7 @@ def test_serve_refuses_a_busy_port(small_model_dir, capsys):
 
 def test_serve_runs_workers(small_model_dir, digits, tmp_path):
     """`digitlab serve --workers 2` (the import-string path) answers on a real socket."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "digitlab.cli", "serve", "--model-dir",
                              str(small_model_dir), "--port", str(port), "--workers", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -570,19 +573,10 @@ def test_gif_of_300000_frames_is_refused_at_once(client):
     assert time.perf_counter() - start < 0.3
 
 
-def test_big_file_with_a_tiny_header_leaves_the_event_loop(client, monkeypatch):
+def test_big_file_with_a_tiny_header_leaves_the_event_loop(client, hops):
     """A 1x1 GIF of 600 KB (its header says 1 pixel) is decoded in a thread, not on the loop."""
-    import struct as st
     from digitlab.server import routes
-    hops = []
-    real_run_sync = routes.anyio.to_thread.run_sync
-
-    async def counting_run_sync(fn, *args, **kwargs):
-        hops.append(fn)
-        return await real_run_sync(fn, *args, **kwargs)
-
-    monkeypatch.setattr(routes.anyio.to_thread, "run_sync", counting_run_sync)
-    head = b"GIF89a" + st.pack("<HHBBB", 1, 1, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff"
+    head = b"GIF89a" + struct.pack("<HHBBB", 1, 1, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff"
     comment = b"!\xfe" + (b"\xff" + b"x" * 255) * 2400 + b"\0"
     gif = head + comment + b",\0\0\0\0\x01\0\x01\0\0\x02\x02\x44\x01\0;"
     assert len(gif) > routes.INLINE_MAX_BYTES

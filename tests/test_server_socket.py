@@ -8,7 +8,6 @@ import contextlib
 import http.client
 import json
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -16,6 +15,7 @@ import urllib.request
 import pytest
 import uvicorn
 
+from conftest import free_port, server_in_thread
 from digitlab.server import Limits, Settings, create_app
 from digitlab.server.protocol import GuardedHttpToolsProtocol, uvicorn_options
 
@@ -30,23 +30,12 @@ class QuickHeaders(GuardedHttpToolsProtocol):
 @contextlib.contextmanager
 def serving(model_dir, limits: Limits):
     """(host, port) of a server running in a thread, with a 1 s header timeout."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     app = create_app(model_dir, Settings(limits=limits))
     server = uvicorn.Server(uvicorn.Config(app, **uvicorn_options("127.0.0.1", port, "warning",
                                                                   protocol=QuickHeaders)))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    try:
+    with server_in_thread(server):
         yield "127.0.0.1", port
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 @pytest.fixture(scope="module")
