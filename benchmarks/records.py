@@ -41,7 +41,8 @@ def main() -> None:
     from digitlab.artifacts import make_ensemble
     from digitlab.data import load_dataset
     from digitlab.evaluation import evaluate_dir
-    from digitlab.training import PRESETS, TrainConfig, train
+    from digitlab.config import PRESETS, TrainConfig
+    from digitlab.training import train
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", nargs="+", default=["fast", "default"],

@@ -21,7 +21,8 @@ import tempfile
 ONE = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
-from digitlab.training import TrainConfig, train
+from digitlab.config import TrainConfig
+from digitlab.training import train
 model, seed, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 s = train(TrainConfig(model=model, seed=seed), out=out, force=True)
 print(json.dumps({"epochs": len(s["history"]), "accuracy": s["test"]["accuracy"],
@@ -38,7 +39,7 @@ def run_one(model: str, seed: int) -> dict:
 
 
 def main() -> None:
-    from digitlab.models import count_parameters, create_model, list_models
+    from digitlab.models import get_spec, list_models
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="*", default=list_models())
@@ -56,7 +57,7 @@ def main() -> None:
                   file=sys.stderr, flush=True)
         accs = [r["accuracy"] for r in runs]
         rows.append({
-            "model": name, "params": count_parameters(create_model(name)), "epochs": runs[0]["epochs"],
+            "model": name, "params": get_spec(name).count(), "epochs": runs[0]["epochs"],
             "acc_median": statistics.median(accs), "acc_min": min(accs), "acc_max": max(accs),
             "train_s": statistics.median(r["train_seconds"] for r in runs),
             "process_s": statistics.median(r["process_seconds"] for r in runs),

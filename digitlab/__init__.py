@@ -15,7 +15,7 @@ __all__ = ["__version__", "load_dataset", "create_model", "list_models", "load_m
 # worker processes of `Predictor`, which import only `digitlab.preprocess`) stay free of torch.
 _LAZY = {
     "load_dataset": "data", "create_model": "models", "list_models": "models",
-    "load_model": "artifacts", "train": "training", "TrainConfig": "training",
+    "load_model": "artifacts", "train": "training", "TrainConfig": "config",
     "evaluate": "evaluation", "Predictor": "predict",
 }
 # (the preprocessing function is `digitlab.preprocess.preprocess`: the name `digitlab.preprocess`

@@ -10,27 +10,29 @@ built, ``config.json`` is read under size and nesting limits and checked against
 finite normalisation constants), and the weights file's header is checked against the shapes
 that config implies and a total size (``check_weights``, reading the header only). Every
 failure is a one-line ``ModelDirError``.
+
+Reading and checking a config needs no torch (``read_config``): a server answering from an
+ONNX export never imports it. Functions that build or save modules import it when called.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
-from torch import nn
 
 from . import __version__, safejson
-from .data import atomic_write_bytes
 from .errors import ConfigError, ModelDirError
-from .models import STEMS, Ensemble, create_model, get_spec, list_models
+from .io import atomic_path, write_json
+from .models import STEMS, create_model, get_spec, list_models
+
+if TYPE_CHECKING:
+    from torch import nn
 
 FORMAT = "digitlab-model"
 FORMAT_VERSION = 1
@@ -56,12 +58,9 @@ def default_model_dir() -> Path:
     return Path(str(resources.files("digitlab") / "pretrained" / "default"))
 
 
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(obj, indent=2) + "\n").encode())
-
-
 def build_config(architecture: str, model_kwargs: dict, classes: list[str], **extra) -> dict:
     """The config.json skeleton every model directory shares."""
+    import torch
     cfg = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -83,13 +82,11 @@ def build_config(architecture: str, model_kwargs: dict, classes: list[str], **ex
 
 def save_model_dir(directory: str | os.PathLike, model: nn.Module, config: dict) -> Path:
     """Write weights then config (each atomically); the config's presence marks a complete dir."""
+    from safetensors.torch import save_file
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    tmp = directory / f".{WEIGHTS}.tmp"
-    save_file(state, str(tmp), metadata={"format": FORMAT})
-    os.chmod(tmp, 0o644)  # safetensors writes 0600; a model directory is for sharing
-    os.replace(tmp, directory / WEIGHTS)
+    with atomic_path(directory / WEIGHTS) as tmp:
+        save_file(state, str(tmp), metadata={"format": FORMAT})
     write_json(directory / CONFIG, config)
     return directory
 
@@ -157,7 +154,7 @@ def _check_kwargs(architecture: str, kwargs: Any, where: str) -> None:
         spec = get_spec(architecture)
     except ConfigError as exc:
         raise ConfigError(f"incompatible model config: {exc}") from None
-    allowed = [p for p in inspect.signature(spec.builder).parameters if p != "num_classes"]
+    allowed = spec.options()
     for key, value in kwargs.items():
         at = f"{where}.{key}"
         if key not in allowed:
@@ -255,6 +252,7 @@ def check_weights(path: Path, cfg: dict) -> None:
                      for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelDirError(f"{path}: corrupt weights ({exc})") from None
+    import torch
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in model_from_config(cfg).state_dict().items()}
     for key in expected.keys() - found.keys():
@@ -276,8 +274,8 @@ def model_from_config(cfg: dict) -> nn.Module:
     """Rebuild the (untrained) module a config describes (``check_config`` it first)."""
     try:
         if cfg.get("kind") == "ensemble":
-            members = [model_from_config(m) for m in cfg["members"]]
-            return Ensemble(members)
+            from .nets import Ensemble
+            return Ensemble([model_from_config(m) for m in cfg["members"]])
         get_spec(cfg["architecture"])
         return create_model(cfg["architecture"], num_classes=len(cfg["classes"]),
                             **cfg["model_kwargs"])
@@ -288,6 +286,7 @@ def model_from_config(cfg: dict) -> nn.Module:
 def load_model(directory: str | os.PathLike | None = None, device: str = "cpu"
                ) -> tuple[nn.Module, dict]:
     """Load a model directory (the shipped model when ``None``): returns (model in eval mode, config)."""
+    from safetensors.torch import load_file
     directory = Path(directory) if directory is not None else default_model_dir()
     cfg = read_config(directory)
     wpath = directory / WEIGHTS
@@ -313,6 +312,7 @@ def make_ensemble(member_dirs: list[str | os.PathLike], out: str | os.PathLike) 
 
     The result is a model directory like any other: evaluate, predict and serve accept it.
     """
+    from .nets import Ensemble, count_parameters
     if len(member_dirs) < 2:
         raise ModelDirError("an ensemble needs at least two model directories")
     models, configs = [], []
@@ -342,7 +342,7 @@ def make_ensemble(member_dirs: list[str | os.PathLike], out: str | os.PathLike) 
                      "std": configs[0]["model_kwargs"].get("std")}, classes,
         kind="ensemble", members=members,
         description=f"ensemble of {len(flat)} models (mean of softmax probabilities)",
-        parameters=sum(p.numel() for p in ensemble.parameters()),
+        parameters=count_parameters(ensemble),
         training={"precision": "fp32" if "fp32" in precisions else precisions.pop(),
                   "members": [str(d) for d in member_dirs]},
         dataset=configs[0].get("dataset", {}),

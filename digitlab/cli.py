@@ -62,11 +62,11 @@ def _err(msg: str) -> None:
 
 
 def cmd_models(args) -> int:
-    from .models import MODELS, count_parameters, create_model, list_models
+    from .models import MODELS, list_models
     rows = []
     for name in list_models():
         spec = MODELS[name]
-        rows.append({"name": name, "parameters": count_parameters(create_model(name)),
+        rows.append({"name": name, "parameters": spec.count(),
                      "description": spec.description, "defaults": spec.defaults})
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -83,7 +83,7 @@ def cmd_models(args) -> int:
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    from .training import AUGMENTS, OPTIMIZERS, PRECISIONS, PRESET_HELP, PRESETS, SCHEDULES
+    from .config import AUGMENTS, OPTIMIZERS, PRECISIONS, PRESET_HELP, PRESETS, SCHEDULES
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default="cnn", help="architecture from `digitlab models` (default: cnn)")
     g.add_argument("--model-arg", action="append", type=_model_arg, default=[], metavar="KEY=VALUE",
@@ -136,7 +136,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def train_config_from_args(args):
-    from .training import TrainConfig
+    from .config import TrainConfig
     return TrainConfig(
         model=args.model, model_kwargs=dict(args.model_arg), preset=args.preset, data=args.data_dir,
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
@@ -151,7 +151,8 @@ def train_config_from_args(args):
 def cmd_train(args) -> int:
     from tqdm import tqdm
 
-    from .training import default_out_dir, resume_plan, train
+    from .checkpoint import resume_plan
+    from .training import default_out_dir, train
 
     cfg = train_config_from_args(args)
     if args.resume and not args.out:
@@ -255,9 +256,8 @@ def cmd_ensemble(args) -> int:
     from .artifacts import make_ensemble
     from .data import load_dataset
     from .evaluation import evaluate_dir
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.force:
-        raise DigitlabError(f"{out}: already exists and is not empty; use --force to overwrite")
+    from .io import require_empty_dir
+    out = require_empty_dir(args.out, args.force)
     make_ensemble(args.model_dirs, out)
     print(f"ensemble of {len(args.model_dirs)} models -> {out}")
     if not args.no_eval:
@@ -382,7 +382,7 @@ def cmd_predict(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .training import PRECISIONS  # imported by the train options below anyway
+    from .config import PRECISIONS
     p = _Parser(prog="digitlab", description="Train, evaluate and serve handwritten-digit classifiers.")
     p.add_argument("--version", action="version", version=f"digitlab {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

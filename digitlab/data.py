@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import tempfile
 import urllib.request
 import zlib
 from dataclasses import dataclass, field
@@ -21,6 +20,8 @@ import numpy as np
 import torch
 
 from .errors import DataError
+from .imageformats import IMAGE_SUFFIXES
+from .io import atomic_write_bytes
 
 # IDX type codes (LeCun's MNIST page): the third byte of the magic number.
 _IDX_DTYPES = {
@@ -45,8 +46,6 @@ MNIST_SHA256 = {
     "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
 @dataclass(frozen=True)
@@ -178,20 +177,6 @@ def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None 
         payload = gzip.compress(payload, compresslevel=6, mtime=0)
     atomic_write_bytes(path, payload)
     return path
-
-
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write a file so that a crash leaves either the old or the new file, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; these are ordinary shareable files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _find_idx(directory: Path, stem: str) -> Path | None:

@@ -15,11 +15,12 @@ import numpy as np
 import torch
 
 from . import plots
-from .artifacts import load_model, write_json
+from .artifacts import default_model_dir, load_model
 from .data import Dataset, load_dataset
 from .errors import DataError
+from .io import atomic_write_text, write_json
 from .metrics import classification_report
-from .training import predict_logits, resolve_device, use_bf16
+from .runtime import predict_logits, prepare, resolve_device
 
 
 def evaluate_dir(model_dir: str | os.PathLike, dataset: Dataset, *, tta: bool = False,
@@ -28,14 +29,14 @@ def evaluate_dir(model_dir: str | os.PathLike, dataset: Dataset, *, tta: bool = 
     model_dir = Path(model_dir)
     dev = resolve_device(device)
     model, cfg = load_model(model_dir, device=str(dev))
+    model = prepare(model, dev)
     if dataset.test_images is None or len(dataset.test_images) == 0:
         raise DataError(f"dataset {dataset.name!r} has no test images")
     if dataset.num_classes > len(cfg["classes"]):
         raise DataError(f"dataset {dataset.name!r} has {dataset.num_classes} classes but the model "
                         f"was trained on {len(cfg['classes'])}")
     precision = cfg.get("training", {}).get("precision", "fp32")
-    logits = predict_logits(model, dataset.test_images, device=dev,
-                            bf16=use_bf16(precision, dev) and precision != "fp32", tta=tta)
+    logits = predict_logits(model, dataset.test_images, precision=precision, tta=tta)
     report = classification_report(logits, dataset.test_labels, cfg["classes"])
     metrics = {
         "model_dir": str(model_dir),
@@ -56,7 +57,6 @@ def evaluate_dir(model_dir: str | os.PathLike, dataset: Dataset, *, tta: bool = 
 def evaluate(model_dir: str | os.PathLike | None = None, data: str | os.PathLike = "mnist", *,
              tta: bool = False, device: str = "auto", write: bool = True) -> dict:
     """Evaluate a model directory (the shipped model when None) on a dataset name or folder."""
-    from .artifacts import default_model_dir
     model_dir = model_dir if model_dir is not None else default_model_dir()
     return evaluate_dir(model_dir, load_dataset(data), tta=tta, device=device,
                         write=write and Path(model_dir) != default_model_dir())
@@ -90,7 +90,7 @@ def write_report(model_dir: Path, cfg: dict, metrics: dict, dataset: Dataset,
                                      for i in worst],
                      model_dir / "errors.png",
                      f"Most confident mistakes: predicted (confidence) / true — {len(wrong)} errors")
-    (model_dir / "report.md").write_text(_report_markdown(cfg, metrics, history, bool(history)))
+    atomic_write_text(model_dir / "report.md", _report_markdown(cfg, metrics, history, bool(history)))
 
 
 def _report_markdown(cfg: dict, m: dict, history: list[dict], curves: bool) -> str:

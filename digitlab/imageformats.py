@@ -28,6 +28,9 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageError, ImageLimitError
 
+# File names that image folders (datasets, `digitlab predict DIR`) are read from.
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
 log = logging.getLogger(__name__)
 
 READ_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")  # Pillow format names

@@ -10,9 +10,10 @@ rejection threshold - or an image in which preprocessing found no digit - comes 
 re-rendered MNIST *training* digits against generated junk (docs/predict.md); a model directory
 may carry its own as ``config["predict"]["reject_threshold"]``.
 
-Batches of at least ``_BF16_MIN_BATCH`` digits run under bf16 autocast where the hardware is
-fast at it (``precision="auto"``: CPUs with native bf16, GPUs), as training does: the model
-runs 1.6-1.8x faster on a folder of scans; probabilities move by at most about 0.01. ``precision="fp32"``
+The model runs through ``runtime.predict_logits``, the one inference path: batches of at least
+``runtime.BF16_MIN_BATCH`` digits run under bf16 autocast where the hardware is fast at it
+(``precision="auto"``: CPUs with native bf16, GPUs), as training does: the model runs 1.6-1.8x
+faster on a folder of scans; probabilities move by at most about 0.01. ``precision="fp32"``
 keeps every call in float32.
 
 A bad item (unreadable, not an image, empty, truncated) never raises: its ``Prediction`` has
@@ -30,6 +31,7 @@ import json
 import logging
 import multiprocessing
 import os
+import sys
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,15 +40,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
 from .artifacts import default_model_dir, load_model
-from .data import IMAGE_SUFFIXES
+from .config import PRECISIONS
 from .errors import ConfigError, ImageError
-from .imageformats import check_regular_file
+from .imageformats import IMAGE_SUFFIXES, check_regular_file
+from .io import atomic_path, write_json
 from .preprocess import ImageSource, Preprocessed, preprocess, segment_digits
-from .training import PRECISIONS, is_conv, use_bf16
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,6 @@ _PARALLEL_MIN_PIXELS = 200 * 200  # ...and for images smaller than this
 # (threads would fight over the GIL) and a fork costs a few milliseconds.
 _PROCESS_MIN = 512
 _CPUS = min(4, os.cpu_count() or 1)  # default workers (os.cpu_count costs ~0.1 ms a call)
-# bf16 autocast pays off from batches of this size on; for one image its casts cost more than
-# they save (0.44 vs 0.40 ms for the shipped cnn on one thread).
-_BF16_MIN_BATCH = 32
 
 
 @dataclass
@@ -117,7 +115,8 @@ def _path_of(item: Any) -> str | None:
 
 def _as_items(images: Any) -> list[Any]:
     """One image or many: lists/tuples, a batch array (N, H, W) or (N, H, W, C), or a tensor."""
-    if isinstance(images, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor exists only where torch is imported already
+    if torch is not None and isinstance(images, torch.Tensor):
         images = images.detach().cpu().numpy()
     if isinstance(images, np.ndarray):
         if images.ndim == 4 or (images.ndim == 3 and images.shape[2] not in (1, 3, 4)):
@@ -135,16 +134,13 @@ class Predictor:
                  reject_threshold: float | None = None, precision: str = "auto"):
         if precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {precision!r}; choose from: {', '.join(PRECISIONS)}")
+        from . import runtime  # torch: imported when a model is loaded, not with this module
         self.model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
-        self.model, self.config = load_model(self.model_dir, device)
-        self.device = torch.device(device)
-        # channels-last lets oneDNN run the convolutions ~2.5x faster on CPU (same numbers)
-        self._channels_last = is_conv(self.model)
-        if self._channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        # bf16 for convolutional models only (as in training): dense layers gain nothing on CPU
+        model, self.config = load_model(self.model_dir, device)
+        self.device = runtime.resolve_device(device)
+        self.model = runtime.prepare(model, self.device)
+        self._logits = partial(runtime.predict_logits, self.model, precision=precision)
         self.precision = precision
-        self._bf16 = self._channels_last and use_bf16(precision, self.device)
         self.classes: list[str] = list(self.config["classes"])
         if reject_threshold is None:
             reject_threshold = (self.config.get("predict") or {}).get(
@@ -157,17 +153,9 @@ class Predictor:
 
     def probabilities(self, images_u8: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Softmax probabilities (N, classes) for uint8 MNIST-style images (N, 28, 28)."""
-        out = np.zeros((len(images_u8), len(self.classes)), dtype=np.float32)
-        with torch.inference_mode():
-            for i in range(0, len(images_u8), batch_size):
-                x = torch.from_numpy(np.ascontiguousarray(images_u8[i:i + batch_size]))
-                x = x.to(self.device).unsqueeze(1).float().div_(255.0)
-                if self._channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                bf16 = self._bf16 and (len(x) >= _BF16_MIN_BATCH or self.precision == "bf16")
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-                    out[i:i + len(x)] = self.model(x).float().softmax(-1).cpu().numpy()
-        return out
+        if len(images_u8) == 0:
+            return np.zeros((0, len(self.classes)), np.float32)
+        return self._logits(images_u8, batch_size=batch_size).softmax(-1).numpy()
 
     def _classified(self, path: str | None, pre: Preprocessed, probs: np.ndarray | None,
                     top_k: int, keep_stages: bool) -> Prediction:
@@ -441,19 +429,17 @@ def write_results(path: str | os.PathLike, preds: list[Prediction], number: bool
     path = Path(path)
     suffix = path.suffix.lower()
     rows = [row(p, number) for p in preds]
-    path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".json":
-        path.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-    elif suffix == ".csv":
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=list(CSV_FIELDS))
-            w.writeheader()
-            for r in rows:
-                r = {k: r[k] for k in CSV_FIELDS}
-                r["top_k"] = " ".join(f"{k}:{p:.4f}" for k, p in r["top_k"])
-                w.writerow({k: "" if v is None else v for k, v in r.items()})
-    else:
+        return write_json(path, rows)
+    if suffix != ".csv":
         raise ConfigError(f"{path}: output must end in .csv or .json")
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(CSV_FIELDS))
+        w.writeheader()
+        for r in rows:
+            r = {k: r[k] for k in CSV_FIELDS}
+            r["top_k"] = " ".join(f"{k}:{p:.4f}" for k, p in r["top_k"])
+            w.writerow({k: "" if v is None else v for k, v in r.items()})
     return path
 
 
@@ -470,10 +456,12 @@ def save_stages(pred: Prediction, directory: str | os.PathLike) -> list[Path]:
             if prefix and name in ("input", "gray", "ink", "mask") and not prefix.startswith("digit1_"):
                 continue  # the whole-image stages are the same for every digit of a number
             target = directory / f"{prefix}{n:02d}_{name}.png"
-            Image.fromarray(np.asarray(img, dtype=np.uint8)).save(target)
+            with atomic_path(target) as tmp:
+                Image.fromarray(np.asarray(img, dtype=np.uint8)).save(tmp)
             written.append(target)
     if pred.image is not None:
         target = directory / "model_input.png"
-        Image.fromarray(pred.image).save(target)
+        with atomic_path(target) as tmp:
+            Image.fromarray(pred.image).save(tmp)
         written.append(target)
     return written

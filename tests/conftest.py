@@ -18,7 +18,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from digitlab.data import load_dataset, write_idx
-from digitlab.training import TrainConfig, train
+from digitlab.config import TrainConfig
+from digitlab.training import train
 
 
 # Hypothesis profiles for the fuzzing suite (tests/test_fuzz.py): "short" runs in `make test`

@@ -159,7 +159,7 @@ def test_weights_are_checked_against_the_config_from_their_header(cnn_dir, monke
     from digitlab import artifacts
     edit_config(cnn_dir, kw_widths=[16, 32, 64])  # a valid cnn, but not the one in the file
     loads = []
-    monkeypatch.setattr(artifacts, "load_file", lambda *a, **k: loads.append(a))
+    monkeypatch.setattr("safetensors.torch.load_file", lambda *a, **k: loads.append(a))
     with pytest.raises(ModelDirError, match=r"weights do not match the architecture \('features"
                                             r".1.weight' is \[32, 1, 3, 3\] in the file, "
                                             r"\[16, 1, 3, 3\] for the config\)"):

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from digitlab.cli import main
-from digitlab.training import PRESETS
+from digitlab.config import PRESETS
 
 
 def run_cli(*args):

@@ -3,7 +3,8 @@ import torch
 
 from digitlab.artifacts import build_config, load_model, save_model_dir
 from digitlab.errors import ConfigError
-from digitlab.models import MODELS, Ensemble, count_parameters, create_model, list_models
+from digitlab.models import MODELS, create_model, list_models
+from digitlab.nets import Ensemble, count_parameters
 
 
 def test_zoo_has_the_tutorial_architectures():
@@ -60,8 +61,20 @@ def test_strided_stem_skips_the_first_pool():
 def test_unknown_model_lists_choices():
     with pytest.raises(ConfigError, match="unknown model 'resnet9000'.*cnn.*mlp100"):
         create_model("resnet9000")
-    with pytest.raises(ConfigError, match="bad arguments"):
+    with pytest.raises(ConfigError, match="bad arguments for model 'mlp100'.*hidden.*mean, std"):
         create_model("mlp100", hidden=3)
+
+
+@pytest.mark.parametrize("name,options", [
+    *((name, {}) for name in list_models()),
+    ("cnn", {"widths": [16, 32, 128], "stem": "stride"}), ("cnn", {"widths": [8, 24], "depth": 3}),
+    ("convnet", {"dropout": 0.1}),
+])
+def test_parameter_counts_worked_out_without_torch_match_the_module(name, options):
+    """`digitlab models` counts parameters without building the model (no torch import)."""
+    for classes in (10, 47):
+        built = count_parameters(create_model(name, num_classes=classes, **options))
+        assert MODELS[name].count(classes, **options) == built
 
 
 def test_every_model_has_a_description_and_defaults():

@@ -7,9 +7,12 @@ from safetensors.torch import load_file
 
 from digitlab.artifacts import load_model
 from digitlab.errors import ConfigError, DigitlabError
-from digitlab.training import (CHECKPOINT, OUTLIER_WEIGHT, TrainConfig, _affine_grid, add_outliers,
-                               augment_batch, lr_at, outlier_images, outlier_loss, predict_logits,
-                               train)
+from digitlab.augment import (OUTLIER_WEIGHT, _affine_grid, add_outliers, augment_batch,
+                              outlier_images, outlier_loss)
+from digitlab.checkpoint import CHECKPOINT, resume_plan
+from digitlab.config import TrainConfig
+from digitlab.runtime import predict_logits
+from digitlab.training import lr_at, train
 
 
 def test_short_real_mnist_run_reaches_accuracy_bar(mnist, tmp_path):
@@ -228,7 +231,6 @@ def test_add_outliers_draws_half_from_the_hard_negatives():
     g = torch.Generator().manual_seed(0)
     x = torch.zeros(4000, 1, 28, 28)
     hard = torch.full((5, 28, 28), 255, dtype=torch.uint8)  # all-white: easy to recognise
-    from digitlab.training import add_outliers
     out, mask, k = add_outliers(x, g, hard)
     assert 120 < k < 280
     white = (out[mask].flatten(1).min(1).values == 1.0).sum().item()
@@ -241,7 +243,6 @@ class Killed(BaseException):
 
 def test_resume_a_run_killed_in_epoch_1_starts_it_again(mnist, tmp_path):
     """Issue 15: killed during epoch 1 (no checkpoint yet), --resume said "nothing to resume"."""
-    from digitlab.training import resume_plan
     cfg = _cfg(epochs=2)
     full = train(cfg, out=tmp_path / "full", dataset=mnist, evaluate_test=False)
 
@@ -265,20 +266,19 @@ def test_resume_a_run_killed_in_epoch_1_starts_it_again(mnist, tmp_path):
 
 def test_resume_a_run_killed_before_its_report_writes_the_report(mnist, tmp_path, monkeypatch):
     """Issue 15: killed after the model was saved, before the report: "nothing to resume"."""
-    from digitlab import evaluation
-    from digitlab.training import resume_plan
-    real = evaluation.evaluate_dir
+    from digitlab import training
+    real = training.evaluate_dir
 
     def killed(*a, **k):
         raise Killed
 
-    monkeypatch.setattr(evaluation, "evaluate_dir", killed)
+    monkeypatch.setattr(training, "evaluate_dir", killed)
     out = tmp_path / "run"
     with pytest.raises(Killed):
         train(_cfg(epochs=1), out=out, dataset=mnist)
     assert (out / "model.safetensors").is_file() and not (out / "report.md").exists()
     assert resume_plan(out) == "report"
-    monkeypatch.setattr(evaluation, "evaluate_dir", real)
+    monkeypatch.setattr(training, "evaluate_dir", real)
     weights = (out / "model.safetensors").read_bytes()
     res = train(out=out, dataset=mnist, resume=True)
     assert (out / "report.md").is_file() and 0 < res["test"]["accuracy"] <= 1

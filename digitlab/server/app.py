@@ -53,7 +53,6 @@ class Settings:
 
 def _model_info(predictor, model_dir: Path, limits: Limits) -> ModelInfo:
     cfg = predictor.config
-    model = getattr(predictor, "model", None)
     with open(model_dir / WEIGHTS, "rb") as f:
         digest = hashlib.file_digest(f, "sha256").hexdigest()
     # Names and hashes, never where things are on this server (see public_value).
@@ -61,7 +60,7 @@ def _model_info(predictor, model_dir: Path, limits: Limits) -> ModelInfo:
         model_dir=model_dir.name, weights_sha256=digest, architecture=cfg["architecture"],
         kind=cfg.get("kind"), model_kwargs=public_value(cfg.get("model_kwargs") or {}),
         classes=list(predictor.classes),
-        parameters=sum(p.numel() for p in model.parameters()) if model is not None else None,
+        parameters=cfg.get("parameters"),
         reject_threshold=getattr(predictor, "reject_threshold", None),
         metrics=public_value(cfg.get("metrics")), training=public_value(cfg.get("training")),
         dataset=public_value(cfg.get("dataset")), input=public_value(cfg.get("input")),
