@@ -23,22 +23,27 @@ TRAIN_CONFIG = "train_config.json"  # the run's resolved TrainConfig, until the 
 
 
 def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, state: dict,
-                    gen: torch.Generator) -> None:
+                    rng: list[torch.Tensor]) -> None:
+    """``rng``: per process (rank order), its torch RNG state stacked on its augmentation
+    generator's state. ``state["world_size"]`` says how many processes saved it."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     osd = opt.state_dict()
     for pid, pstate in osd["state"].items():
         for k, v in pstate.items():
             tensors[f"optim.{pid}.{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
-    tensors["rng.torch"] = torch.get_rng_state()
-    tensors["rng.augment"] = gen.get_state()
+    for rank, (torch_state, gen_state) in enumerate(rng):
+        suffix = f".{rank}" if rank else ""  # rank 0's keys are those of a single process
+        tensors[f"rng.torch{suffix}"] = torch_state.contiguous()
+        tensors[f"rng.augment{suffix}"] = gen_state.contiguous()
     meta = {"state": state, "param_groups": osd["param_groups"]}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"digitlab_checkpoint": json.dumps(meta)})
 
 
 def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
-                    gen: torch.Generator) -> dict:
-    """Restore model, optimiser and RNGs from ``path``; returns the loop state."""
+                    gen: torch.Generator, rank: int = 0) -> tuple[dict, bool]:
+    """Restore model, optimiser and this rank's RNGs from ``path``; returns the loop state and
+    whether the RNGs were restored (False: saved by a run with another number of processes)."""
     try:
         with safe_open(str(path), "pt") as f:
             meta = json.loads(f.metadata()["digitlab_checkpoint"])
@@ -52,9 +57,26 @@ def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
             _, pid, name = k.split(".", 2)
             ostate.setdefault(int(pid), {})[name] = v
     opt.load_state_dict({"state": ostate, "param_groups": meta["param_groups"]})
-    torch.set_rng_state(tensors["rng.torch"])
-    gen.set_state(tensors["rng.augment"])
-    return meta["state"]
+    suffix = f".{rank}" if rank else ""
+    exact = f"rng.augment{suffix}" in tensors
+    if exact:
+        torch.set_rng_state(tensors[f"rng.torch{suffix}"])
+        gen.set_state(tensors[f"rng.augment{suffix}"])
+    return meta["state"], exact
+
+
+def describe(out: str | os.PathLike) -> dict | None:
+    """Where the checkpoint in ``out`` stands, from its metadata alone: epoch (finished),
+    epochs, step (global), world_size (processes that saved it); None without one."""
+    path = Path(out) / CHECKPOINT
+    try:
+        with safe_open(str(path), "pt") as f:
+            state = json.loads(f.metadata()["digitlab_checkpoint"])["state"]
+        epochs = json.loads((Path(out) / TRAIN_CONFIG).read_text()).get("epochs")
+    except (SafetensorError, OSError, KeyError, ValueError):
+        return None
+    return {"epoch": state.get("epoch", 0), "epochs": epochs, "step": state.get("global_step", 0),
+            "world_size": state.get("world_size", 1)}
 
 
 def resume_plan(out: str | os.PathLike) -> str:

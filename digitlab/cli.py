@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -51,6 +52,19 @@ def _model_arg(text: str) -> tuple[str, object]:
         return key, json.loads(value)
     except json.JSONDecodeError:
         return key, value
+
+
+def _without_option(argv: list[str], name: str) -> list[str]:
+    """``argv`` without ``name VALUE`` / ``name=VALUE``."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == name:
+            skip = True
+        elif not a.startswith(name + "="):
+            out.append(a)
+    return out
 
 
 def _err(msg: str) -> None:
@@ -130,6 +144,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
     g.add_argument("--no-eval", action="store_true", help="skip the final test-set evaluation and report")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group("many processes (see docs/training.md)")
+    g.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
+                   help="data-parallel training in N processes on this machine (starts "
+                        "torchrun's elastic agent; --batch-size stays the global batch)")
+    g.add_argument("--sync-bn", action="store_true",
+                   help="distributed runs on GPUs: batch-norm statistics over all processes")
     g = p.add_argument_group("smoke runs")
     g.add_argument("--subset", type=_positive_int, help="train on the first N images only")
     g.add_argument("--max-steps", type=_positive_int, help="stop after N optimiser steps")
@@ -145,21 +165,29 @@ def train_config_from_args(args):
         clean_epochs=args.clean_epochs, situations=args.situations, lookalikes=args.lookalikes,
         val_size=args.val_size, seed=args.seed,
         device=args.device, precision=args.precision, subset=args.subset,
-        max_steps=args.max_steps, tta=args.tta)
+        max_steps=args.max_steps, tta=args.tta, sync_bn=args.sync_bn)
 
 
 def cmd_train(args) -> int:
     from tqdm import tqdm
 
-    from .checkpoint import resume_plan
-    from .training import default_out_dir, train
+    from .checkpoint import describe, resume_plan
+    from .training import DISTRIBUTED_OUT, default_out_dir, train
 
     cfg = train_config_from_args(args)
     if args.resume and not args.out:
         raise DigitlabError("--resume needs --out DIR (the interrupted run's directory)")
     resolved = cfg.resolved()  # validate before any work
+    if not args.out and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise DigitlabError(DISTRIBUTED_OUT)
     out = Path(args.out) if args.out else default_out_dir(resolved.model)
-    show = not args.quiet
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from .distributed import launch
+        # every process must write to the same directory: name it once, here
+        argv = _without_option(args.argv, "--nproc")
+        return launch(args.nproc, argv if args.out else [*argv, "--out", str(out)])
+    rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 prints
+    show = not args.quiet and rank == 0
     bar = None
 
     def on_progress(p):
@@ -196,28 +224,42 @@ def cmd_train(args) -> int:
                  f" | val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}% | {row['seconds']:.1f}s")
 
     from .data import load_dataset
-    dataset = None if args.resume else load_dataset(resolved.data, progress=show)
-    if args.resume:
+    from .distributed import restarted
+    # a worker that torchrun replaced after a failure picks up where the run stopped
+    resume = args.resume or (restarted() and resume_plan(out) in ("continue", "restart", "report"))
+    dataset = None if resume else load_dataset(resolved.data, progress=show)
+    if resume:
         note = {"restart": "no checkpoint yet (stopped during epoch 1): training again from the "
                            "start, with the run's own options",
                 "report": "the model was saved before the run stopped: writing its report"}
-        if resume_plan(out) in note:
+        if resume_plan(out) in note and rank == 0:
             _err(f"{out}: {note[resume_plan(out)]}")
-    if show and not args.resume:
+        where = describe(out)
+        if where and rank == 0:
+            world = int(os.environ.get("WORLD_SIZE", "1"))
+            _err(f"resuming {out} at epoch {where['epoch'] + 1}/{where['epochs']}, step "
+                 f"{where['step']}" + ("" if where["world_size"] == world else
+                                       f" (saved by {where['world_size']} processes, continued "
+                                       f"by {world}: same data order, new augmentation draws)"))
+    if show and not resume:
         _err(f"training {resolved.model} on {dataset.name}: {resolved.epochs} epochs, "
              f"batch {resolved.batch_size}, {resolved.optimizer} lr {resolved.lr} {resolved.schedule}, "
              f"augment {resolved.augment}"
              + (f" (the last {resolved.clean_epochs} epochs without)" if resolved.clean_epochs else "")
              + f" -> {out}")
     try:
-        summary = train(cfg, out=out, dataset=dataset, resume=args.resume, force=args.force,
+        summary = train(cfg, out=out, dataset=dataset, resume=resume, force=args.force,
                         on_progress=on_progress, on_epoch=on_epoch, on_note=on_note,
                         evaluate_test=not args.no_eval)
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
-        _err(f"\ninterrupted: checkpoint saved; continue with: digitlab train --resume --out {out}")
+        if rank == 0:
+            _err(f"\ninterrupted: checkpoint saved; continue with: digitlab train --resume "
+                 f"--out {out}")
         return 130
+    if rank != 0:
+        return 0
     print(f"trained {resolved.model} in {summary['train_seconds']:.1f}s -> {summary['out']}")
     if "test" in summary:
         t = summary["test"]
@@ -464,7 +506,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # `train --nproc` hands the same command to each process
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -81,6 +81,8 @@ class TrainConfig:
                                         # (and render no more situations or look-alikes)
     max_steps: int | None = None        # smoke runs: stop after N optimiser steps
     tta: bool = False                   # test-time augmentation (shifts) when evaluating
+    sync_bn: bool = False               # distributed runs on GPUs: batch-norm statistics over
+                                        # all processes' batches (SyncBatchNorm)
 
     def resolved(self) -> "TrainConfig":
         """Fill unset fields from the preset, then the model's defaults; validate everything."""

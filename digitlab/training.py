@@ -5,6 +5,11 @@
 evaluates it. Data stays in memory as uint8 tensors; each batch is converted, augmented and
 normalised as a whole (no per-sample Python in the hot loop). A checkpoint is written after
 every epoch and on Ctrl-C (``checkpoint.py``), and ``--resume`` continues from it exactly.
+
+The same loop runs data-parallel under ``torchrun`` (``distributed.py``): every process takes
+its own slice of each global batch (``batch_size`` stays the global batch, so a recipe means the
+same at any scale), DistributedDataParallel averages the gradients, epoch and validation
+metrics are summed over the processes, and only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -28,12 +33,16 @@ from .augment import add_outliers, augment_batch, outlier_loss
 from .checkpoint import CHECKPOINT, TRAIN_CONFIG, load_checkpoint, resume_plan, save_checkpoint
 from .config import TrainConfig
 from .data import Dataset, load_dataset, split_train_val
-from .errors import DigitlabError
+from .distributed import Dist, restarted
+from .errors import ConfigError, DigitlabError
 from .evaluation import evaluate_dir
 from .io import require_empty_dir, write_json
 from .models import create_model, get_spec
 from .nets import Normalize, count_parameters
 from .runtime import bf16_enabled, is_conv, predict_logits, resolve_device, to_input
+
+DISTRIBUTED_OUT = ("a distributed run needs --out DIR: every process must write to the same "
+                   "model directory")
 
 # ---------------------------------------------------------------------------------------------
 # Optimiser and schedule
@@ -91,8 +100,10 @@ class Run:
     cfg: TrainConfig
     out: Path
     dataset: Dataset
+    dist: Dist                          # this process's rank among world_size (1: alone)
     device: torch.device
-    model: nn.Module
+    model: nn.Module                    # what the steps call (DistributedDataParallel(net) or net)
+    net: nn.Module                      # the model itself: validated and saved
     opt: torch.optim.Optimizer
     gen: torch.Generator                # augmentation and outlier draws
     xtr: torch.Tensor                   # training images (uint8, on the device) and labels
@@ -100,7 +111,8 @@ class Run:
     xva: torch.Tensor                   # validation split (uint8, CPU)
     yva: torch.Tensor
     hard: torch.Tensor | None           # look-alike negatives for outlier exposure (uint8)
-    batch: int                          # images per step
+    batch: int                          # images per step, all processes together
+    local_batch: int                    # this process's share of it
     steps_per_epoch: int
     total: int                          # optimiser steps in the whole run
     conv: bool                          # channels-last batches
@@ -164,9 +176,11 @@ def default_out_dir(model: str) -> Path:
 
 
 def setup(cfg: TrainConfig, out: Path, dataset: Dataset | None, resume: bool,
-          on_note: Callable[[str, int], Callable[[int], None]] | None = None) -> Run:
-    """Split the data, build model and optimiser; restore the checkpoint when ``resume``."""
-    device = resolve_device(cfg.device)
+          on_note: Callable[[str, int], Callable[[int], None]] | None = None,
+          dist: Dist = Dist()) -> Run:
+    """Split the data, build model and optimiser; restore the checkpoint when ``resume``.
+    Every process splits and initialises alike (same seed); each augments with its own."""
+    device = resolve_device(dist.device(cfg.device))
     torch.manual_seed(cfg.seed)
     ds = dataset if dataset is not None else load_dataset(cfg.data)
     if ds.train_images is None or len(ds.train_images) == 0:
@@ -178,25 +192,44 @@ def setup(cfg: TrainConfig, out: Path, dataset: Dataset | None, resume: bool,
     xtr, ytr, xva, yva = split_train_val(xall, yall, val_size, cfg.seed)
     xtr, ytr, hard = _through_preprocessing(xtr, ytr, cfg, on_note)
 
-    model = create_model(cfg.model, num_classes=ds.num_classes, **cfg.model_kwargs).to(device)
-    conv = is_conv(model)
+    net = create_model(cfg.model, num_classes=ds.num_classes, **cfg.model_kwargs).to(device)
+    conv = is_conv(net)
     if conv:
-        model = model.to(memory_format=torch.channels_last)
+        net = net.to(memory_format=torch.channels_last)
     batch = min(cfg.batch_size, len(xtr))
+    if batch % dist.world_size:
+        raise ConfigError(f"batch size {batch} does not split evenly over {dist.world_size} "
+                          f"processes; choose a multiple of {dist.world_size}")
     steps_per_epoch = len(xtr) // batch
     total = steps_per_epoch * cfg.epochs
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
-    run = Run(cfg=cfg, out=out, dataset=ds, device=device, model=model,
-              opt=make_optimizer(model, cfg), gen=torch.Generator().manual_seed(cfg.seed + 1),
+    model = net
+    if dist.active:
+        if cfg.sync_bn:
+            if device.type != "cuda":
+                raise ConfigError("--sync-bn needs GPUs: PyTorch's SyncBatchNorm runs on CUDA "
+                                  "only (on CPUs each process keeps its own batch statistics)")
+            net = model = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        from torch.nn.parallel import DistributedDataParallel
+        model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda"
+                                        else None)
+    # rank 0 augments with the generator a single process would use
+    gen = torch.Generator().manual_seed(cfg.seed + 1 + 7919 * dist.rank)
+    run = Run(cfg=cfg, out=out, dataset=ds, dist=dist, device=device, model=model, net=net,
+              opt=make_optimizer(net, cfg), gen=gen,
               # data lives on the device for the whole run (MNIST is 47 MB as uint8)
               xtr=xtr.to(device), ytr=ytr.to(device), xva=xva, yva=yva, hard=hard, batch=batch,
-              steps_per_epoch=steps_per_epoch, total=total, conv=conv,
-              bf16=bf16_enabled(cfg.precision, device, conv))
-    out.mkdir(parents=True, exist_ok=True)
+              local_batch=batch // dist.world_size, steps_per_epoch=steps_per_epoch, total=total,
+              conv=conv, bf16=bf16_enabled(cfg.precision, device, conv))
+    if dist.main:
+        out.mkdir(parents=True, exist_ok=True)
     if resume:
-        run.restore(load_checkpoint(out / CHECKPOINT, model, run.opt, run.gen))
-    else:
+        state, exact = load_checkpoint(out / CHECKPOINT, net, run.opt, run.gen, dist.rank)
+        run.restore(state)
+        if not exact:  # saved by another number of processes: fresh augmentation streams
+            run.gen.manual_seed(cfg.seed + 1 + 7919 * dist.rank + 104_729 * run.epoch)
+    elif dist.main:
         write_json(out / TRAIN_CONFIG, asdict(cfg))
     return run
 
@@ -207,6 +240,7 @@ def train_epoch(run: Run, t_start: float,
     returns the epoch's history row."""
     cfg, model, opt, device = run.cfg, run.model, run.opt, run.device
     model.train()
+    lo = run.dist.rank * run.local_batch  # this process's slice of every global batch
     order = _epoch_order(len(run.xtr), cfg.seed, run.epoch)
     # running sums stay on the device: one sync per progress report, not per step
     loss_sum = torch.tensor(run.loss_sum, device=device)
@@ -220,7 +254,7 @@ def train_epoch(run: Run, t_start: float,
             lr = lr_at(run.global_step, run.total, cfg)
             for g in opt.param_groups:
                 g["lr"] = lr
-            idx = order[i * run.batch:(i + 1) * run.batch].to(device)
+            idx = order[i * run.batch + lo:i * run.batch + lo + run.local_batch].to(device)
             x = augment_batch(to_input(run.xtr[idx], device, False), level, run.gen)
             junk, n_junk = None, 0
             if level == "robust":
@@ -240,15 +274,16 @@ def train_epoch(run: Run, t_start: float,
             hit = logits.argmax(1) == y
             correct += (hit & ~junk).sum() if junk is not None else hit.sum()
             run.seen += len(y) - n_junk  # train accuracy counts digits only
-            if on_progress and (i % 10 == 9 or i == run.steps_per_epoch - 1):
+            if on_progress and run.dist.main and (i % 10 == 9 or i == run.steps_per_epoch - 1):
                 on_progress(Progress(run.epoch + 1, cfg.epochs, i + 1, run.steps_per_epoch,
                                      loss_sum.item() / run.seen, correct.item() / run.seen))
     finally:  # also on Ctrl-C: the checkpoint then holds the epoch's sums so far
         run.loss_sum, run.correct = loss_sum.item(), correct.item()
         run.train_seconds = time.perf_counter() - t_start
+    loss_sum, correct, seen = run.dist.all_sum(run.loss_sum, run.correct, run.seen)
     val_loss, val_acc = _val_metrics(run)
-    row = {"epoch": run.epoch + 1, "train_loss": run.loss_sum / max(1, run.seen),
-           "train_acc": run.correct / max(1, run.seen), "val_loss": val_loss, "val_acc": val_acc,
+    row = {"epoch": run.epoch + 1, "train_loss": loss_sum / max(1, seen),
+           "train_acc": correct / max(1, seen), "val_loss": val_loss, "val_acc": val_acc,
            "lr": lr_at(max(0, run.global_step - 1), run.total, cfg),
            "seconds": round(time.perf_counter() - t_start, 3)}
     run.history.append(row)
@@ -259,17 +294,21 @@ def train_epoch(run: Run, t_start: float,
 
 
 def _val_metrics(run: Run) -> tuple[float, float]:
+    """Validation loss and accuracy; each process scores every world_size-th image."""
     if len(run.xva) == 0:
         return float("nan"), float("nan")
-    run.model.eval()
-    logits = predict_logits(run.model, run.xva, precision=run.cfg.precision)
-    return F.cross_entropy(logits, run.yva).item(), (logits.argmax(1) == run.yva).float().mean().item()
+    run.net.eval()
+    x, y = run.xva[run.dist.rank::run.dist.world_size], run.yva[run.dist.rank::run.dist.world_size]
+    logits = predict_logits(run.net, x, precision=run.cfg.precision)
+    loss, hits, n = run.dist.all_sum(F.cross_entropy(logits, y, reduction="sum").item(),
+                                     (logits.argmax(1) == y).sum().item(), len(y))
+    return loss / n, hits / n
 
 
 def finish(run: Run, evaluate_test: bool) -> dict:
     """Save the model directory (weights + self-describing config), drop the checkpoint, and
     evaluate on the test split; returns the run's summary."""
-    cfg, model, ds = run.cfg, run.model, run.dataset
+    cfg, model, ds = run.cfg, run.net, run.dataset
     model.eval()
     norm = next(m for m in model.modules() if isinstance(m, Normalize))
     model_kwargs = {**cfg.model_kwargs, "mean": norm.mean, "std": norm.std}
@@ -279,7 +318,8 @@ def finish(run: Run, evaluate_test: bool) -> dict:
         description=get_spec(cfg.model).description,
         parameters=count_parameters(model),
         training={**asdict(cfg), "train_seconds": round(run.train_seconds, 2),
-                  "steps": run.global_step,
+                  "steps": run.global_step, "world_size": run.dist.world_size,
+                  "backend": run.dist.backend,
                   "machine": f"{platform.machine()} {os.cpu_count()} cores, "
                              f"{torch.get_num_threads()} threads, {run.device.type}"},
         dataset={"name": ds.name, "checksum": ds.checksum, "train_images": len(run.xtr),
@@ -288,11 +328,15 @@ def finish(run: Run, evaluate_test: bool) -> dict:
         metrics={"val_accuracy": history[-1]["val_acc"] if history else None,
                  "val_loss": history[-1]["val_loss"] if history else None},
     )
+    summary = {"out": str(run.out), "history": history, "train_seconds": run.train_seconds,
+               "config": asdict(cfg), "world_size": run.dist.world_size}
+    if not run.dist.main:  # rank 0 writes and evaluates; the others wait for it and stop
+        run.dist.barrier()
+        return summary
     save_model_dir(run.out, model.to(memory_format=torch.contiguous_format), config)
     (run.out / CHECKPOINT).unlink(missing_ok=True)
     (run.out / TRAIN_CONFIG).unlink(missing_ok=True)
-    summary = {"out": str(run.out), "history": history, "train_seconds": run.train_seconds,
-               "config": asdict(cfg)}
+    run.dist.barrier()
     if evaluate_test and ds.test_images is not None:
         summary["test"] = evaluate_dir(run.out, ds, tta=cfg.tta, device=str(run.device))["test"]
     return summary
@@ -329,9 +373,16 @@ def train(cfg: TrainConfig | None = None, *, out: str | os.PathLike | None = Non
     finishes any other interrupted run (``resume_plan``). ``on_note(what, total)`` announces
     slow set-up work and returns a callback that is told how many of ``total`` items are done
     (the CLI shows a progress bar).
+
+    Under torchrun (WORLD_SIZE > 1) every process calls this with the same arguments; a
+    worker that torchrun restarted after a failure resumes the run in ``out``.
     """
     cfg = (cfg or TrainConfig()).resolved()
+    if out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(DISTRIBUTED_OUT)
+    dist = Dist.from_env(cfg.device)
     out = Path(out) if out is not None else default_out_dir(cfg.model)
+    resume = resume or (restarted() and resume_plan(out) in ("continue", "restart", "report"))
     if resume:
         plan = resume_plan(out)
         if plan in ("report", "finished"):
@@ -343,17 +394,31 @@ def train(cfg: TrainConfig | None = None, *, out: str | os.PathLike | None = Non
     else:
         require_empty_dir(out, force, "use --resume to finish it" if resume_plan(out) in (
             "continue", "restart", "report") else "use --force to overwrite")
+    dist.barrier()  # every process has looked at `out` before rank 0 writes into it
 
-    run = setup(cfg, out, dataset, resume, on_note)
+    run = setup(cfg, out, dataset, resume, on_note, dist)
     t_start = time.perf_counter() - run.train_seconds
     try:
         while run.epoch < cfg.epochs and run.global_step < run.total:
             row = train_epoch(run, t_start, on_progress)
             if run.epoch < cfg.epochs and run.global_step < run.total:
-                save_checkpoint(out / CHECKPOINT, run.model, run.opt, run.state(), run.gen)
-            if on_epoch:
+                _checkpoint(run, gather=True)
+            if on_epoch and dist.main:
                 on_epoch(row)
     except KeyboardInterrupt:
-        save_checkpoint(out / CHECKPOINT, run.model, run.opt, run.state(), run.gen)
+        # the other processes may be gone already: save without talking to them
+        _checkpoint(run, gather=False)
         raise
     return finish(run, evaluate_test)
+
+
+def _checkpoint(run: Run, gather: bool) -> None:
+    """Rank 0 saves the run; with ``gather`` it includes every process's random state, so that
+    a resumed run with as many processes continues exactly."""
+    rng = torch.stack([torch.get_rng_state(), run.gen.get_state()])
+    states = run.dist.gather(rng) if gather else [rng]
+    if run.dist.main:
+        save_checkpoint(run.out / CHECKPOINT, run.net, run.opt,
+                        {**run.state(), "world_size": run.dist.world_size}, states)
+    if gather:
+        run.dist.barrier()
