@@ -7,6 +7,7 @@ from safetensors.torch import load_file
 
 from digitlab.artifacts import load_model
 from digitlab.errors import ConfigError, DigitlabError
+from digitlab.models import get_spec
 from digitlab.training import (CHECKPOINT, OUTLIER_WEIGHT, TrainConfig, _affine_grid, add_outliers,
                                augment_batch, lr_at, outlier_images, outlier_loss, predict_logits,
                                train)
@@ -102,7 +103,10 @@ def test_invalid_config_is_refused(bad, msg):
 
 def test_defaults_come_from_the_model_and_flags_win():
     cfg = TrainConfig(model="mlp100").resolved()
-    assert cfg.optimizer == "adam" and cfg.epochs >= 1
+    # the model's registered recipe (mlp100: 3 epochs at lr 0.005), not the generic 5 at 0.001
+    own = get_spec("mlp100").defaults
+    assert {k: getattr(cfg, k) for k in own} == own
+    assert TrainConfig(model="cnn").resolved().optimizer == "sgd"
     assert TrainConfig(model="mlp100", epochs=7).resolved().epochs == 7
     with pytest.raises(ConfigError, match="unknown training options"):
         TrainConfig.from_dict({"epochz": 3})
