@@ -8,7 +8,7 @@ models trained with seed 0, or on other data, are fairly compared), re-rendered 
 
     python benchmarks/compare_models.py shipped runs/a runs/b [--n 1000]
 
-This compared `best --augment robust` with the shipped model (README, "Records"); it takes
+This compared `best --augment robust` with the shipped model (docs/records.md); it takes
 about two minutes per model on one thread. Validation digits come from the training writers, so
 confirm a choice on the test-digit benchmark (`realworld.py --model-dir DIR`) once.
 """

@@ -310,6 +310,25 @@ def cmd_ensemble(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# compare
+
+
+def cmd_compare(args) -> int:
+    from . import compare
+    runs = compare.load_runs(args.model_dirs)
+    written = compare.write(runs, args.out) if args.out else {}
+    if args.json:
+        print(json.dumps(compare.to_json(runs), indent=2))
+    else:
+        print(compare.to_text(runs))
+    for path in written.values():
+        _err(f"wrote {path}")
+    if args.out and "figure" not in written:
+        _err("no validation curves: none of these runs has a per-epoch history")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # download
 
 
@@ -457,6 +476,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation")
     s.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
     s.set_defaults(func=cmd_ensemble)
+
+    s = sub.add_parser("compare", help="put trained model directories side by side",
+                       description="One table (model, parameters, epochs, training time, test "
+                                   "accuracy and loss, per-class F1) from each directory's "
+                                   "config.json and metrics.json, and with --out a figure of "
+                                   "the runs' validation curves.")
+    s.add_argument("model_dirs", nargs="+", metavar="DIR", help="model directories with test "
+                   "metrics (written by `digitlab train` or `digitlab evaluate`)")
+    s.add_argument("--out", metavar="DIR", help="also write comparison.md, comparison.json and "
+                                                "validation_curves.png to DIR")
+    s.add_argument("--json", action="store_true", help="print JSON, one object per run")
+    s.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("predict", help="read the digit (or number) in your images",
                        description="Read digits in photos, scans and drawings: any size, colour "

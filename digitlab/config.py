@@ -41,7 +41,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "robust": dict(model="cnn", epochs=15, batch_size=256, lr=0.1, augment="robust",
                    situations=24000, lookalikes=10000),
 }
-# One line each for `digitlab train --help` (figures: README, Records; 2 CPU cores).
+# One line each for `digitlab train --help` (figures: docs/records.md; 2 CPU cores).
 PRESET_HELP: dict[str, str] = {
     "fast": "99.1% in about 7 s of training",
     "fast-99.5": "99.54% with --tta (99.45% without) in about 40 s",

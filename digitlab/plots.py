@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .io import atomic_path  # noqa: E402
 
@@ -70,6 +71,26 @@ def training_curves(history: list[dict], path: Path) -> Path:
         a.grid(alpha=0.3)
         if len(ep) < 15:
             a.set_xticks(ep)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def validation_curves(histories: dict[str, list[dict]], path: Path) -> Path:
+    """Validation loss and accuracy per epoch, one line per run (``digitlab compare``)."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, history in histories.items():
+        ep = [h["epoch"] for h in history]
+        a1.plot(ep, [h["val_loss"] for h in history], "o-", label=name)
+        a2.plot(ep, [100 * h["val_acc"] for h in history], "o-", label=name)
+    a1.set_ylabel("cross-entropy loss")
+    a1.set_title("Validation loss")
+    a2.set_ylabel("accuracy (%)")
+    a2.set_title("Validation accuracy")
+    for a in (a1, a2):
+        a.set_xlabel("epoch")
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
 

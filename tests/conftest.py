@@ -1,9 +1,11 @@
 """Shared fixtures and helpers: the bundled MNIST (loaded once), a small trained model directory,
-a free port and a uvicorn server in a thread."""
+the one renderer of a digit on paper and the one image encoder, hostile files, a free port and a
+uvicorn server in a thread."""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import socket
@@ -16,6 +18,7 @@ import numpy as np
 import pytest
 
 from hypothesis import HealthCheck, settings
+from PIL import Image
 
 from digitlab.data import load_dataset, write_idx
 from digitlab.config import TrainConfig
@@ -45,6 +48,31 @@ def small_model_dir(tmp_path_factory, mnist):
     train(TrainConfig(model="mlp100", epochs=1, subset=10_000, seed=0), out=out, dataset=mnist,
           evaluate_test=False)
     return out
+
+
+def on_paper(d28: np.ndarray, size: int | tuple[int, int] = 240, paper=(255, 255, 255),
+             pen=(0, 0, 0), frac: float = 0.6, offset=(0, 0), *, digit_px: int | None = None,
+             at: tuple[int, int] | None = None) -> Image.Image:
+    """An MNIST digit (bright on dark) drawn in ``pen`` on ``paper`` (RGB), the way a user's image
+    looks. ``size`` is the canvas's side or (width, height); the digit is upscaled smoothly to
+    ``digit_px`` pixels (default: ``frac`` of the shorter side) and centred then moved by
+    ``offset``, or placed with its top-left corner ``at``."""
+    w, h = (size, size) if isinstance(size, int) else size
+    side = digit_px or int(min(w, h) * frac)
+    big = Image.fromarray(d28).resize((side, side), Image.Resampling.BICUBIC)
+    m = np.asarray(big, np.float32)[:, :, None] / 255.0
+    canvas = np.ones((h, w, 3), np.float32) * np.asarray(paper, np.float32)
+    x, y = at or ((w - side) // 2 + offset[0], (h - side) // 2 + offset[1])
+    region = canvas[y:y + side, x:x + side]
+    canvas[y:y + side, x:x + side] = region * (1 - m) + np.asarray(pen, np.float32) * m
+    return Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
+
+
+def encode(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    """The bytes of ``img`` saved as ``fmt`` (Pillow's save options in ``kw``)."""
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
 
 
 def make_idx_dir(path, n_train=60, n_test=20, n_classes=10, seed=0, gz=True):

@@ -14,7 +14,6 @@ with the reason otherwise. Uses the shipped model unless ``DIGITLAB_TEST_MODEL_D
 from __future__ import annotations
 
 import base64
-import io
 import os
 import shutil
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from conftest import free_port, server_in_thread
+from conftest import encode, free_port, server_in_thread
 
 pytestmark = pytest.mark.browser
 
@@ -128,9 +127,7 @@ def paper_photo(strokes, size=(480, 360), box=(150, 50, 410, 310), seed=0) -> by
         draw.line(pts if len(pts) > 1 else pts * 2, fill=(40, 42, 60), width=pen, joint="curve")
         for px, py in (pts[0], pts[-1]):
             draw.ellipse([px - pen / 2, py - pen / 2, px + pen / 2, py + pen / 2], fill=(40, 42, 60))
-    buf = io.BytesIO()
-    img.filter(ImageFilter.GaussianBlur(1.2)).save(buf, format="JPEG", quality=85)
-    return buf.getvalue()
+    return encode(img.filter(ImageFilter.GaussianBlur(1.2)), "JPEG", quality=85)
 
 
 # ---- server and browser ------------------------------------------------------------------------

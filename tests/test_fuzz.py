@@ -22,6 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
+from conftest import encode
 from digitlab import safejson
 from digitlab.errors import ImageError
 from digitlab.preprocess import preprocess
@@ -46,13 +47,9 @@ def seeds() -> dict[str, bytes]:
     a = np.asarray(img).copy()
     a[10:38, 22:27] = 0
     img = Image.fromarray(a)
-    out = {}
-    for fmt, kw in (("PNG", {}), ("JPEG", {"quality": 80}), ("BMP", {}), ("TIFF", {}),
-                    ("GIF", {"save_all": True, "append_images": [img.rotate(20), img.rotate(40)]})):
-        buf = io.BytesIO()
-        img.save(buf, fmt, **kw)
-        out[fmt] = buf.getvalue()
-    return out
+    return {fmt: encode(img, fmt, **kw) for fmt, kw in (
+        ("PNG", {}), ("JPEG", {"quality": 80}), ("BMP", {}), ("TIFF", {}),
+        ("GIF", {"save_all": True, "append_images": [img.rotate(20), img.rotate(40)]}))}
 
 
 SEEDS = seeds()
@@ -213,10 +210,8 @@ def tiff_with_a_broken_second_page() -> bytes:
     """Two pages; the second's ImageWidth tag renamed to an unknown one (what the long fuzzing
     run found: Pillow's ``n_frames`` then raises TypeError("Missing dimensions"))."""
     import struct
-    buf = io.BytesIO()
-    Image.new("L", (8, 8), 255).save(buf, "TIFF", save_all=True,
-                                     append_images=[Image.new("L", (8, 8), 0)])
-    data = bytearray(buf.getvalue())
+    data = bytearray(encode(Image.new("L", (8, 8), 255), "TIFF", save_all=True,
+                            append_images=[Image.new("L", (8, 8), 0)]))
     first = struct.unpack("<I", data[4:8])[0]
     n = struct.unpack("<H", data[first:first + 2])[0]
     second = struct.unpack("<I", data[first + 2 + 12 * n:first + 6 + 12 * n])[0]

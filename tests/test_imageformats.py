@@ -9,21 +9,15 @@ import time
 import pytest
 from PIL import Image
 
-from conftest import fragmented_gif, hostile_text_png, many_frame_gif
+from conftest import encode, fragmented_gif, hostile_text_png, many_frame_gif
 from digitlab.errors import ImageError, ImageLimitError
 from digitlab.imageformats import (GIF_BLOCKS, MAX_FRAMES, READ_FORMATS, check_regular_file,
                                    count_frames, open_image)
 
 
-def encoded(img: Image.Image, fmt: str, **kw) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **kw)
-    return buf.getvalue()
-
-
 @pytest.mark.parametrize("fmt", READ_FORMATS)
 def test_every_read_format_opens(fmt):
-    data = encoded(Image.new("RGB", (12, 9), "white"), fmt)
+    data = encode(Image.new("RGB", (12, 9), "white"), fmt)
     with open_image(io.BytesIO(data), "x") as im:
         assert im.size == (12, 9) and im.format in (fmt, "MPO")
         im.load()
@@ -31,7 +25,7 @@ def test_every_read_format_opens(fmt):
 
 @pytest.mark.parametrize("fmt", ["EPS", "ICO", "TGA", "PCX", "PPM", "SGI", "IM"])
 def test_other_formats_pillow_reads_are_refused(fmt):
-    data = encoded(Image.new("RGB", (16, 16), "white"), fmt)
+    data = encode(Image.new("RGB", (16, 16), "white"), fmt)
     Image.open(io.BytesIO(data)).close()  # Pillow itself would open it
     with pytest.raises(ImageError, match="not a PNG, JPEG, GIF, BMP, TIFF or WebP image"):
         open_image(io.BytesIO(data), "x")
@@ -43,7 +37,7 @@ def test_eps_never_reaches_ghostscript(monkeypatch):
     calls = []
     monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *a, **k: calls.append(a))
     monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "load", lambda *a, **k: calls.append(a))
-    eps = encoded(Image.new("L", (16, 16), 255), "EPS")
+    eps = encode(Image.new("L", (16, 16), 255), "EPS")
     with pytest.raises(ImageError):
         open_image(io.BytesIO(eps))
     assert calls == []
@@ -72,7 +66,7 @@ def test_frame_counts_agree_with_pillow(frames):
                                        ("PNG", {}), ("WEBP", {})])
 def test_animated_formats_count_their_frames(fmt, extra):
     pages = [Image.new("L", (8, 8), 40 * i) for i in range(5)]
-    data = encoded(pages[0], fmt, save_all=True, append_images=pages[1:], **extra)
+    data = encode(pages[0], fmt, save_all=True, append_images=pages[1:], **extra)
     with open_image(io.BytesIO(data)) as im:
         assert count_frames(im, io.BytesIO(data), 100) == Image.open(io.BytesIO(data)).n_frames
         assert count_frames(im, io.BytesIO(data), 2) > 2  # GIF, TIFF: stop at 3
@@ -81,7 +75,7 @@ def test_animated_formats_count_their_frames(fmt, extra):
 
 def test_tiff_with_more_pages_than_the_limit_is_refused():
     pages = [Image.new("L", (1, 1))] * (MAX_FRAMES + 1)
-    data = encoded(pages[0], "TIFF", save_all=True, append_images=pages[1:])
+    data = encode(pages[0], "TIFF", save_all=True, append_images=pages[1:])
     with pytest.raises(ImageLimitError, match="frames"):
         open_image(io.BytesIO(data))
 
@@ -97,7 +91,7 @@ def test_gif_split_into_tiny_blocks_is_refused_without_walking_them_all():
 
 
 def test_pixel_limit_is_the_callers_and_pillows_own_is_not_named():
-    data = encoded(Image.new("L", (300, 200)), "PNG")
+    data = encode(Image.new("L", (300, 200)), "PNG")
     with pytest.raises(ImageLimitError, match="300x200 = 60000 pixels; the limit is 50000"):
         open_image(io.BytesIO(data), max_pixels=50_000)
     with open_image(io.BytesIO(data), max_pixels=60_000):
@@ -115,7 +109,7 @@ def test_hostile_png_text_chunk_gives_a_message_without_pillow_internals():
 
 def test_check_regular_file(tmp_path):
     good = tmp_path / "a.png"
-    good.write_bytes(encoded(Image.new("L", (4, 4)), "PNG"))
+    good.write_bytes(encode(Image.new("L", (4, 4)), "PNG"))
     assert check_regular_file(good).st_size > 0
     fifo = tmp_path / "pipe.png"
     os.mkfifo(fifo)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from conftest import encode, on_paper
 from digitlab.artifacts import default_model_dir
 from digitlab.cli import main
 from digitlab.errors import ConfigError
@@ -38,27 +39,13 @@ def samples(mnist):
     return mnist.test_images[:100].numpy(), mnist.test_labels[:100].numpy()
 
 
-def ink_on_paper(d28: np.ndarray, size: int = 200, paper=(250, 248, 235), pen=(20, 30, 110)
-                 ) -> Image.Image:
-    """An MNIST digit re-rendered as a pen drawing on paper, slightly off-centre."""
-    h = int(size * 0.6)
-    m = np.asarray(Image.fromarray(d28).resize((h, h), Image.Resampling.BICUBIC),
-                   np.float32)[:, :, None] / 255.0
-    c = np.ones((size, size, 3), np.float32) * np.asarray(paper, np.float32)
-    y, x = size // 6, size // 4
-    c[y:y + h, x:x + h] = c[y:y + h, x:x + h] * (1 - m) + np.asarray(pen, np.float32) * m
-    return Image.fromarray(c.astype(np.uint8))
-
-
-def png_bytes(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
+def ink_on_paper(d28: np.ndarray, size: int = 200) -> Image.Image:
+    """An MNIST digit re-rendered as a blue pen drawing on cream paper, slightly off-centre."""
+    return on_paper(d28, size, paper=(250, 248, 235), pen=(20, 30, 110), at=(size // 4, size // 6))
 
 
 def number_strip(ds: list[np.ndarray], h: int = 80, gap: int = 30) -> Image.Image:
-    tiles = [np.asarray(ink_on_paper(d, size=h, paper=(255, 255, 255), pen=(0, 0, 0)).convert("L"))
-             for d in ds]
+    tiles = [np.asarray(on_paper(d, h, at=(h // 4, h // 6)).convert("L")) for d in ds]
     spacer = np.full((h, gap), 255, np.uint8)
     row = np.concatenate([spacer] + [t for tile in tiles for t in (tile, spacer)], axis=1)
     return Image.fromarray(np.pad(row, ((30, 30), (0, 0)), constant_values=255))
@@ -86,7 +73,7 @@ def test_every_input_type(predictor, samples, tmp_path):
     img = ink_on_paper(x[0])
     path = tmp_path / "seven.png"
     img.save(path)
-    inputs = [str(path), path, png_bytes(img), img, np.asarray(img), np.asarray(img.convert("L")),
+    inputs = [str(path), path, encode(img), img, np.asarray(img), np.asarray(img.convert("L")),
               x[0]]
     preds = predictor.predict(inputs)
     assert len(preds) == len(inputs)
@@ -138,7 +125,7 @@ def test_bad_files_get_their_own_error(predictor, samples, tmp_path):
     x, y = samples
     good = tmp_path / "good.png"
     ink_on_paper(x[2]).save(good)
-    data = png_bytes(ink_on_paper(x[3]))
+    data = encode(ink_on_paper(x[3]))
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "notes.png").write_text("not an image at all")
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])

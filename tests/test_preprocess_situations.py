@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from conftest import on_paper
 from digitlab.preprocess import PARAMS, Params, preprocess, segment_digits
 
 
@@ -23,16 +24,10 @@ def corr(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a.astype(np.float64).ravel(), b.astype(np.float64).ravel())[0, 1])
 
 
-def scene(d28: np.ndarray, size: tuple[int, int], digit_h: int, at: tuple[int, int],
-          pen=(20, 20, 20), paper=(250, 250, 246)) -> Image.Image:
+def scene(d28: np.ndarray, size: tuple[int, int], digit_h: int, at: tuple[int, int]
+          ) -> Image.Image:
     """A digit as dark ink, ``digit_h`` px tall with its top-left at ``at``, on plain paper."""
-    big = Image.fromarray(d28).resize((digit_h, digit_h), Image.Resampling.BICUBIC)
-    m = np.asarray(big, np.float32)[:, :, None] / 255.0
-    c = np.ones((size[1], size[0], 3), np.float32) * np.asarray(paper, np.float32)
-    x, y = at
-    c[y:y + digit_h, x:x + digit_h] = c[y:y + digit_h, x:x + digit_h] * (1 - m) + \
-        np.asarray(pen, np.float32) * m
-    return Image.fromarray(np.clip(c, 0, 255).astype(np.uint8))
+    return on_paper(d28, size, paper=(250, 250, 246), pen=(20, 20, 20), digit_px=digit_h, at=at)
 
 
 def with_lines(img: Image.Image, draw) -> Image.Image:

@@ -19,24 +19,13 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import free_port, hostile_text_png, many_frame_gif
+from conftest import encode, free_port, hostile_text_png, many_frame_gif, on_paper
 from digitlab import cli
 from digitlab.predict import Predictor
 from digitlab.server import Limits, Settings, create_app
 
 SMALL_LIMITS = Limits(max_upload_bytes=20_000, max_batch_bytes=60_000, max_pixels=250_000,
                       max_batch=4)
-
-
-def png_bytes(img: Image.Image, fmt: str = "PNG") -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format=fmt)
-    return buf.getvalue()
-
-
-def paper_digit(img28: np.ndarray, size: int = 100) -> Image.Image:
-    """An MNIST digit as dark ink on white paper, the way a user's image looks."""
-    return Image.fromarray(255 - img28).resize((size, size), Image.BILINEAR).convert("RGB")
 
 
 def png_header(width: int, height: int) -> bytes:
@@ -55,7 +44,7 @@ def data_url(data: bytes, kind: str = "image/png") -> str:
 @pytest.fixture(scope="module")
 def digits(mnist):
     """Three MNIST test digits as 100x100 PNGs of ink on paper, with their labels."""
-    return [(png_bytes(paper_digit(mnist.test_images[i].numpy())), int(mnist.test_labels[i]))
+    return [(encode(on_paper(mnist.test_images[i].numpy(), 100, frac=1.0)), int(mnist.test_labels[i]))
             for i in range(3)]
 
 
@@ -155,7 +144,7 @@ def hops(monkeypatch):
 def test_small_images_run_on_the_event_loop_photos_in_a_thread(client, digits, mnist, hops):
     small = client.post("/api/predict", content=digits[0][0], headers={"content-type": "image/png"})
     assert small.status_code == 200 and hops == []
-    photo = png_bytes(paper_digit(mnist.test_images[0].numpy(), size=600))  # 360,000 px
+    photo = encode(on_paper(mnist.test_images[0].numpy(), 600, frac=1.0))  # 360,000 px
     big = client.post("/api/predict", content=photo, headers={"content-type": "image/png"})
     assert big.status_code == 200 and len(hops) == 1
     # the same answer either way
@@ -179,7 +168,7 @@ def test_predict_input_forms_agree(client, digits, form):
     elif form == "multipart-octet":  # what many HTTP clients send for a file part
         r = client.post("/api/predict", files={"file": ("x", data, "application/octet-stream")})
     else:
-        jpeg = png_bytes(Image.open(io.BytesIO(data)), "JPEG")
+        jpeg = encode(Image.open(io.BytesIO(data)), "JPEG")
         r = client.post("/api/predict", content=jpeg, headers={"content-type": "image/jpeg"})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -202,7 +191,7 @@ def test_predict_top_k(client, digits):
 
 
 def test_predict_blank_image_is_rejected_not_an_error(client):
-    r = client.post("/api/predict", content=png_bytes(Image.new("RGB", (100, 100), "white")),
+    r = client.post("/api/predict", content=encode(Image.new("RGB", (100, 100), "white")),
                     headers={"content-type": "image/png"})
     assert r.status_code == 200
     body = r.json()
@@ -215,7 +204,7 @@ def test_predict_blank_image_is_rejected_not_an_error(client):
 def test_predict_number(client, mnist):
     row = np.concatenate([mnist.test_images[i].numpy() for i in range(3)], axis=1)  # "721"
     img = Image.fromarray(255 - row).resize((84 * 4, 28 * 4), Image.BILINEAR)
-    r = client.post("/api/predict?number=true", content=png_bytes(img),
+    r = client.post("/api/predict?number=true", content=encode(img),
                     headers={"content-type": "image/png"})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -260,7 +249,7 @@ def test_batch_json(client, digits):
 
 
 def test_batch_limits_and_forms(tight, digits):
-    small = png_bytes(Image.open(io.BytesIO(digits[0][0])).convert("L").resize((40, 40)))
+    small = encode(Image.open(io.BytesIO(digits[0][0])).convert("L").resize((40, 40)))
     too_many = [("files", (f"{i}.png", small, "image/png")) for i in range(5)]
     assert_error(tight.post("/api/predict/batch", files=too_many), 413, "too many")
     assert_error(tight.post("/api/predict/batch", json={"images": [data_url(small)] * 5}), 413,
@@ -272,7 +261,7 @@ def test_batch_limits_and_forms(tight, digits):
     # One image over the per-image limit fails alone; the others still get results.
     big = np.random.default_rng(0).integers(0, 256, (160, 160), dtype=np.uint8)
     files = [("files", ("ok.png", small, "image/png")),
-             ("files", ("big.png", png_bytes(Image.fromarray(big)), "image/png"))]
+             ("files", ("big.png", encode(Image.fromarray(big)), "image/png"))]
     res = tight.post("/api/predict/batch", files=files).json()["results"]
     assert res[0]["ok"] and not res[1]["ok"] and res[1]["status"] == 413
 
@@ -281,7 +270,7 @@ def test_batch_limits_and_forms(tight, digits):
 
 def test_upload_size_limit(tight, client):
     noise = np.random.default_rng(1).integers(0, 256, (200, 200), dtype=np.uint8)
-    big = png_bytes(Image.fromarray(noise))  # ~40 KB of incompressible pixels
+    big = encode(Image.fromarray(noise))  # ~40 KB of incompressible pixels
     assert len(big) > SMALL_LIMITS.max_upload_bytes
     assert_error(tight.post("/api/predict", content=big, headers={"content-type": "image/png"}),
                  413, "limit")
@@ -310,7 +299,7 @@ def test_decompression_bombs_are_refused_from_the_header(client, tight):
                  413, "pixels")
     assert_error(client.post("/api/predict", json={"image": data_url(bomb)}), 413, "pixels")
     # The pixel limit is configurable: 600x600 is over the tight app's 250,000.
-    ok_size = png_bytes(Image.new("L", (600, 600), 255))
+    ok_size = encode(Image.new("L", (600, 600), 255))
     assert_error(tight.post("/api/predict", content=ok_size, headers={"content-type": "image/png"}),
                  413, "600x600")
 
@@ -556,7 +545,7 @@ def test_eps_upload_is_refused_before_any_decoder(client, monkeypatch):
     calls = []
     monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *a, **k: calls.append(a))
     monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "load", lambda *a, **k: calls.append(a))
-    eps = png_bytes(Image.new("L", (16, 16), 255), "EPS")
+    eps = encode(Image.new("L", (16, 16), 255), "EPS")
     for kind in ("image/png", "application/postscript", "application/octet-stream"):
         r = client.post("/api/predict", content=eps, headers={"content-type": kind})
         assert r.status_code in (400, 415), r.text

@@ -11,6 +11,7 @@ from digitlab.augment import (OUTLIER_WEIGHT, _affine_grid, add_outliers, augmen
                               outlier_images, outlier_loss)
 from digitlab.checkpoint import CHECKPOINT, resume_plan
 from digitlab.config import TrainConfig
+from digitlab.models import get_spec
 from digitlab.runtime import predict_logits
 from digitlab.training import lr_at, train
 
@@ -105,7 +106,10 @@ def test_invalid_config_is_refused(bad, msg):
 
 def test_defaults_come_from_the_model_and_flags_win():
     cfg = TrainConfig(model="mlp100").resolved()
-    assert cfg.optimizer == "adam" and cfg.epochs >= 1
+    # the model's registered recipe (mlp100: 3 epochs at lr 0.005), not the generic 5 at 0.001
+    own = get_spec("mlp100").defaults
+    assert {k: getattr(cfg, k) for k in own} == own
+    assert TrainConfig(model="cnn").resolved().optimizer == "sgd"
     assert TrainConfig(model="mlp100", epochs=7).resolved().epochs == 7
     with pytest.raises(ConfigError, match="unknown training options"):
         TrainConfig.from_dict({"epochz": 3})
