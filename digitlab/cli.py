@@ -282,6 +282,9 @@ def cmd_download(args) -> int:
 # serve
 
 
+WORKER_START_TIMEOUT = 60  # seconds a new worker process may take to start serving
+
+
 def cmd_serve(args) -> int:
     import os
     import socket
@@ -315,8 +318,10 @@ def cmd_serve(args) -> int:
         os.environ[MODEL_DIR_ENV] = str(model_dir)
         os.environ[THREADS_ENV] = str(args.threads)
         _feedback_env(feedback, args.workers)
+        # A new worker imports torch and loads the model before it is ready: uvicorn's 5 s
+        # default aborted SIGHUP's rolling restart on a busy machine.
         uvicorn.run("digitlab.server.app:create_app_from_env", factory=True, workers=args.workers,
-                    **options)
+                    timeout_worker_healthcheck=WORKER_START_TIMEOUT, **options)
     return 0
 
 
