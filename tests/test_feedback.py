@@ -1,6 +1,11 @@
 """The feedback database (digitlab.feedback) and `digitlab feedback`: storing, counting,
 deleting, the schema and its upgrade from an older version, several processes writing at once,
-the exported dataset that `digitlab train --data-dir` reads, and the stored images."""
+the exported dataset that `digitlab train --data-dir` reads, and the stored images.
+
+The tests marked with the ``database`` fixture run on SQLite, and on PostgreSQL too when
+``DIGITLAB_TEST_POSTGRES_URL`` names an empty database to use (its feedback tables are dropped
+first), e.g. ``postgresql+psycopg://postgres@127.0.0.1:5432/feedback_test``.
+"""
 
 from __future__ import annotations
 
@@ -63,13 +68,32 @@ def entry(image: bytes, label: int, predicted: int | None = None, confidence=0.5
                        model_id=MODEL_ID)
 
 
+POSTGRES_URL = os.environ.get("DIGITLAB_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path) -> str:
+    """A new feedback database: an SQLite file, or the PostgreSQL database of
+    DIGITLAB_TEST_POSTGRES_URL emptied of feedback tables."""
+    if request.param == "sqlite":
+        return str(tmp_path / "feedback.db")
+    if not POSTGRES_URL:
+        pytest.skip("DIGITLAB_TEST_POSTGRES_URL is not set (a PostgreSQL database to use)")
+    from sqlalchemy import create_engine, text
+    engine = create_engine(POSTGRES_URL)
+    with engine.begin() as conn:
+        conn.execute(text(f"DROP TABLE IF EXISTS feedback, {VERSION_TABLE}"))
+    engine.dispose()
+    return POSTGRES_URL
+
+
 @pytest.fixture
-def store(tmp_path):
-    with open_store(tmp_path / "feedback.db") as s:
+def store(database):
+    with open_store(database) as s:
         yield s
 
 
-def test_add_stats_delete(store, tmp_path):
+def test_add_stats_delete(store, database):
     ids = [store.add(entry(b"a", 3, 3)), store.add(entry(b"b", 3, 5)),
            store.add(entry(b"c", 7, None, None)), store.add(entry(b"d", 0, 0, 0.99))]
     assert ids == [1, 2, 3, 4]
@@ -89,11 +113,13 @@ def test_add_stats_delete(store, tmp_path):
     assert store.add(entry(b"e", 1)) == 5
     with pytest.raises(ValueError, match="0-9"):
         store.add(entry(b"f", 10))
-    # The file holds people's drawings: only its owner may read it.
-    assert os.stat(tmp_path / "feedback.db").st_mode & 0o077 == 0
+    if store.engine.dialect.name == "sqlite":
+        # The file holds people's drawings: only its owner may read it.
+        assert os.stat(database).st_mode & 0o077 == 0
 
 
-def test_sqlite_is_set_up_for_concurrent_writers(store):
+def test_sqlite_is_set_up_for_concurrent_writers(tmp_path):
+    store = open_store(tmp_path / "f.db")
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 10_000
@@ -106,6 +132,7 @@ def test_sqlite_is_set_up_for_concurrent_writers(store):
     store.stats()
     begins = [s for s in statements if s.startswith("BEGIN")]
     assert begins == ["BEGIN IMMEDIATE", "BEGIN"], statements  # the writer takes the lock first
+    store.close()
 
 
 def test_schema_matches_the_model(store):
@@ -193,12 +220,12 @@ def _writer(path: str, seconds: float, worker: int, queue) -> None:
     queue.put((worker, ids, errors))
 
 
-def test_two_processes_write_at_once(tmp_path):
+def test_two_processes_write_at_once(database):
     """Two processes add rows for ~10 s (DIGITLAB_FEEDBACK_SOAK_S) while this one reads: every
-    id a writer got back is a row, and no write failed ("database is locked")."""
+    id a writer got back is a row, and no write failed ("database is locked"). The database
+    is new: whichever process opens it first makes its schema."""
     seconds = float(os.environ.get("DIGITLAB_FEEDBACK_SOAK_S", "10"))
-    path = tmp_path / "shared.db"
-    open_store(path).close()
+    path = database
     ctx = multiprocessing.get_context("spawn")  # fresh interpreters, as uvicorn's workers are
     queue = ctx.Queue()
     procs = [ctx.Process(target=_writer, args=(str(path), seconds, w, queue)) for w in (1, 2)]
@@ -228,10 +255,10 @@ def test_two_processes_write_at_once(tmp_path):
 
 # ---- export and `digitlab train --data-dir` -------------------------------------------------------
 
-def test_export_is_a_dataset_train_reads(tmp_path, mnist):
+def test_export_is_a_dataset_train_reads(tmp_path, database, mnist):
     images = mnist.test_images[:12].numpy()
     labels = [int(y) for y in mnist.test_labels[:12]]
-    with open_store(tmp_path / "f.db") as store:
+    with open_store(database) as store:
         ids = [store.add(entry(drawing(img), y, None)) for img, y in zip(images, labels)]
         dup = store.add(entry(drawing(images[0]), labels[0]))        # same image, same label
         relabelled = store.add(entry(drawing(images[1]), (labels[1] + 1) % 10))  # another label
