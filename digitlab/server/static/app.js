@@ -376,7 +376,7 @@
       const res = await fetch("/api/feedback", { method: "POST", body: form });
       const body = await res.json();
       stored = res.ok;
-      if (res.ok) text = "Thank you: stored as #" + body.id + (label === a.predicted ? "." : ", as a " + label + ".");
+      if (res.ok) text = "Thank you: stored as #" + body.id + (label === a.predicted ? "." : ", as " + (label === 8 ? "an " : "a ") + label + ".");
       else if (res.status === 429) text = "Too many answers at once: try again in " + (res.headers.get("Retry-After") || "a few") + " s.";
       else text = "Not stored: " + (body.detail || "the server refused it (" + res.status + ").");
     } catch (err) {
