@@ -127,3 +127,21 @@ def test_correct_then_swap_model(browser, served, mnist, tmp_path):
     assert view.errors == [], view.errors
     assert view.foreign == [], view.foreign
     view.close()
+
+
+def test_feedback_on_a_phone(browser, served, mnist, tmp_path):
+    view = Page(browser, served["url"], viewport={"width": 390, "height": 844},
+                device_scale_factor=2, is_mobile=True, has_touch=True)
+    page = view.page
+    view.draw(digit_strokes(mnist.test_images[2].numpy()))
+    view.settled()
+    page.wait_for_selector("#feedback:not([hidden])")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
+    for sel in ("#fb-right", '.fb-digit[data-digit="0"]', '.fb-digit[data-digit="9"]'):
+        if page.is_visible(sel):
+            box = page.locator(sel).bounding_box()
+            assert box["x"] >= 0 and box["x"] + box["width"] <= 390, (sel, box)
+            assert box["height"] >= 32  # a finger can hit it
+    page.screenshot(path=str(tmp_path / "feedback-phone.png"), full_page=True)
+    assert view.errors == [], view.errors
+    view.close()
