@@ -343,6 +343,9 @@ def cmd_download(args) -> int:
 # serve
 
 
+WORKER_START_TIMEOUT = 60  # seconds a new worker process may take to start serving
+
+
 def cmd_serve(args) -> int:
     import os
     import socket
@@ -355,6 +358,7 @@ def cmd_serve(args) -> int:
 
     model_dir = Path(args.model_dir) if args.model_dir else default_model_dir()
     load_model(model_dir)  # a bad directory is a one-line error here, not a traceback per worker
+    feedback, feedback_db = _serve_feedback_settings(args)
     with socket.socket() as probe:
         try:
             probe.bind((args.host, args.port))
@@ -362,20 +366,103 @@ def cmd_serve(args) -> int:
             raise DigitlabError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     print(f"serving {model_dir} at http://{args.host}:{args.port}/ (API docs at /docs), "
           f"{args.workers} worker(s); Ctrl-C stops", flush=True)
+    if feedback_db:
+        print(f"storing feedback in {feedback_db}", flush=True)
     options = uvicorn_options(args.host, args.port, args.log_level, args.access_log)
     if args.workers == 1:
-        app = create_app(settings=Settings(model_dir=str(model_dir), torch_threads=args.threads))
+        app = create_app(settings=Settings(model_dir=str(model_dir), torch_threads=args.threads,
+                                           reload_on_sighup=True, **feedback))
         uvicorn.run(app, **options)
     else:
         # Worker processes import the app themselves: the settings travel in the environment.
+        # SIGHUP goes to uvicorn's master, which replaces the workers one at a time.
         os.environ[MODEL_DIR_ENV] = str(model_dir)
         os.environ[THREADS_ENV] = str(args.threads)
+        _feedback_env(feedback, args.workers)
+        # A new worker imports torch and loads the model before it is ready: uvicorn's 5 s
+        # default aborted SIGHUP's rolling restart on a busy machine.
         uvicorn.run("digitlab.server.app:create_app_from_env", factory=True, workers=args.workers,
-                    **options)
+                    timeout_worker_healthcheck=WORKER_START_TIMEOUT, **options)
     return 0
 
 
+def _serve_feedback_settings(args) -> tuple[dict, str | None]:
+    """The feedback and admin settings of `digitlab serve`, checked, and the database as it is
+    shown (no password). The database is created or upgraded here, once, before any worker
+    starts."""
+    import os
+
+    from .server.admin import ADMIN_TOKEN_ENV, check_token
+
+    token = args.admin_token if args.admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV)
+    out = dict(feedback_db=None, feedback_rate=args.feedback_rate,
+               feedback_burst=args.feedback_burst, admin_token=check_token(token))
+    if not args.feedback_db:
+        return out, None
+    from .feedback import open_store
+    from .feedback.store import shown
+    with open_store(args.feedback_db) as store:
+        out["feedback_db"] = args.feedback_db
+        return out, shown(store.url)
+
+
+def _feedback_env(settings: dict, workers: int) -> None:
+    import os
+
+    from .server.admin import ADMIN_TOKEN_ENV
+    from .server.app import (FEEDBACK_BURST_ENV, FEEDBACK_DB_ENV, FEEDBACK_RATE_ENV,
+                             WORKERS_ENV)
+    os.environ[WORKERS_ENV] = str(workers)
+    os.environ[FEEDBACK_RATE_ENV] = str(settings["feedback_rate"])
+    os.environ[FEEDBACK_BURST_ENV] = str(settings["feedback_burst"])
+    for key, value in ((FEEDBACK_DB_ENV, settings["feedback_db"]),
+                       (ADMIN_TOKEN_ENV, settings["admin_token"])):
+        if value:
+            os.environ[key] = value
+        else:
+            os.environ.pop(key, None)
+
+
 # ---------------------------------------------------------------------------------------------
+# feedback
+
+
+def cmd_feedback(args) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .feedback import export_dataset, open_store
+    try:
+        with open_store(args.db, create=False) as store:
+            if args.feedback_command == "stats":
+                stats = store.stats()
+                if args.json:
+                    print(json.dumps(stats.to_dict(), indent=2))
+                    return 0
+                print(f"{stats.total} stored: {stats.right} right, {stats.wrong} wrong, "
+                      f"{stats.rejected} without an answer")
+                print(f"{'label':>5} {'total':>7} {'right':>7} {'wrong':>7} {'rejected':>9}")
+                for label, c in stats.by_label.items():
+                    print(f"{label:>5} {c['total']:>7} {c['right']:>7} {c['wrong']:>7} "
+                          f"{c['rejected']:>9}")
+                return 0
+            if args.feedback_command == "export":
+                summary = export_dataset(store, args.out, force=args.force)
+                print(f"{summary['images']} images -> {args.out}/<label>/<id>.png"
+                      + (f" ({summary['duplicates_skipped']} duplicates skipped)"
+                         if summary["duplicates_skipped"] else "")
+                      + f"; train with: digitlab train --data-dir {args.out}")
+                return 0
+            deleted = store.delete(args.ids)
+            missing = sorted(set(args.ids) - set(deleted))
+            print(f"deleted {len(deleted)} row(s)" + (f": {' '.join(map(str, deleted))}"
+                                                      if deleted else ""))
+            if missing:
+                _err(f"digitlab feedback delete: no feedback with id {' '.join(map(str, missing))}")
+                return 1
+            return 0
+    except SQLAlchemyError as exc:
+        reason = getattr(exc, "orig", None) or exc
+        raise DigitlabError(f"feedback database: {str(reason).splitlines()[0]}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -530,7 +617,44 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info",
                                                            "debug"])
     s.add_argument("--access-log", action="store_true", help="log every request")
+    g = s.add_argument_group("feedback and admin (docs/server.md: Learning from users)")
+    g.add_argument("--feedback-db", metavar="PATH|URL",
+                   help="store what users say about the answers: an SQLite file (made if "
+                        "missing) or a SQLAlchemy URL such as postgresql+psycopg://user@host/db "
+                        "(default: nothing is stored)")
+    g.add_argument("--feedback-rate", type=_positive_float, default=30.0, metavar="N",
+                   help="feedback posts per minute per client address (default 30)")
+    g.add_argument("--feedback-burst", type=_positive_int, default=10, metavar="N",
+                   help="feedback posts one client may send at once (default 10)")
+    g.add_argument("--admin-token", metavar="TOKEN",
+                   help="bearer token of the admin endpoints (model reload, deleting feedback); "
+                        "default: $DIGITLAB_ADMIN_TOKEN, which other users cannot see in the "
+                        "process list; without either they are off")
     s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("feedback", help="the feedback a server stored: stats, export, delete",
+                       description="Read and manage a feedback database written by "
+                                   "`digitlab serve --feedback-db`. Its schema is upgraded in "
+                                   "place if an older digitlab wrote it.")
+    fsub = s.add_subparsers(dest="feedback_command", metavar="ACTION", required=True,
+                            parser_class=_Parser)
+    db_help = "the feedback database: SQLite file or SQLAlchemy URL"
+    f = fsub.add_parser("stats", help="counts by label, right and wrong")
+    f.add_argument("--db", required=True, metavar="PATH|URL", help=db_help)
+    f.add_argument("--json", action="store_true", help="print JSON")
+    f = fsub.add_parser("export", help="write DIR/<label>/<id>.png for `digitlab train --data-dir`",
+                        description="Write the stored original images as an image-folder "
+                                    "dataset DIR/<label>/<id>.png (all ten label folders; an "
+                                    "image stored twice with the same label once) and "
+                                    "DIR/feedback-export.json.")
+    f.add_argument("--db", required=True, metavar="PATH|URL", help=db_help)
+    f.add_argument("--out", required=True, metavar="DIR", help="folder to write (new or empty)")
+    f.add_argument("--force", action="store_true", help="replace an earlier export in DIR")
+    f = fsub.add_parser("delete", help="delete stored images by id (privacy requests)")
+    f.add_argument("--db", required=True, metavar="PATH|URL", help=db_help)
+    f.add_argument("ids", nargs="+", type=_nonneg_int, metavar="ID", help="row ids (the id "
+                   "POST /api/feedback answered)")
+    s.set_defaults(func=cmd_feedback)
 
     return p
 

@@ -85,7 +85,8 @@ def assert_prediction(body: dict):
 
 def test_health(client):
     assert client.get("/api/health").json() == {"status": "ok", "model_loaded": True,
-                                                "version": __import__("digitlab").__version__}
+                                                "version": __import__("digitlab").__version__,
+                                                "feedback": False}
 
 
 def test_model_info(client, small_model_dir):

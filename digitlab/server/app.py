@@ -2,7 +2,11 @@
 page; its lifespan loads the Predictor once, at start-up, and every request shares it.
 
 ``create_app_from_env`` is the factory uvicorn imports when it runs several worker processes
-(``digitlab serve --workers N``); it reads the model directory from ``DIGITLAB_MODEL_DIR``.
+(``digitlab serve --workers N``); it reads the settings from ``DIGITLAB_*`` environment variables.
+
+With ``feedback_db`` the server stores what users say about its answers (server/feedback.py,
+digitlab.feedback); ``admin_token`` enables the admin endpoints (server/admin.py). The model is
+held in one ``reload.Served`` object, swapped whole by ``POST /api/admin/reload`` or SIGHUP.
 """
 
 from __future__ import annotations
@@ -24,7 +28,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..artifacts import WEIGHTS, default_model_dir
+from .admin import ADMIN_TOKEN_ENV, admin, check_token
+from .feedback import feedback_api
 from .inputs import BodyLimitMiddleware, Limits
+from .ratelimit import RateLimiter
+from .reload import Reloader, Served, load_checked
 from .routes import STATIC, api, page
 from .schemas import ModelInfo
 
@@ -32,6 +40,10 @@ log = logging.getLogger("digitlab.server")
 
 MODEL_DIR_ENV = "DIGITLAB_MODEL_DIR"
 THREADS_ENV = "DIGITLAB_TORCH_THREADS"
+FEEDBACK_DB_ENV = "DIGITLAB_FEEDBACK_DB"
+FEEDBACK_RATE_ENV = "DIGITLAB_FEEDBACK_RATE"
+FEEDBACK_BURST_ENV = "DIGITLAB_FEEDBACK_BURST"
+WORKERS_ENV = "DIGITLAB_WORKERS"
 
 
 @dataclass
@@ -43,12 +55,24 @@ class Settings:
     # and worker processes. None leaves torch's setting alone (tests, embedding in another app).
     torch_threads: int | None = None
     limits: Limits = field(default_factory=Limits)
+    feedback_db: str | None = None       # path (SQLite) or SQLAlchemy URL; None: nothing stored
+    feedback_rate: float = 30.0          # feedback posts per minute per client address...
+    feedback_burst: int = 10             # ...and at most this many at once (token bucket)
+    admin_token: str | None = None       # bearer token of the admin endpoints; None: they are off
+    workers: int = 1                     # worker processes serving this app (reload: see admin)
+    reload_on_sighup: bool = False       # SIGHUP reloads model_dir in place (one process only)
 
     @classmethod
     def from_env(cls) -> Settings:
-        threads = os.environ.get(THREADS_ENV)
-        return cls(model_dir=os.environ.get(MODEL_DIR_ENV) or None,
-                   torch_threads=int(threads) if threads else None)
+        env = os.environ.get
+        threads = env(THREADS_ENV)
+        return cls(model_dir=env(MODEL_DIR_ENV) or None,
+                   torch_threads=int(threads) if threads else None,
+                   feedback_db=env(FEEDBACK_DB_ENV) or None,
+                   feedback_rate=float(env(FEEDBACK_RATE_ENV) or cls.feedback_rate),
+                   feedback_burst=int(env(FEEDBACK_BURST_ENV) or cls.feedback_burst),
+                   admin_token=check_token(env(ADMIN_TOKEN_ENV)),
+                   workers=int(env(WORKERS_ENV) or 1))
 
 
 def _model_info(predictor, model_dir: Path, limits: Limits) -> ModelInfo:
@@ -99,17 +123,33 @@ def create_app(model_dir: str | os.PathLike | None = None, settings: Settings | 
 
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
-        predictor = Predictor(directory, reject_threshold=settings.reject_threshold)
-        app.state.predictor = predictor
+
+        def load(model_dir: Path) -> Served:
+            predictor = Predictor(model_dir, reject_threshold=settings.reject_threshold)
+            return Served(predictor, _model_info(predictor, model_dir, settings.limits), model_dir)
+
+        app.state.served = load_checked(load, directory)
+        app.state.reloader = Reloader(app, load, directory)
         # One image at a time per process: preprocessing is Python-bound, so concurrent threads
         # in one process only fight over the GIL (a worker spent 2.7x the CPU per request that
         # way). Parallelism comes from `--workers`; small images run on the event loop, big
         # ones in a thread while the loop goes on reading requests (routes.INLINE_MAX_PIXELS).
         app.state.model_lane = anyio.CapacityLimiter(1)
-        app.state.model_info = _model_info(predictor, directory, settings.limits)
-        log.info("digitlab: loaded %s (%s)", directory, predictor.config["architecture"])
-        yield
-        app.state.predictor = None
+        log.info("digitlab: loaded %s (%s)", directory, app.state.served.info.architecture)
+        if settings.feedback_db:
+            from ..feedback import open_store
+
+            app.state.feedback = await anyio.to_thread.run_sync(open_store, settings.feedback_db)
+        unhook = app.state.reloader.install_sighup() if settings.reload_on_sighup else None
+        try:
+            yield
+        finally:
+            if unhook is not None:
+                unhook()
+            if app.state.feedback is not None:
+                app.state.feedback.close()
+                app.state.feedback = None
+            app.state.served = None
 
     app = FastAPI(
         title="digitlab", version=__version__, lifespan=lifespan,
@@ -121,7 +161,9 @@ def create_app(model_dir: str | os.PathLike | None = None, settings: Settings | 
                     "uploads digits.")
     app.state.settings = settings
     app.state.limits = settings.limits
-    app.state.predictor = None
+    app.state.served = None
+    app.state.feedback = None
+    app.state.feedback_limiter = RateLimiter(settings.feedback_rate / 60.0, settings.feedback_burst)
     app.add_middleware(BodyLimitMiddleware, limits=settings.limits)
     app.add_middleware(HeadAsGet)
 
@@ -145,6 +187,8 @@ def create_app(model_dir: str | os.PathLike | None = None, settings: Settings | 
         return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
 
     app.include_router(api)
+    app.include_router(feedback_api)
+    app.include_router(admin)
     app.include_router(page)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _offline_docs(app)

@@ -74,18 +74,19 @@ async def predict(request: Request, number: bool = NumberQuery, top_k: int = Top
     data = await read_image(request, limits)
     width, height = check_image(data, limits)
     inline = width * height <= INLINE_MAX_PIXELS and len(data) <= INLINE_MAX_BYTES
-    pred = await _in_model_lane(request, request.app.state.predictor.predict_one, data,
+    predictor = request.app.state.served.predictor  # one model for the request (reload.py)
+    pred = await _in_model_lane(request, predictor.predict_one, data,
                                 inline=inline, top_k=top_k, number=number)
     if pred.error:
         raise InputError(400, public_error(pred.error))
-    return prediction_out(pred, request.app.state.predictor.classes)
+    return prediction_out(pred, predictor.classes)
 
 
 @api.post("/predict/batch", response_model=BatchOut, responses=ERRORS, openapi_extra=BATCH_BODY,
           summary="Classify several images; one result or one error per image")
 async def predict_batch(request: Request, number: bool = NumberQuery, top_k: int = TopKQuery):
     uploads = await read_batch(request, request.app.state.limits)  # bad images carry .error
-    predictor = request.app.state.predictor
+    predictor = request.app.state.served.predictor
     good = [up.data for up in uploads if up.error is None]
     preds = iter(await _in_model_lane(request, predictor.predict, good, top_k=top_k,
                                       number=number) if good else [])
@@ -96,14 +97,14 @@ async def predict_batch(request: Request, number: bool = NumberQuery, top_k: int
 
 @api.get("/health", response_model=Health, summary="Liveness")
 async def health(request: Request):
-    return Health(status="ok", model_loaded=getattr(request.app.state, "predictor", None) is not None,
-                  version=__version__)
+    return Health(status="ok", model_loaded=getattr(request.app.state, "served", None) is not None,
+                  version=__version__, feedback=getattr(request.app.state, "feedback", None) is not None)
 
 
 @api.get("/model", response_model=ModelInfo, summary="The loaded model: architecture, metrics, "
                                                      "training config")
 async def model_info(request: Request):
-    return request.app.state.model_info
+    return request.app.state.served.info
 
 
 @page.get("/")

@@ -73,6 +73,7 @@ class Health(BaseModel):
     status: str
     model_loaded: bool
     version: str
+    feedback: bool = Field(False, description="this server stores feedback (POST /api/feedback)")
 
 
 class ModelInfo(BaseModel):
@@ -92,6 +93,43 @@ class ModelInfo(BaseModel):
     versions: dict[str, Any] | None = None
     limits: dict[str, int | float] = Field(description="this server's request limits (bytes, "
                                                        "pixels, counts; timeouts in seconds)")
+
+
+class FeedbackOut(BaseModel):
+    id: int = Field(description="the stored row's id (give it to the server's admin to have "
+                                "the drawing deleted)")
+    label: int
+    predicted: int | None = Field(description="the model's digit this feedback judges; null "
+                                              "when it gave none")
+    model_id: str = Field(description="SHA-256 of the weights of the model that answered")
+
+
+class LabelCounts(BaseModel):
+    total: int
+    right: int
+    wrong: int
+    rejected: int
+
+
+class FeedbackStats(LabelCounts):
+    """Stored feedback: ``right`` (the model's digit was the label), ``wrong`` (another digit),
+    ``rejected`` (the model gave none); corrections are wrong + rejected."""
+
+    by_label: dict[str, LabelCounts] = Field(description="the same counts for each label 0-9")
+
+
+class ReloadJSON(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model_dir: str | None = Field(None, min_length=1, description="a model directory on the "
+                                  "server; default: the one the server was started with")
+
+
+class ReloadOut(BaseModel):
+    model_dir: str = Field(description="the model directory's name (not its path)")
+    weights_sha256: str = Field(description="the model now serving")
+    previous_sha256: str = Field(description="the model that served before")
+    changed: bool
 
 
 class Error(BaseModel):

@@ -1,4 +1,5 @@
-// digitlab drawing page: a pointer-events canvas, live predictions from /api/predict, and uploads.
+// digitlab drawing page: a pointer-events canvas, live predictions from /api/predict, uploads, and
+// (when the server stores feedback) "Right" / "Wrong, it is: ..." answers sent to /api/feedback.
 // Plain JavaScript with no dependencies; the server serves every file this page uses.
 "use strict";
 
@@ -172,16 +173,17 @@
     inFlight = true;
     lastSent = performance.now();
     const v = version;
+    const image = pad.toDataURL("image/png");
     try {
       const res = await fetch(endpoint(), {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ image: pad.toDataURL("image/png") }),
+        body: JSON.stringify({ image }),
       });
       const body = await res.json();
       // One request at a time, so answers arrive in order and the one shown is the newest; an
       // answer about a drawing that has since been cleared or replaced by an upload is dropped.
-      if (v > epoch && strokes.length) show(body, res.ok, v);
+      if (v > epoch && strokes.length) show(body, res.ok, v, { dataURL: image });
     } catch (err) {
       if (v > epoch && strokes.length) showError("Cannot reach the server: " + err.message, v);
     } finally {
@@ -209,7 +211,7 @@
     try {
       const res = await fetch(endpoint(), { method: "POST", body: form });
       const body = await res.json();
-      if (v === version) show(body, res.ok, v);
+      if (v === version) show(body, res.ok, v, { file });
     } catch (err) {
       if (v === version) showError("Upload failed: " + err.message, v);
     }
@@ -222,7 +224,7 @@
     prediction.dataset.state = kind;
   }
 
-  function show(body, ok, v) {
+  function show(body, ok, v, source) {
     if (!ok) { showError(body && body.detail ? body.detail : "The server refused the image.", v); return; }
     const number = body.number !== null && body.number !== undefined;
     prediction.textContent = number ? (body.number || "?") : (body.digit === null ? "?" : body.label);
@@ -234,6 +236,9 @@
     showChart(body.top_k && body.top_k.length ? body.probabilities : null, body.digit);
     showSeen(body.image);
     showDigits(number ? body.digits : null);
+    // An answer can be judged when the model read a single digit (the image held one).
+    offerFeedback(!number && body.top_k && body.top_k.length
+      ? { source, predicted: body.digit, confidence: body.confidence } : null);
     markShown(v, body.rejected ? "rejected" : "ok");
   }
 
@@ -242,6 +247,7 @@
     $("confidence").textContent = "";
     setStatus(text);
     showChart(null, null);
+    offerFeedback(null);
     markShown(v, "error");
   }
 
@@ -252,6 +258,7 @@
     showChart(null, null);
     showSeen(null);
     showDigits(null);
+    offerFeedback(null);
     markShown(version, "empty");
   }
 
@@ -312,6 +319,87 @@
     $("photo-figure").hidden = false;
   }
   function hidePhoto() { $("photo-figure").hidden = true; }
+
+  // ---- feedback: was the answer right? -------------------------------------------------------
+  // Shown only when /api/health says the server stores feedback. One answer per prediction: the
+  // image sent is the one that was predicted (the canvas PNG as sent, or the uploaded file).
+  const feedbackPanel = $("feedback");
+  const digitButtons = Array.from(document.querySelectorAll(".fb-digit"));
+  const feedbackButtons = [$("fb-right"), ...digitButtons];
+  let feedbackOn = false;
+  let answer = null;         // {source, predicted, confidence} of the answer on show, or null
+
+  function offerFeedback(a) {
+    answer = a;
+    feedbackPanel.hidden = !(feedbackOn && a);
+    if (!a) return;
+    $("fb-right").hidden = a.predicted === null;  // no digit given: only "it is ..." makes sense
+    digitButtons.forEach((b) => { b.hidden = Number(b.dataset.digit) === a.predicted; });
+    feedbackButtons.forEach((b) => { b.disabled = false; b.removeAttribute("aria-pressed"); });
+    $("feedback-status").textContent = "";
+    feedbackPanel.dataset.state = "open";
+  }
+
+  function imageBlob(source) {
+    if (source.file) return source.file;
+    const bin = atob(source.dataURL.slice(source.dataURL.indexOf(",") + 1));
+    const bytes = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+    return new Blob([bytes], { type: "image/png" });
+  }
+
+  async function refreshCount() {
+    try {
+      const res = await fetch("/api/feedback/stats");
+      if (!res.ok) return;
+      const s = await res.json();
+      const corrections = s.wrong + s.rejected;
+      $("feedback-count").textContent = s.total + (s.total === 1 ? " answer" : " answers") +
+        " stored so far, " + corrections + (corrections === 1 ? " correction." : " corrections.");
+    } catch (err) { /* the count is a courtesy; the buttons still work */ }
+  }
+
+  async function sendFeedback(label, button) {
+    const a = answer;
+    if (!a) return;
+    feedbackButtons.forEach((b) => { b.disabled = true; });
+    button.setAttribute("aria-pressed", "true");
+    const form = new FormData();
+    form.append("file", imageBlob(a.source), a.source.file ? a.source.file.name : "drawing.png");
+    form.append("label", String(label));
+    if (a.predicted !== null) {
+      form.append("predicted", String(a.predicted));
+      form.append("confidence", String(a.confidence));
+    }
+    let text, stored = false;
+    try {
+      const res = await fetch("/api/feedback", { method: "POST", body: form });
+      const body = await res.json();
+      stored = res.ok;
+      if (res.ok) text = "Thank you: stored as #" + body.id + (label === a.predicted ? "." : ", as " + (label === 8 ? "an " : "a ") + label + ".");
+      else if (res.status === 429) text = "Too many answers at once: try again in " + (res.headers.get("Retry-After") || "a few") + " s.";
+      else text = "Not stored: " + (body.detail || "the server refused it (" + res.status + ").");
+    } catch (err) {
+      text = "Not stored: cannot reach the server (" + err.message + ").";
+    }
+    if (answer !== a) return;  // a new answer is on show: this one's message is stale
+    $("feedback-status").textContent = text;
+    feedbackPanel.dataset.state = stored ? "sent" : "failed";
+    if (stored) refreshCount();
+    else {
+      feedbackButtons.forEach((b) => { b.disabled = false; });
+      button.removeAttribute("aria-pressed");
+    }
+  }
+
+  $("fb-right").addEventListener("click", (e) => { if (answer) sendFeedback(answer.predicted, e.currentTarget); });
+  digitButtons.forEach((b) => b.addEventListener("click", () => sendFeedback(Number(b.dataset.digit), b)));
+
+  fetch("/api/health").then((r) => r.json()).then((h) => {
+    feedbackOn = !!h.feedback;
+    feedbackPanel.hidden = !(feedbackOn && answer);
+    if (feedbackOn) refreshCount();
+  }).catch(() => { /* no feedback buttons then */ });
 
   // ---- upload: picker and drag-and-drop -------------------------------------------------------
   $("upload").addEventListener("click", () => fileInput.click());
