@@ -44,6 +44,13 @@ _positive_float = _number(float, 0.0, strict=True)
 _nonneg_float = _number(float, 0.0)
 
 
+def _fraction(text: str) -> float:
+    v = _nonneg_float(text)
+    if v >= 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction below 1, got {v}")
+    return v
+
+
 def _model_arg(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -466,6 +473,42 @@ def cmd_feedback(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# finetune
+
+
+def cmd_finetune(args) -> int:
+    import tempfile
+
+    from .artifacts import default_model_dir
+    from .data import load_dataset
+    from .finetune import finetune
+
+    model_dir = args.model_dir or default_model_dir()
+    with tempfile.TemporaryDirectory(prefix="digitlab-feedback-") as tmp:
+        source = args.data_dir
+        if args.feedback_db:
+            from .feedback import export_dataset, open_store
+            with open_store(args.feedback_db, create=False) as store:
+                export_dataset(store, Path(tmp) / "export")
+            source = Path(tmp) / "export"
+        feedback = load_dataset(source, progress=not args.quiet)
+        _err(f"fine-tuning {Path(model_dir).name} on {len(feedback.train_images)} feedback "
+             f"images ({100 * args.holdout:.0f}% held out) with {100 * args.replay:.0f}% MNIST "
+             f"replay, {args.epochs} epochs -> {args.out}")
+        r = finetune(model_dir, feedback, args.out, epochs=args.epochs, replay=args.replay,
+                     holdout=args.holdout, lr=args.lr, seed=args.seed, force=args.force)
+
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.2f}%"
+    b, a = r["before"], r["after"]
+    print(f"fine-tuned in {r['seconds']:.1f}s -> {args.out}")
+    print(f"held-out feedback ({r['held_out']}): {pct(b['feedback_holdout'])} -> "
+          f"{pct(a['feedback_holdout'])}   MNIST test: {pct(b['mnist_test'])} -> "
+          f"{pct(a['mnist_test'])}   report: {Path(args.out) / 'report.md'}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # predict
 
 
@@ -655,6 +698,32 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("ids", nargs="+", type=_nonneg_int, metavar="ID", help="row ids (the id "
                    "POST /api/feedback answered)")
     s.set_defaults(func=cmd_feedback)
+
+    s = sub.add_parser("finetune", help="train a model further on users' corrections",
+                       description="Start from a model directory's weights and recipe, train on "
+                                   "feedback images mixed with MNIST replay (so that it does not "
+                                   "forget), and write a model directory whose report shows "
+                                   "the accuracy before and after on held-out feedback and on "
+                                   "the MNIST test set.")
+    s.add_argument("--model-dir", metavar="DIR", help="model to start from (default: the shipped model)")
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data-dir", metavar="DIR", help="feedback images, DIR/<label>/*.png "
+                     "(what `digitlab feedback export` writes)")
+    src.add_argument("--feedback-db", metavar="PATH|URL",
+                     help="read the feedback straight from a server's database")
+    s.add_argument("--out", required=True, metavar="DIR", help="model directory to write")
+    s.add_argument("--epochs", type=_positive_int, default=3, help="default 3 (8,000 images each)")
+    s.add_argument("--replay", type=_fraction, default=0.75, metavar="F",
+                   help="fraction of each epoch that is MNIST training digits (default 0.75)")
+    s.add_argument("--holdout", type=_fraction, default=0.2, metavar="F",
+                   help="fraction of the feedback kept aside to score before/after (default 0.2)")
+    s.add_argument("--lr", type=_positive_float, help="peak learning rate (default: a tenth of "
+                   "the model's recipe)")
+    s.add_argument("--seed", type=int, default=0, help="seeds the held-out slice, replay and "
+                   "augmentation")
+    s.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_finetune)
 
     return p
 

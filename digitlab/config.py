@@ -81,6 +81,8 @@ class TrainConfig:
                                         # (and render no more situations or look-alikes)
     max_steps: int | None = None        # smoke runs: stop after N optimiser steps
     tta: bool = False                   # test-time augmentation (shifts) when evaluating
+    init_from: str | None = None        # a model directory whose weights start the run
+                                        # (fine-tuning); same architecture and classes
     sync_bn: bool = False               # distributed runs on GPUs: batch-norm statistics over
                                         # all processes' batches (SyncBatchNorm)
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .artifacts import build_config, read_config, save_model_dir
+from .artifacts import build_config, load_model, read_config, save_model_dir
 from .augment import add_outliers, augment_batch, outlier_loss
 from .checkpoint import CHECKPOINT, TRAIN_CONFIG, load_checkpoint, resume_plan, save_checkpoint
 from .config import TrainConfig
@@ -192,7 +192,10 @@ def setup(cfg: TrainConfig, out: Path, dataset: Dataset | None, resume: bool,
     xtr, ytr, xva, yva = split_train_val(xall, yall, val_size, cfg.seed)
     xtr, ytr, hard = _through_preprocessing(xtr, ytr, cfg, on_note)
 
-    net = create_model(cfg.model, num_classes=ds.num_classes, **cfg.model_kwargs).to(device)
+    net = create_model(cfg.model, num_classes=ds.num_classes, **cfg.model_kwargs)
+    if cfg.init_from and not resume:
+        _load_start(net, cfg, ds)
+    net = net.to(device)
     conv = is_conv(net)
     if conv:
         net = net.to(memory_format=torch.channels_last)
@@ -232,6 +235,20 @@ def setup(cfg: TrainConfig, out: Path, dataset: Dataset | None, resume: bool,
     elif dist.main:
         write_json(out / TRAIN_CONFIG, asdict(cfg))
     return run
+
+
+def _load_start(net: nn.Module, cfg: TrainConfig, ds: Dataset) -> None:
+    """Start from the weights of the model directory ``cfg.init_from`` (fine-tuning)."""
+    start, start_cfg = load_model(cfg.init_from)
+    if start_cfg.get("architecture") != cfg.model or list(start_cfg["classes"]) != list(ds.classes):
+        raise ConfigError(f"{cfg.init_from}: a {start_cfg.get('architecture')} with classes "
+                          f"{start_cfg['classes']}; this run trains a {cfg.model} on "
+                          f"{ds.classes}")
+    try:
+        net.load_state_dict(start.state_dict())
+    except RuntimeError as exc:
+        raise ConfigError(f"{cfg.init_from}: its weights do not fit this run's {cfg.model} "
+                          f"({str(exc).splitlines()[0]})") from None
 
 
 def train_epoch(run: Run, t_start: float,
