@@ -299,13 +299,17 @@ def cmd_download(args) -> int:
 
 def cmd_serve(args) -> int:
     import os
+    import shutil
+    import signal
     import socket
+    import tempfile
 
     import uvicorn
 
     from .artifacts import default_model_dir, load_model
-    from .server.app import MODEL_DIR_ENV, THREADS_ENV, Settings, create_app
+    from .server.app import ACCESS_LOG_ENV, MODEL_DIR_ENV, THREADS_ENV, Settings, create_app
     from .server.protocol import uvicorn_options
+    from .server.telemetry import MULTIPROC_ENV
 
     model_dir = Path(args.model_dir) if args.model_dir else default_model_dir()
     load_model(model_dir)  # a bad directory is a one-line error here, not a traceback per worker
@@ -314,19 +318,50 @@ def cmd_serve(args) -> int:
             probe.bind((args.host, args.port))
         except OSError as exc:
             raise DigitlabError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
-    print(f"serving {model_dir} at http://{args.host}:{args.port}/ (API docs at /docs), "
-          f"{args.workers} worker(s); Ctrl-C stops", flush=True)
-    options = uvicorn_options(args.host, args.port, args.log_level, args.access_log)
-    if args.workers == 1:
-        app = create_app(settings=Settings(model_dir=str(model_dir), torch_threads=args.threads))
-        uvicorn.run(app, **options)
-    else:
-        # Worker processes import the app themselves: the settings travel in the environment.
-        os.environ[MODEL_DIR_ENV] = str(model_dir)
-        os.environ[THREADS_ENV] = str(args.threads)
-        uvicorn.run("digitlab.server.app:create_app_from_env", factory=True, workers=args.workers,
-                    **options)
+    if args.log_format == "text":  # json: every line on stdout is a JSON object (uvicorn says it)
+        print(f"serving {model_dir} at http://{args.host}:{args.port}/ (API docs at /docs), "
+              f"{args.workers} worker(s); Ctrl-C stops", flush=True)
+    options = uvicorn_options(args.host, args.port, args.log_level, args.log_format,
+                              args.graceful_timeout)
+    # SIGTERM (a process manager, a replica being replaced) is a graceful stop: uvicorn finishes
+    # the requests in flight, then raises the signal again with the handler found before it
+    # started, which is this one: the command returns 0 instead of dying of the signal.
+    previous = signal.getsignal(signal.SIGTERM)
+    metrics_dir = None
+    try:
+        signal.signal(signal.SIGTERM, _stopped)
+        if args.workers == 1:
+            app = create_app(settings=Settings(model_dir=str(model_dir), torch_threads=args.threads,
+                                               access_log=args.access_log))
+            uvicorn.run(app, **options)
+        else:
+            # Worker processes import the app themselves: the settings travel in the environment,
+            # and so does the folder where their metrics meet (removed at the end, unless it was
+            # the caller's own).
+            if not os.environ.get(MULTIPROC_ENV):
+                metrics_dir = tempfile.mkdtemp(prefix="digitlab-metrics-")
+                os.environ[MULTIPROC_ENV] = metrics_dir
+            os.environ[MODEL_DIR_ENV] = str(model_dir)
+            os.environ[THREADS_ENV] = str(args.threads)
+            os.environ[ACCESS_LOG_ENV] = "1" if args.access_log else "0"
+            uvicorn.run("digitlab.server.app:create_app_from_env", factory=True,
+                        workers=args.workers, **options)
+    except _Stopped:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if metrics_dir is not None:
+            os.environ.pop(MULTIPROC_ENV, None)
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+class _Stopped(Exception):
+    """SIGTERM arrived: stop serving, successfully."""
+
+
+def _stopped(signum, frame):
+    raise _Stopped()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -483,7 +518,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch threads per worker (default: 1: requests are single small images)")
     s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info",
                                                            "debug"])
-    s.add_argument("--access-log", action="store_true", help="log every request")
+    s.add_argument("--log-format", default="text", choices=["text", "json"],
+                   help="text (default) or json: one JSON object per line (time, level, message; "
+                        "access lines add request_id, method, path, status, duration_ms)")
+    s.add_argument("--access-log", action="store_true",
+                   help="log every request (with its X-Request-ID and duration)")
+    s.add_argument("--graceful-timeout", type=_nonneg_float, default=10.0, metavar="SECONDS",
+                   help="on SIGTERM, stop accepting connections and give the requests in flight "
+                        "this long to finish (default: 10)")
     s.set_defaults(func=cmd_serve)
 
     return p

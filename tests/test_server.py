@@ -5,11 +5,8 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import socket
 import struct
-import subprocess
-import sys
 import time
 import zlib
 
@@ -19,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import free_port, hostile_text_png, many_frame_gif
+from conftest import hostile_text_png, many_frame_gif, serve_subprocess
 from digitlab import cli
 from digitlab.predict import Predictor
 from digitlab.server import Limits, Settings, create_app
@@ -474,30 +471,11 @@ def test_serve_refuses_a_busy_port(small_model_dir, capsys):
 
 def test_serve_runs_workers(small_model_dir, digits, tmp_path):
     """`digitlab serve --workers 2` (the import-string path) answers on a real socket."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "digitlab.cli", "serve", "--model-dir",
-                             str(small_model_dir), "--port", str(port), "--workers", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                if httpx.get(base + "/api/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
+    with serve_subprocess(tmp_path, "--model-dir", small_model_dir, "--workers", 2) as (_, base):
         assert httpx.get(base + "/api/model").json()["model_dir"] == small_model_dir.name
         r = httpx.post(base + "/api/predict", files={"file": ("d.png", digits[0][0], "image/png")})
         assert r.status_code == 200 and r.json()["digit"] == digits[0][1]
-    finally:
-        proc.terminate()
-        proc.wait(20)
-    assert "serving" in proc.stdout.read()
+    assert "serving" in (tmp_path / "serve.out").read_text()
 
 
 # ---- issue 15: bounded work, answers in the server's own terms ---------------------------------

@@ -7,7 +7,6 @@ page; its lifespan loads the Predictor once, at start-up, and every request shar
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -24,14 +23,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..artifacts import WEIGHTS, default_model_dir
+from ..onnxrt import model_id
 from .inputs import BodyLimitMiddleware, Limits
-from .routes import STATIC, api, page
+from .routes import STATIC, api, ops, page
 from .schemas import ModelInfo
+from .telemetry import REQUEST_ID_HEADER, REQUEST_ID_KEY, ServerMetrics, Telemetry
 
 log = logging.getLogger("digitlab.server")
 
 MODEL_DIR_ENV = "DIGITLAB_MODEL_DIR"
 THREADS_ENV = "DIGITLAB_TORCH_THREADS"
+ACCESS_LOG_ENV = "DIGITLAB_ACCESS_LOG"
 
 
 @dataclass
@@ -43,22 +45,22 @@ class Settings:
     # and worker processes. None leaves torch's setting alone (tests, embedding in another app).
     torch_threads: int | None = None
     limits: Limits = field(default_factory=Limits)
+    access_log: bool = False  # one line per request on the "digitlab.access" logger
 
     @classmethod
     def from_env(cls) -> Settings:
         threads = os.environ.get(THREADS_ENV)
         return cls(model_dir=os.environ.get(MODEL_DIR_ENV) or None,
-                   torch_threads=int(threads) if threads else None)
+                   torch_threads=int(threads) if threads else None,
+                   access_log=os.environ.get(ACCESS_LOG_ENV) == "1")
 
 
 def _model_info(predictor, model_dir: Path, limits: Limits) -> ModelInfo:
     cfg = predictor.config
     model = getattr(predictor, "model", None)
-    with open(model_dir / WEIGHTS, "rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
     # Names and hashes, never where things are on this server (see public_value).
     return ModelInfo(
-        model_dir=model_dir.name, weights_sha256=digest, architecture=cfg["architecture"],
+        model_dir=model_dir.name, weights_sha256=model_id(model_dir / WEIGHTS), architecture=cfg["architecture"],
         kind=cfg.get("kind"), model_kwargs=public_value(cfg.get("model_kwargs") or {}),
         classes=list(predictor.classes),
         parameters=sum(p.numel() for p in model.parameters()) if model is not None else None,
@@ -107,10 +109,12 @@ def create_app(model_dir: str | os.PathLike | None = None, settings: Settings | 
         # way). Parallelism comes from `--workers`; small images run on the event loop, big
         # ones in a thread while the loop goes on reading requests (routes.INLINE_MAX_PIXELS).
         app.state.model_lane = anyio.CapacityLimiter(1)
-        app.state.model_info = _model_info(predictor, directory, settings.limits)
+        info = app.state.model_info = _model_info(predictor, directory, settings.limits)
+        metrics.set_model(info.weights_sha256, info.architecture, info.kind or "single", "torch")
         log.info("digitlab: loaded %s (%s)", directory, predictor.config["architecture"])
         yield
         app.state.predictor = None
+        metrics.close()
 
     app = FastAPI(
         title="digitlab", version=__version__, lifespan=lifespan,
@@ -123,8 +127,11 @@ def create_app(model_dir: str | os.PathLike | None = None, settings: Settings | 
     app.state.settings = settings
     app.state.limits = settings.limits
     app.state.predictor = None
+    metrics = app.state.metrics = ServerMetrics()
     app.add_middleware(BodyLimitMiddleware, limits=settings.limits)
     app.add_middleware(HeadAsGet)
+    # Outermost of ours (added last): it counts and times what the others answer too (413, 408).
+    app.add_middleware(Telemetry, metrics=metrics, access=settings.access_log)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -142,11 +149,16 @@ def create_app(model_dir: str | os.PathLike | None = None, settings: Settings | 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception):
         # A bug, not a bad input: log it with its traceback, keep the worker, answer JSON.
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
+        # (This handler runs outside the middlewares, so it adds the request id itself.)
+        rid = request.scope.get(REQUEST_ID_KEY, "-")
+        log.exception("unhandled error on %s %s (request id %s)", request.method,
+                      request.url.path, rid)
+        return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500,
+                            headers={REQUEST_ID_HEADER: rid})
 
     app.include_router(api)
     app.include_router(page)
+    app.include_router(ops)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _offline_docs(app)
     return app
@@ -164,13 +176,17 @@ class HeadAsGet:
             return await self.app(scope, receive, send)
 
         async def without_body(message):
+            if message["type"] == "http.response.start" and "route" in inner:
+                scope["route"] = inner["route"]  # the route matched, for the metrics outside
             if message["type"] == "http.response.body":
                 if message.get("more_body", False):
                     return
                 message = {"type": "http.response.body", "body": b"", "more_body": False}
             await send(message)
 
-        await self.app({**scope, "method": "GET"}, receive, without_body)
+        # A copy: the server reads the method from the original to send no body.
+        inner = {**scope, "method": "GET"}
+        await self.app(inner, receive, without_body)
 
 
 def _offline_docs(app: FastAPI) -> None:

@@ -14,8 +14,12 @@ import asyncio
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .telemetry import log_config
+
 HEADER_TIMEOUT = 10.0  # seconds for a request's headers to arrive
 KEEP_ALIVE_TIMEOUT = 5  # seconds an idle keep-alive connection is kept (uvicorn's default)
+# Seconds in-flight requests get to finish after SIGTERM: a batch of 32 photos takes a few.
+GRACEFUL_TIMEOUT = 10.0
 PROTOCOL = f"{__name__}:GuardedHttpToolsProtocol"  # by name, so worker processes import it
 
 
@@ -56,9 +60,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
 
-def uvicorn_options(host: str, port: int, log_level: str = "info", access_log: bool = False,
+def uvicorn_options(host: str, port: int, log_level: str = "info", log_format: str = "text",
+                    graceful_timeout: float = GRACEFUL_TIMEOUT,
                     protocol: str | type = PROTOCOL) -> dict:
-    """Keyword arguments for ``uvicorn.run``/``uvicorn.Config``, as ``digitlab serve`` uses them."""
-    return dict(host=host, port=port, log_level=log_level, access_log=access_log,
-                timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
+    """Keyword arguments for ``uvicorn.run``/``uvicorn.Config``, as ``digitlab serve`` uses them.
+
+    Uvicorn's own access log is off: the app writes its own, with the request id and duration
+    (``telemetry.Telemetry``, ``Settings.access_log``). ``graceful_timeout``: on SIGTERM, seconds
+    that requests already in flight get to finish before they are cancelled."""
+    return dict(host=host, port=port, log_level=log_level, access_log=False,
+                log_config=log_config(log_format, log_level),
+                timeout_graceful_shutdown=graceful_timeout, timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
                 http=protocol)

@@ -9,7 +9,7 @@ from typing import Literal
 
 import anyio
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 
 from .. import __version__
 from .inputs import InputError, check_image, read_batch, read_image
@@ -47,6 +47,7 @@ IncludeQuery = Query(None, description="'input': also return the 28x28 image the
 
 api = APIRouter(prefix="/api", tags=["api"])
 page = APIRouter(include_in_schema=False)
+ops = APIRouter(include_in_schema=False)  # for the operator's tools, not API clients
 
 
 # An image of at most this many pixels is preprocessed and classified on the event loop itself:
@@ -82,7 +83,9 @@ async def predict(request: Request, number: bool = NumberQuery, top_k: int = Top
                                 inline=inline, top_k=top_k, number=number)
     if pred.error:
         raise InputError(400, public_error(pred.error))
-    return prediction_out(pred, request.app.state.predictor.classes, include == "input")
+    classes = request.app.state.predictor.classes
+    request.app.state.metrics.observe_predictions([pred], classes)
+    return prediction_out(pred, classes, include == "input")
 
 
 @api.post("/predict/batch", response_model=BatchOut, responses=ERRORS, openapi_extra=BATCH_BODY,
@@ -92,8 +95,10 @@ async def predict_batch(request: Request, number: bool = NumberQuery, top_k: int
     uploads = await read_batch(request, request.app.state.limits)  # bad images carry .error
     predictor = request.app.state.predictor
     good = [up.data for up in uploads if up.error is None]
-    preds = iter(await _in_model_lane(request, predictor.predict, good, top_k=top_k,
-                                      number=number) if good else [])
+    results = await _in_model_lane(request, predictor.predict, good, top_k=top_k,
+                                   number=number) if good else []
+    request.app.state.metrics.observe_predictions(results, predictor.classes)
+    preds = iter(results)
     items = [batch_item(i, up.name, up.error or next(preds), predictor.classes,
                         include == "input") for i, up in enumerate(uploads)]
     return BatchOut(count=len(items), results=items)
@@ -109,6 +114,13 @@ async def health(request: Request):
                                                      "training config")
 async def model_info(request: Request):
     return request.app.state.model_info
+
+
+@ops.get("/metrics")
+async def metrics(request: Request):
+    """Prometheus text format: requests, latency, predictions, rejections, the model's id."""
+    body, content_type = request.app.state.metrics.render()
+    return Response(body, media_type=content_type)
 
 
 @page.get("/")
