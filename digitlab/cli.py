@@ -298,18 +298,10 @@ def cmd_download(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    import os
-    import shutil
-    import signal
     import socket
-    import tempfile
-
-    import uvicorn
 
     from .artifacts import default_model_dir, load_model
-    from .server.app import ACCESS_LOG_ENV, MODEL_DIR_ENV, THREADS_ENV, Settings, create_app
-    from .server.protocol import uvicorn_options
-    from .server.telemetry import MULTIPROC_ENV
+    from .server.protocol import serve
 
     model_dir = Path(args.model_dir) if args.model_dir else default_model_dir()
     load_model(model_dir)  # a bad directory is a one-line error here, not a traceback per worker
@@ -318,50 +310,13 @@ def cmd_serve(args) -> int:
             probe.bind((args.host, args.port))
         except OSError as exc:
             raise DigitlabError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
-    if args.log_format == "text":  # json: every line on stdout is a JSON object (uvicorn says it)
+    if args.log_format == "text":  # json: every line is a JSON object (uvicorn says it too)
         print(f"serving {model_dir} at http://{args.host}:{args.port}/ (API docs at /docs), "
               f"{args.workers} worker(s); Ctrl-C stops", flush=True)
-    options = uvicorn_options(args.host, args.port, args.log_level, args.log_format,
-                              args.graceful_timeout)
-    # SIGTERM (a process manager, a replica being replaced) is a graceful stop: uvicorn finishes
-    # the requests in flight, then raises the signal again with the handler found before it
-    # started, which is this one: the command returns 0 instead of dying of the signal.
-    previous = signal.getsignal(signal.SIGTERM)
-    metrics_dir = None
-    try:
-        signal.signal(signal.SIGTERM, _stopped)
-        if args.workers == 1:
-            app = create_app(settings=Settings(model_dir=str(model_dir), torch_threads=args.threads,
-                                               access_log=args.access_log))
-            uvicorn.run(app, **options)
-        else:
-            # Worker processes import the app themselves: the settings travel in the environment,
-            # and so does the folder where their metrics meet (removed at the end, unless it was
-            # the caller's own).
-            if not os.environ.get(MULTIPROC_ENV):
-                metrics_dir = tempfile.mkdtemp(prefix="digitlab-metrics-")
-                os.environ[MULTIPROC_ENV] = metrics_dir
-            os.environ[MODEL_DIR_ENV] = str(model_dir)
-            os.environ[THREADS_ENV] = str(args.threads)
-            os.environ[ACCESS_LOG_ENV] = "1" if args.access_log else "0"
-            uvicorn.run("digitlab.server.app:create_app_from_env", factory=True,
-                        workers=args.workers, **options)
-    except _Stopped:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if metrics_dir is not None:
-            os.environ.pop(MULTIPROC_ENV, None)
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+    serve(model_dir, args.host, args.port, workers=args.workers, threads=args.threads,
+          log_level=args.log_level, log_format=args.log_format, access_log=args.access_log,
+          graceful_timeout=args.graceful_timeout)
     return 0
-
-
-class _Stopped(Exception):
-    """SIGTERM arrived: stop serving, successfully."""
-
-
-def _stopped(signum, frame):
-    raise _Stopped()
 
 
 # ---------------------------------------------------------------------------------------------

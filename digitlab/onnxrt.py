@@ -20,11 +20,14 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime as ort
 
 from .errors import ConfigError, ModelDirError
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 FORMAT = "digitlab-onnx"
 FORMAT_VERSION = 1
@@ -54,11 +57,19 @@ def model_id(weights: str | os.PathLike) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def _onnxruntime():
+    """onnxruntime, imported on first use: a process that only needs ``model_id`` (the server,
+    for /api/model) does not pay the runtime's 20 MiB."""
+    import onnxruntime
+    return onnxruntime
+
+
 def session_options(threads: int = 1) -> ort.SessionOptions:
     """ONNX Runtime options for a server worker or a batch job: ``threads`` intra-op threads,
     one inter-op thread, sequential execution, every graph optimisation."""
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ConfigError(f"threads must be a whole number >= 1, got {threads!r}")
+    ort = _onnxruntime()
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
@@ -88,8 +99,8 @@ class OnnxModel:
         if size > MAX_ONNX_BYTES:
             raise ModelDirError(f"{self.path}: {size} bytes, over the limit of {MAX_ONNX_BYTES}")
         try:
-            self.session = ort.InferenceSession(str(self.path), options,
-                                                providers=["CPUExecutionProvider"])
+            self.session = _onnxruntime().InferenceSession(
+                str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ModelDirError(f"{self.path}: not a readable ONNX model ({first[:200]})") from None

@@ -1,4 +1,11 @@
-"""How ``digitlab serve`` runs uvicorn: its options, and a header read timeout uvicorn lacks.
+"""How ``digitlab serve`` runs uvicorn: ``serve``, its options, and a header read timeout
+uvicorn lacks.
+
+``serve`` runs one process, or uvicorn's supervisor and N worker processes that import the app
+themselves (``app.create_app_from_env``: the settings travel in the environment, and so does the
+folder where the workers' metrics meet, see ``telemetry``). SIGTERM is a graceful stop: uvicorn
+stops listening, lets the requests in flight finish within ``graceful_timeout`` seconds, shuts
+the app down, and ``serve`` returns normally (so the command exits 0).
 
 Uvicorn closes a connection that stays idle for ``timeout_keep_alive`` seconds after a response,
 but has no limit on how long a request's headers may take: a client that opens a connection and
@@ -11,10 +18,14 @@ connection is closed. Body read timeouts are the app's (``inputs.BodyLimitMiddle
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import signal
+import tempfile
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .telemetry import log_config
+from .telemetry import MULTIPROC_ENV, log_config
 
 HEADER_TIMEOUT = 10.0  # seconds for a request's headers to arrive
 KEEP_ALIVE_TIMEOUT = 5  # seconds an idle keep-alive connection is kept (uvicorn's default)
@@ -72,3 +83,48 @@ def uvicorn_options(host: str, port: int, log_level: str = "info", log_format: s
                 log_config=log_config(log_format, log_level),
                 timeout_graceful_shutdown=graceful_timeout, timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
                 http=protocol)
+
+
+def serve(model_dir: str | os.PathLike, host: str, port: int, *, workers: int = 1,
+          threads: int = 1, log_level: str = "info", log_format: str = "text",
+          access_log: bool = False, graceful_timeout: float = GRACEFUL_TIMEOUT) -> None:
+    """Serve ``model_dir`` until Ctrl-C (KeyboardInterrupt) or SIGTERM (a normal return)."""
+    import uvicorn
+
+    from .app import ACCESS_LOG_ENV, MODEL_DIR_ENV, THREADS_ENV, Settings, create_app
+
+    options = uvicorn_options(host, port, log_level, log_format, graceful_timeout)
+    # After a graceful stop uvicorn raises the signal again, with the handler it found when it
+    # started: this one, so that the stop is a normal return instead of death by SIGTERM.
+    previous = signal.getsignal(signal.SIGTERM)
+    metrics_dir = None
+    try:
+        signal.signal(signal.SIGTERM, _stopped)
+        if workers == 1:
+            uvicorn.run(create_app(settings=Settings(
+                model_dir=str(model_dir), torch_threads=threads, access_log=access_log)),
+                **options)
+            return
+        if not os.environ.get(MULTIPROC_ENV):  # a folder of the caller's own is left alone
+            metrics_dir = tempfile.mkdtemp(prefix="digitlab-metrics-")
+            os.environ[MULTIPROC_ENV] = metrics_dir
+        os.environ[MODEL_DIR_ENV] = str(model_dir)
+        os.environ[THREADS_ENV] = str(threads)
+        os.environ[ACCESS_LOG_ENV] = "1" if access_log else "0"
+        uvicorn.run("digitlab.server.app:create_app_from_env", factory=True, workers=workers,
+                    **options)
+    except _Stopped:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if metrics_dir is not None:
+            os.environ.pop(MULTIPROC_ENV, None)
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+class _Stopped(Exception):
+    """SIGTERM arrived: stop serving, successfully."""
+
+
+def _stopped(signum, frame):
+    raise _Stopped()
