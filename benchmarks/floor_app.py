@@ -3,7 +3,7 @@
 Each worker preprocesses and classifies an image the first time it sees its bytes and answers
 later requests for the same bytes from memory. Everything else runs as in the real server (HTTP,
 FastAPI routing, the body limit, multipart parsing, the header check, the model lane,
-the response schema and its 28x28 PNG), so a load test against it measures the request path's
+the response schema), so a load test against it measures the request path's
 own cost: the floor under any latency the real server can reach. Benchmark-only; the server
 itself never caches.
 

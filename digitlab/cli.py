@@ -336,6 +336,21 @@ def cmd_compare(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# export
+
+
+def cmd_export(args) -> int:
+    from .export import export_onnx
+    r = export_onnx(args.model_dir, args.out)
+    print(f"exported {args.model_dir or 'the shipped model'} -> {r.path} ({r.bytes / 1024:,.0f} KB, "
+          f"ONNX opset {r.opset}, model id {r.model_id[:12]})")
+    print(f"checked against PyTorch on {r.images:,} MNIST test images: same prediction for all, "
+          f"max abs difference {r.max_abs_diff_logits:.2g} (logits), "
+          f"{r.max_abs_diff_probs:.2g} (probabilities)")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # download
 
 
@@ -350,18 +365,12 @@ def cmd_download(args) -> int:
 # serve
 
 
-WORKER_START_TIMEOUT = 60  # seconds a new worker process may take to start serving
-
-
 def cmd_serve(args) -> int:
-    import os
     import socket
 
-    import uvicorn
-
     from .artifacts import default_model_dir, load_model
-    from .server.app import MODEL_DIR_ENV, THREADS_ENV, Settings, create_app
-    from .server.protocol import uvicorn_options
+    from .server.app import Settings
+    from .server.protocol import serve
 
     model_dir = Path(args.model_dir) if args.model_dir else default_model_dir()
     load_model(model_dir)  # a bad directory is a one-line error here, not a traceback per worker
@@ -371,25 +380,15 @@ def cmd_serve(args) -> int:
             probe.bind((args.host, args.port))
         except OSError as exc:
             raise DigitlabError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
-    print(f"serving {model_dir} at http://{args.host}:{args.port}/ (API docs at /docs), "
-          f"{args.workers} worker(s); Ctrl-C stops", flush=True)
-    if feedback_db:
-        print(f"storing feedback in {feedback_db}", flush=True)
-    options = uvicorn_options(args.host, args.port, args.log_level, args.access_log)
-    if args.workers == 1:
-        app = create_app(settings=Settings(model_dir=str(model_dir), torch_threads=args.threads,
-                                           reload_on_sighup=True, **feedback))
-        uvicorn.run(app, **options)
-    else:
-        # Worker processes import the app themselves: the settings travel in the environment.
-        # SIGHUP goes to uvicorn's master, which replaces the workers one at a time.
-        os.environ[MODEL_DIR_ENV] = str(model_dir)
-        os.environ[THREADS_ENV] = str(args.threads)
-        _feedback_env(feedback, args.workers)
-        # A new worker imports torch and loads the model before it is ready: uvicorn's 5 s
-        # default aborted SIGHUP's rolling restart on a busy machine.
-        uvicorn.run("digitlab.server.app:create_app_from_env", factory=True, workers=args.workers,
-                    timeout_worker_healthcheck=WORKER_START_TIMEOUT, **options)
+    if args.log_format == "text":  # json: every line is a JSON object (uvicorn says it too)
+        print(f"serving {model_dir} at http://{args.host}:{args.port}/ (API docs at /docs), "
+              f"{args.workers} worker(s); Ctrl-C stops", flush=True)
+        if feedback_db:
+            print(f"storing feedback in {feedback_db}", flush=True)
+    settings = Settings(model_dir=str(model_dir), torch_threads=args.threads,
+                        workers=args.workers, access_log=args.access_log, **feedback)
+    serve(settings, args.host, args.port, log_level=args.log_level,
+          log_format=args.log_format, graceful_timeout=args.graceful_timeout)
     return 0
 
 
@@ -411,23 +410,6 @@ def _serve_feedback_settings(args) -> tuple[dict, str | None]:
     with open_store(args.feedback_db) as store:
         out["feedback_db"] = args.feedback_db
         return out, shown(store.url)
-
-
-def _feedback_env(settings: dict, workers: int) -> None:
-    import os
-
-    from .server.admin import ADMIN_TOKEN_ENV
-    from .server.app import (FEEDBACK_BURST_ENV, FEEDBACK_DB_ENV, FEEDBACK_RATE_ENV,
-                             WORKERS_ENV)
-    os.environ[WORKERS_ENV] = str(workers)
-    os.environ[FEEDBACK_RATE_ENV] = str(settings["feedback_rate"])
-    os.environ[FEEDBACK_BURST_ENV] = str(settings["feedback_burst"])
-    for key, value in ((FEEDBACK_DB_ENV, settings["feedback_db"]),
-                       (ADMIN_TOKEN_ENV, settings["admin_token"])):
-        if value:
-            os.environ[key] = value
-        else:
-            os.environ.pop(key, None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -641,6 +623,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "where the hardware is fast at it; fp32 never does")
     s.set_defaults(func=cmd_predict)
 
+    s = sub.add_parser("export", help="export a model directory to ONNX (checked against PyTorch)",
+                       description="Write the model as an ONNX graph (dynamic batch, float32 "
+                                   "(N, 1, 28, 28) in [0, 1], ink bright on dark; class names and "
+                                   "model id in its metadata), run it with ONNX Runtime next to "
+                                   "PyTorch on 1,000 MNIST test images, and keep it only if "
+                                   "both agree.")
+    s.add_argument("--model-dir", metavar="DIR", help="model directory (default: the shipped model)")
+    s.add_argument("--format", choices=["onnx"], default="onnx", help="output format (default: onnx)")
+    s.add_argument("--out", metavar="FILE.onnx",
+                   help="file to write (default: DIR/model.onnx, beside model.safetensors)")
+    s.set_defaults(func=cmd_export)
+
     s = sub.add_parser("download", help="download a public MNIST-format dataset (needs internet)")
     s.add_argument("name", help="dataset name, e.g. fashion-mnist")
     s.add_argument("--dir", help="target folder (default: ~/.cache/digitlab/NAME)")
@@ -659,7 +653,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch threads per worker (default: 1: requests are single small images)")
     s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info",
                                                            "debug"])
-    s.add_argument("--access-log", action="store_true", help="log every request")
+    s.add_argument("--log-format", default="text", choices=["text", "json"],
+                   help="text (default) or json: one JSON object per line (time, level, message; "
+                        "access lines add request_id, method, path, status, duration_ms)")
+    s.add_argument("--access-log", action="store_true",
+                   help="log every request (with its X-Request-ID and duration)")
+    s.add_argument("--graceful-timeout", type=_nonneg_float, default=10.0, metavar="SECONDS",
+                   help="on SIGTERM, stop accepting connections and give the requests in flight "
+                        "this long to finish (default: 10)")
     g = s.add_argument_group("feedback and admin (docs/server.md: Learning from users)")
     g.add_argument("--feedback-db", metavar="PATH|URL",
                    help="store what users say about the answers: an SQLite file (made if "

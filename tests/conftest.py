@@ -10,6 +10,8 @@ import os
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -149,3 +151,35 @@ def server_in_thread(server):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@contextlib.contextmanager
+def serve_subprocess(logs, *args, env: dict | None = None, timeout: float = 60):
+    """``digitlab serve ARGS`` in its own process on a free 127.0.0.1 port, its stdout and
+    stderr in ``logs``/serve.out and serve.err. Yields (process, base URL) once /api/health
+    answers; terminates the process at the end if it is still running."""
+    import httpx
+
+    port = free_port()
+    with open(logs / "serve.out", "w") as out, open(logs / "serve.err", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "digitlab.cli", "serve", "--host",
+                                 "127.0.0.1", "--port", str(port), *map(str, args)],
+                                stdout=out, stderr=err,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert proc.poll() is None, (logs / "serve.err").read_text()
+            try:
+                if httpx.get(base + "/api/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.2)
+        yield proc, base
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(30)

@@ -5,11 +5,8 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import socket
 import struct
-import subprocess
-import sys
 import time
 import zlib
 
@@ -19,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import encode, free_port, hostile_text_png, many_frame_gif, on_paper
+from conftest import encode, hostile_text_png, many_frame_gif, on_paper, serve_subprocess
 from digitlab import cli
 from digitlab.predict import Predictor
 from digitlab.server import Limits, Settings, create_app
@@ -70,13 +67,16 @@ def assert_error(r: httpx.Response, status: int, *words: str):
         assert w.lower() in detail.lower(), detail
 
 
-def assert_prediction(body: dict):
+def assert_prediction(body: dict, with_input: bool = False):
     probs = body["probabilities"]
     assert len(probs) == 10 and abs(sum(probs) - 1) < 1e-4
     assert body["digit"] == int(np.argmax(probs)) and body["label"] == str(body["digit"])
     assert body["confidence"] == pytest.approx(max(probs))
     assert [t["digit"] for t in body["top_k"]] == list(np.argsort(probs)[::-1][:len(body["top_k"])])
     assert body["rejected"] is False and body["reason"] is None
+    if not with_input:
+        assert body["image"] is None
+        return
     seen = Image.open(io.BytesIO(base64.b64decode(body["image"].split(",", 1)[1])))
     assert seen.format == "PNG" and seen.size == (28, 28)
 
@@ -116,10 +116,10 @@ def test_model_is_loaded_once(small_model_dir, digits, monkeypatch):
 
 def test_predict_multipart_matches_the_library(client, small_model_dir, digits):
     data, label = digits[0]
-    r = client.post("/api/predict", files={"file": ("seven.png", data, "image/png")})
+    r = client.post("/api/predict?include=input", files={"file": ("seven.png", data, "image/png")})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert_prediction(body)
+    assert_prediction(body, with_input=True)
     assert body["digit"] == label
     # The service runs exactly the library's preprocessing and model.
     lib = Predictor(small_model_dir).predict_one(data)
@@ -205,7 +205,7 @@ def test_predict_blank_image_is_rejected_not_an_error(client):
 def test_predict_number(client, mnist):
     row = np.concatenate([mnist.test_images[i].numpy() for i in range(3)], axis=1)  # "721"
     img = Image.fromarray(255 - row).resize((84 * 4, 28 * 4), Image.BILINEAR)
-    r = client.post("/api/predict?number=true", content=encode(img),
+    r = client.post("/api/predict?number=true&include=input", content=encode(img),
                     headers={"content-type": "image/png"})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -216,6 +216,33 @@ def test_predict_number(client, mnist):
         assert len(d["probabilities"]) == 10 and d["image"].startswith("data:image/png;base64,")
     assert body["number"] == "".join(d["label"] if d["digit"] is not None else "?"
                                      for d in body["digits"])
+
+
+def test_input_image_only_when_asked(client, digits, mnist, monkeypatch):
+    from digitlab.server import schemas
+    encoded = []
+    real = schemas.png_base64
+    monkeypatch.setattr(schemas, "png_base64", lambda img: (encoded.append(img.shape), real(img))[1])
+    png = {"content-type": "image/png"}
+    row = np.concatenate([mnist.test_images[i].numpy() for i in range(2)], axis=1)
+    number = encode(Image.fromarray(255 - row).resize((56 * 4, 28 * 4), Image.BILINEAR))
+    one = client.post("/api/predict", content=digits[0][0], headers=png).json()
+    num = client.post("/api/predict?number=true", content=number, headers=png).json()
+    batch = client.post("/api/predict/batch", json={"images": [data_url(digits[0][0])]}).json()
+    assert one["image"] is None and batch["results"][0]["result"]["image"] is None
+    assert num["image"] is None and all(d["image"] is None for d in num["digits"])
+    assert encoded == []  # no PNG was made for nobody
+
+    one = client.post("/api/predict?include=input", content=digits[0][0], headers=png).json()
+    num = client.post("/api/predict?number=true&include=input", content=number, headers=png).json()
+    batch = client.post("/api/predict/batch?include=input",
+                        json={"images": [data_url(digits[0][0])]}).json()
+    for url in (one["image"], num["image"], batch["results"][0]["result"]["image"],
+                *(d["image"] for d in num["digits"])):
+        assert url.startswith("data:image/png;base64,")
+    assert encoded[0] == (28, 28)
+    assert_error(client.post("/api/predict?include=everything", content=digits[0][0],
+                             headers=png), 422, "include")
 
 
 # ---- batch -----------------------------------------------------------------------------------
@@ -395,7 +422,7 @@ def test_page_is_self_contained(client):
             assert "http://" not in a.text and "https://" not in a.text, asset
     js = client.get("/static/app.js").text
     for api in ("pointerdown", "pointermove", "pointerup", "/api/predict", "number=true",
-                "dragover", "drop", "toDataURL"):
+                "include=input", "dragover", "drop", "toDataURL"):
         assert api in js, api
 
 
@@ -405,7 +432,7 @@ def test_openapi_documents_the_api(client):
     assert set(predict["requestBody"]["content"]) == {"multipart/form-data", "image/*",
                                                       "application/json"}
     assert {"200", "400", "413", "415", "422"} <= set(predict["responses"])
-    assert {p["name"] for p in predict["parameters"]} == {"number", "top_k"}
+    assert {p["name"] for p in predict["parameters"]} == {"number", "top_k", "include"}
     assert {"/api/predict/batch", "/api/health", "/api/model"} <= set(spec["paths"])
     docs = client.get("/docs")
     assert docs.status_code == 200
@@ -434,30 +461,11 @@ def test_serve_refuses_a_busy_port(small_model_dir, capsys):
 
 def test_serve_runs_workers(small_model_dir, digits, tmp_path):
     """`digitlab serve --workers 2` (the import-string path) answers on a real socket."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "digitlab.cli", "serve", "--model-dir",
-                             str(small_model_dir), "--port", str(port), "--workers", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                if httpx.get(base + "/api/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
+    with serve_subprocess(tmp_path, "--model-dir", small_model_dir, "--workers", 2) as (_, base):
         assert httpx.get(base + "/api/model").json()["model_dir"] == small_model_dir.name
         r = httpx.post(base + "/api/predict", files={"file": ("d.png", digits[0][0], "image/png")})
         assert r.status_code == 200 and r.json()["digit"] == digits[0][1]
-    finally:
-        proc.terminate()
-        proc.wait(20)
-    assert "serving" in proc.stdout.read()
+    assert "serving" in (tmp_path / "serve.out").read_text()
 
 
 # ---- issue 15: bounded work, answers in the server's own terms ---------------------------------

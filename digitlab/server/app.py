@@ -11,7 +11,6 @@ held in one ``reload.Served`` object, swapped whole by ``POST /api/admin/reload`
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -28,13 +27,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..artifacts import WEIGHTS, default_model_dir
+from ..onnxrt import model_id
 from .admin import ADMIN_TOKEN_ENV, admin, check_token
 from .feedback import feedback_api
 from .inputs import BodyLimitMiddleware, Limits
 from .ratelimit import RateLimiter
 from .reload import Reloader, Served, load_checked
-from .routes import STATIC, api, page
+from .routes import STATIC, api, ops, page
 from .schemas import ModelInfo
+from .telemetry import REQUEST_ID_HEADER, REQUEST_ID_KEY, ServerMetrics, Telemetry
 
 log = logging.getLogger("digitlab.server")
 
@@ -44,6 +45,7 @@ FEEDBACK_DB_ENV = "DIGITLAB_FEEDBACK_DB"
 FEEDBACK_RATE_ENV = "DIGITLAB_FEEDBACK_RATE"
 FEEDBACK_BURST_ENV = "DIGITLAB_FEEDBACK_BURST"
 WORKERS_ENV = "DIGITLAB_WORKERS"
+ACCESS_LOG_ENV = "DIGITLAB_ACCESS_LOG"
 
 
 @dataclass
@@ -61,6 +63,7 @@ class Settings:
     admin_token: str | None = None       # bearer token of the admin endpoints; None: they are off
     workers: int = 1                     # worker processes serving this app (reload: see admin)
     reload_on_sighup: bool = False       # SIGHUP reloads model_dir in place (one process only)
+    access_log: bool = False             # one line per request on the "digitlab.access" logger
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -72,16 +75,24 @@ class Settings:
                    feedback_rate=float(env(FEEDBACK_RATE_ENV) or cls.feedback_rate),
                    feedback_burst=int(env(FEEDBACK_BURST_ENV) or cls.feedback_burst),
                    admin_token=check_token(env(ADMIN_TOKEN_ENV)),
-                   workers=int(env(WORKERS_ENV) or 1))
+                   workers=int(env(WORKERS_ENV) or 1),
+                   access_log=env(ACCESS_LOG_ENV) == "1")
+
+    def to_env(self) -> dict[str, str | None]:
+        """The environment ``from_env`` reads these settings back from (worker processes of
+        ``--workers N`` import the app themselves); None: unset the variable."""
+        return {MODEL_DIR_ENV: self.model_dir,
+                THREADS_ENV: str(self.torch_threads) if self.torch_threads else None,
+                FEEDBACK_DB_ENV: self.feedback_db, FEEDBACK_RATE_ENV: str(self.feedback_rate),
+                FEEDBACK_BURST_ENV: str(self.feedback_burst), ADMIN_TOKEN_ENV: self.admin_token,
+                WORKERS_ENV: str(self.workers), ACCESS_LOG_ENV: "1" if self.access_log else "0"}
 
 
 def _model_info(predictor, model_dir: Path, limits: Limits) -> ModelInfo:
     cfg = predictor.config
-    with open(model_dir / WEIGHTS, "rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
     # Names and hashes, never where things are on this server (see public_value).
     return ModelInfo(
-        model_dir=model_dir.name, weights_sha256=digest, architecture=cfg["architecture"],
+        model_dir=model_dir.name, weights_sha256=model_id(model_dir / WEIGHTS), architecture=cfg["architecture"],
         kind=cfg.get("kind"), model_kwargs=public_value(cfg.get("model_kwargs") or {}),
         classes=list(predictor.classes),
         parameters=cfg.get("parameters"),
@@ -89,6 +100,12 @@ def _model_info(predictor, model_dir: Path, limits: Limits) -> ModelInfo:
         metrics=public_value(cfg.get("metrics")), training=public_value(cfg.get("training")),
         dataset=public_value(cfg.get("dataset")), input=public_value(cfg.get("input")),
         versions=public_value(cfg.get("versions")), limits=asdict(limits))
+
+
+def _report_model(metrics: ServerMetrics, served: Served) -> None:
+    info = served.info
+    metrics.set_model(info.weights_sha256, info.architecture, info.kind or "single",
+                      getattr(served.predictor, "backend", "torch"))
 
 
 _DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
@@ -129,13 +146,15 @@ def create_app(model_dir: str | os.PathLike | None = None, settings: Settings | 
             return Served(predictor, _model_info(predictor, model_dir, settings.limits), model_dir)
 
         app.state.served = load_checked(load, directory)
-        app.state.reloader = Reloader(app, load, directory)
+        app.state.reloader = Reloader(app, load, directory,
+                                      on_swap=lambda served: _report_model(metrics, served))
         # One image at a time per process: preprocessing is Python-bound, so concurrent threads
         # in one process only fight over the GIL (a worker spent 2.7x the CPU per request that
         # way). Parallelism comes from `--workers`; small images run on the event loop, big
         # ones in a thread while the loop goes on reading requests (routes.INLINE_MAX_PIXELS).
         app.state.model_lane = anyio.CapacityLimiter(1)
         log.info("digitlab: loaded %s (%s)", directory, app.state.served.info.architecture)
+        _report_model(metrics, app.state.served)
         if settings.feedback_db:
             from ..feedback import open_store
 
@@ -150,6 +169,7 @@ def create_app(model_dir: str | os.PathLike | None = None, settings: Settings | 
                 app.state.feedback.close()
                 app.state.feedback = None
             app.state.served = None
+            metrics.close()
 
     app = FastAPI(
         title="digitlab", version=__version__, lifespan=lifespan,
@@ -164,8 +184,11 @@ def create_app(model_dir: str | os.PathLike | None = None, settings: Settings | 
     app.state.served = None
     app.state.feedback = None
     app.state.feedback_limiter = RateLimiter(settings.feedback_rate / 60.0, settings.feedback_burst)
+    metrics = app.state.metrics = ServerMetrics()
     app.add_middleware(BodyLimitMiddleware, limits=settings.limits)
     app.add_middleware(HeadAsGet)
+    # Outermost of ours (added last): it counts and times what the others answer too (413, 408).
+    app.add_middleware(Telemetry, metrics=metrics, access=settings.access_log)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -183,13 +206,18 @@ def create_app(model_dir: str | os.PathLike | None = None, settings: Settings | 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception):
         # A bug, not a bad input: log it with its traceback, keep the worker, answer JSON.
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
+        # (This handler runs outside the middlewares, so it adds the request id itself.)
+        rid = request.scope.get(REQUEST_ID_KEY, "-")
+        log.exception("unhandled error on %s %s (request id %s)", request.method,
+                      request.url.path, rid)
+        return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500,
+                            headers={REQUEST_ID_HEADER: rid})
 
     app.include_router(api)
     app.include_router(feedback_api)
     app.include_router(admin)
     app.include_router(page)
+    app.include_router(ops)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _offline_docs(app)
     return app
@@ -207,13 +235,17 @@ class HeadAsGet:
             return await self.app(scope, receive, send)
 
         async def without_body(message):
+            if message["type"] == "http.response.start" and "route" in inner:
+                scope["route"] = inner["route"]  # the route matched, for the metrics outside
             if message["type"] == "http.response.body":
                 if message.get("more_body", False):
                     return
                 message = {"type": "http.response.body", "body": b"", "more_body": False}
             await send(message)
 
-        await self.app({**scope, "method": "GET"}, receive, without_body)
+        # A copy: the server reads the method from the original to send no body.
+        inner = {**scope, "method": "GET"}
+        await self.app(inner, receive, without_body)
 
 
 def _offline_docs(app: FastAPI) -> None:

@@ -1,4 +1,11 @@
-"""How ``digitlab serve`` runs uvicorn: its options, and a header read timeout uvicorn lacks.
+"""How ``digitlab serve`` runs uvicorn: ``serve``, its options, and a header read timeout
+uvicorn lacks.
+
+``serve`` runs one process, or uvicorn's supervisor and N worker processes that import the app
+themselves (``app.create_app_from_env``: the settings travel in the environment, and so does the
+folder where the workers' metrics meet, see ``telemetry``). SIGTERM is a graceful stop: uvicorn
+stops listening, lets the requests in flight finish within ``graceful_timeout`` seconds, shuts
+the app down, and ``serve`` returns normally (so the command exits 0).
 
 Uvicorn closes a connection that stays idle for ``timeout_keep_alive`` seconds after a response,
 but has no limit on how long a request's headers may take: a client that opens a connection and
@@ -11,11 +18,20 @@ connection is closed. Body read timeouts are the app's (``inputs.BodyLimitMiddle
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import signal
+import tempfile
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .telemetry import MULTIPROC_ENV, log_config
+
 HEADER_TIMEOUT = 10.0  # seconds for a request's headers to arrive
 KEEP_ALIVE_TIMEOUT = 5  # seconds an idle keep-alive connection is kept (uvicorn's default)
+# Seconds in-flight requests get to finish after SIGTERM: a batch of 32 photos takes a few.
+WORKER_START_TIMEOUT = 60  # seconds a new worker process may take to start serving
+GRACEFUL_TIMEOUT = 10.0
 PROTOCOL = f"{__name__}:GuardedHttpToolsProtocol"  # by name, so worker processes import it
 
 
@@ -56,9 +72,69 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
 
-def uvicorn_options(host: str, port: int, log_level: str = "info", access_log: bool = False,
+def uvicorn_options(host: str, port: int, log_level: str = "info", log_format: str = "text",
+                    graceful_timeout: float = GRACEFUL_TIMEOUT,
                     protocol: str | type = PROTOCOL) -> dict:
-    """Keyword arguments for ``uvicorn.run``/``uvicorn.Config``, as ``digitlab serve`` uses them."""
-    return dict(host=host, port=port, log_level=log_level, access_log=access_log,
-                timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
+    """Keyword arguments for ``uvicorn.run``/``uvicorn.Config``, as ``digitlab serve`` uses them.
+
+    Uvicorn's own access log is off: the app writes its own, with the request id and duration
+    (``telemetry.Telemetry``, ``Settings.access_log``). ``graceful_timeout``: on SIGTERM, seconds
+    that requests already in flight get to finish before they are cancelled."""
+    return dict(host=host, port=port, log_level=log_level, access_log=False,
+                log_config=log_config(log_format, log_level),
+                timeout_graceful_shutdown=graceful_timeout, timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
                 http=protocol)
+
+
+def serve(settings, host: str, port: int, *, log_level: str = "info",
+          log_format: str = "text", graceful_timeout: float = GRACEFUL_TIMEOUT) -> None:
+    """Serve with ``settings`` (``app.Settings``; ``settings.workers`` processes) until Ctrl-C
+    (KeyboardInterrupt) or SIGTERM (a normal return)."""
+    import dataclasses
+
+    import uvicorn
+
+    from .app import create_app
+
+    options = uvicorn_options(host, port, log_level, log_format, graceful_timeout)
+    # After a graceful stop uvicorn raises the signal again, with the handler it found when it
+    # started: this one, so that the stop is a normal return instead of death by SIGTERM.
+    previous = signal.getsignal(signal.SIGTERM)
+    metrics_dir = None
+    try:
+        signal.signal(signal.SIGTERM, _stopped)
+        if settings.workers == 1:
+            # SIGHUP reloads --model-dir in place (one process: no master to restart workers)
+            uvicorn.run(create_app(settings=dataclasses.replace(settings, reload_on_sighup=True)),
+                        **options)
+            return
+        if not os.environ.get(MULTIPROC_ENV):  # a folder of the caller's own is left alone
+            metrics_dir = tempfile.mkdtemp(prefix="digitlab-metrics-")
+            os.environ[MULTIPROC_ENV] = metrics_dir
+        # Worker processes import the app themselves: the settings travel in the environment.
+        for key, value in settings.to_env().items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        # SIGHUP goes to uvicorn's master, which replaces the workers one at a time. A new
+        # worker imports torch and loads the model before it is ready: uvicorn's 5 s default
+        # aborted that rolling restart on a busy machine.
+        uvicorn.run("digitlab.server.app:create_app_from_env", factory=True,
+                    workers=settings.workers, timeout_worker_healthcheck=WORKER_START_TIMEOUT,
+                    **options)
+    except _Stopped:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if metrics_dir is not None:
+            os.environ.pop(MULTIPROC_ENV, None)
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+class _Stopped(Exception):
+    """SIGTERM arrived: stop serving, successfully."""
+
+
+def _stopped(signum, frame):
+    raise _Stopped()

@@ -84,8 +84,10 @@ class Reloader:
     was started with, ``await reload(path)`` loads another. One reload at a time; requests go
     on being served meanwhile (the model is loaded in a thread)."""
 
-    def __init__(self, app, load: Callable[[Path], Served], model_dir: Path):
+    def __init__(self, app, load: Callable[[Path], Served], model_dir: Path,
+                 on_swap: Callable[[Served], None] | None = None):
         self.app, self.load, self.model_dir = app, load, Path(model_dir)
+        self.on_swap = on_swap  # told about each new model once it serves (metrics)
         self._lock = anyio.Lock()
         self._tasks: set[asyncio.Task] = set()
 
@@ -97,6 +99,8 @@ class Reloader:
             new = await anyio.to_thread.run_sync(load_checked, self.load, target)
             old = self.app.state.served
             self.app.state.served = new  # the swap
+            if self.on_swap is not None:
+                self.on_swap(new)
         log.info("digitlab: now serving %s (weights %s, was %s)", target,
                  new.info.weights_sha256[:12], old.info.weights_sha256[:12] if old else None)
         return old, new

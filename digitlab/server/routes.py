@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import anyio
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 
 from .. import __version__
 from .inputs import InputError, check_image, read_batch, read_image
@@ -41,9 +42,12 @@ ERRORS = {code: {"model": Error, "description": text} for code, text in {
 
 TopKQuery = Query(3, ge=1, le=10, description="how many of the best classes to list")
 NumberQuery = Query(False, description="read a whole number: segment the digits left to right")
+IncludeQuery = Query(None, description="'input': also return the 28x28 image the model saw "
+                                       "(`image`, a PNG data URL; off by default)")
 
 api = APIRouter(prefix="/api", tags=["api"])
 page = APIRouter(include_in_schema=False)
+ops = APIRouter(include_in_schema=False)  # for the operator's tools, not API clients
 
 
 # An image of at most this many pixels is preprocessed and classified on the event loop itself:
@@ -69,7 +73,8 @@ async def _in_model_lane(request: Request, fn, *args, inline: bool = False, **kw
 
 @api.post("/predict", response_model=PredictionOut, responses=ERRORS, openapi_extra=PREDICT_BODY,
           summary="Classify one image (multipart 'file', raw image bytes, or JSON data URL)")
-async def predict(request: Request, number: bool = NumberQuery, top_k: int = TopKQuery):
+async def predict(request: Request, number: bool = NumberQuery, top_k: int = TopKQuery,
+                  include: Literal["input"] | None = IncludeQuery):
     limits = request.app.state.limits
     data = await read_image(request, limits)
     width, height = check_image(data, limits)
@@ -79,19 +84,23 @@ async def predict(request: Request, number: bool = NumberQuery, top_k: int = Top
                                 inline=inline, top_k=top_k, number=number)
     if pred.error:
         raise InputError(400, public_error(pred.error))
-    return prediction_out(pred, predictor.classes)
+    request.app.state.metrics.observe_predictions([pred], predictor.classes)
+    return prediction_out(pred, predictor.classes, include == "input")
 
 
 @api.post("/predict/batch", response_model=BatchOut, responses=ERRORS, openapi_extra=BATCH_BODY,
           summary="Classify several images; one result or one error per image")
-async def predict_batch(request: Request, number: bool = NumberQuery, top_k: int = TopKQuery):
+async def predict_batch(request: Request, number: bool = NumberQuery, top_k: int = TopKQuery,
+                        include: Literal["input"] | None = IncludeQuery):
     uploads = await read_batch(request, request.app.state.limits)  # bad images carry .error
     predictor = request.app.state.served.predictor
     good = [up.data for up in uploads if up.error is None]
-    preds = iter(await _in_model_lane(request, predictor.predict, good, top_k=top_k,
-                                      number=number) if good else [])
-    items = [batch_item(i, up.name, up.error or next(preds), predictor.classes)
-             for i, up in enumerate(uploads)]
+    results = await _in_model_lane(request, predictor.predict, good, top_k=top_k,
+                                   number=number) if good else []
+    request.app.state.metrics.observe_predictions(results, predictor.classes)
+    preds = iter(results)
+    items = [batch_item(i, up.name, up.error or next(preds), predictor.classes,
+                        include == "input") for i, up in enumerate(uploads)]
     return BatchOut(count=len(items), results=items)
 
 
@@ -105,6 +114,13 @@ async def health(request: Request):
                                                      "training config")
 async def model_info(request: Request):
     return request.app.state.served.info
+
+
+@ops.get("/metrics")
+async def metrics(request: Request):
+    """Prometheus text format: requests, latency, predictions, rejections, the model's id."""
+    body, content_type = request.app.state.metrics.render()
+    return Response(body, media_type=content_type)
 
 
 @page.get("/")

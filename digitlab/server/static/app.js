@@ -163,8 +163,9 @@
   });
 
   // ---- prediction -----------------------------------------------------------------------------
+  // include=input: the answer carries the 28x28 image the model saw (shown beside the chart)
   function endpoint() {
-    return "/api/predict" + (numberMode.checked ? "?number=true" : "");
+    return "/api/predict?include=input" + (numberMode.checked ? "&number=true" : "");
   }
 
   async function requestPrediction() {

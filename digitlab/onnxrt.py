@@ -1,0 +1,192 @@
+"""Inference on an exported model with ONNX Runtime, without torch: ``OnnxModel(path).logits(x)``.
+
+``digitlab export`` writes ``model.onnx`` beside ``model.safetensors`` (``digitlab.export``);
+this module runs it with numpy and onnxruntime alone, so a server or a batch job can classify
+without importing PyTorch. The input is what every digitlab model takes: float32
+``(N, 1, 28, 28)`` in ``[0, 1]``, ink bright on dark; normalisation is inside the graph.
+
+An ONNX file is untrusted input like a model directory: its size is bounded before it is
+parsed, ONNX Runtime's own parse errors become one-line ``ModelDirError``s, and the digitlab
+metadata (format, classes, model id) and the graph's one input and one output are checked
+before the model is used. ``model_id`` is the SHA-256 of the ``model.safetensors`` the graph
+was exported from; ``OnnxModel.from_model_dir`` refuses a ``model.onnx`` that no longer
+matches its directory's weights (a model retrained into the same directory).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .errors import ConfigError, ModelDirError
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+FORMAT = "digitlab-onnx"
+FORMAT_VERSION = 1
+ONNX_FILE = "model.onnx"
+WEIGHTS_FILE = "model.safetensors"  # the name artifacts.WEIGHTS gives it (artifacts needs torch)
+INPUT_NAME, OUTPUT_NAME = "image", "logits"
+INPUT_SHAPE = (1, 28, 28)  # after the batch axis
+
+# Keys of the ONNX model's metadata_props that digitlab writes (strings; JSON where noted).
+META_FORMAT = "digitlab.format"                  # FORMAT
+META_FORMAT_VERSION = "digitlab.format_version"  # str(FORMAT_VERSION)
+META_MODEL_ID = "digitlab.model_id"              # SHA-256 (hex) of model.safetensors
+META_CLASSES = "digitlab.classes"                # JSON list of class names
+META_INPUT = "digitlab.input"                    # JSON: the input convention (config["input"])
+META_ARCHITECTURE = "digitlab.architecture"      # e.g. "cnn", "ensemble"
+META_KIND = "digitlab.kind"                      # "single" | "ensemble"
+META_VERSION = "digitlab.version"                # digitlab version that exported it
+
+MAX_ONNX_BYTES = 512 * 1024 * 1024  # twice artifacts.MAX_WEIGHTS_BYTES: weights plus the graph
+MAX_CLASSES, MAX_CLASS_NAME = 1000, 100  # as artifacts.check_config
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def model_id(weights: str | os.PathLike) -> str:
+    """The id of a model: the SHA-256 (hex) of its weights file, as ``/api/model`` shows it."""
+    with open(weights, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _onnxruntime():
+    """onnxruntime, imported on first use: a process that only needs ``model_id`` (the server,
+    for /api/model) does not pay the runtime's 20 MiB."""
+    import onnxruntime
+    return onnxruntime
+
+
+def session_options(threads: int = 1) -> ort.SessionOptions:
+    """ONNX Runtime options for a server worker or a batch job: ``threads`` intra-op threads,
+    one inter-op thread, sequential execution, every graph optimisation."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"threads must be a whole number >= 1, got {threads!r}")
+    ort = _onnxruntime()
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle intra-op threads spin by default, waiting for the next call: in a server whose
+    # worker processes share the cores, that is CPU taken from the other workers.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.log_severity_level = 3  # errors only: no optimiser chatter on stderr
+    return so
+
+
+class OnnxModel:
+    """An exported digitlab model in an ONNX Runtime session (CPU).
+
+    ``logits(x)``: float32 ``(N, 1, 28, 28)`` in ``[0, 1]`` -> float32 ``(N, classes)``.
+    ``classes``, ``model_id`` and ``metadata`` (every ``digitlab.*`` entry, JSON decoded) come
+    from the file."""
+
+    def __init__(self, path: str | os.PathLike, threads: int = 1):
+        self.path = Path(path)
+        options = session_options(threads)
+        if not self.path.is_file():
+            raise ModelDirError(f"{self.path}: ONNX model not found" if not self.path.exists()
+                                else f"{self.path}: not a file")
+        size = self.path.stat().st_size
+        if size > MAX_ONNX_BYTES:
+            raise ModelDirError(f"{self.path}: {size} bytes, over the limit of {MAX_ONNX_BYTES}")
+        try:
+            self.session = _onnxruntime().InferenceSession(
+                str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ModelDirError(f"{self.path}: not a readable ONNX model ({first[:200]})") from None
+        self.metadata = _read_metadata(self.path, self.session)
+        self.classes: list[str] = self.metadata["classes"]
+        self.model_id: str = self.metadata["model_id"]
+        _check_signature(self.path, self.session, len(self.classes))
+
+    @classmethod
+    def from_model_dir(cls, directory: str | os.PathLike, threads: int = 1) -> OnnxModel:
+        """``DIR/model.onnx``, refused if it was exported from other weights than
+        ``DIR/model.safetensors`` (when that file is there)."""
+        directory = Path(directory)
+        path = directory / ONNX_FILE
+        if not path.is_file():
+            raise ModelDirError(f"{directory}: no {ONNX_FILE}; write one with `digitlab export "
+                                f"--model-dir {directory} --format onnx`")
+        model = cls(path, threads)
+        weights = directory / WEIGHTS_FILE
+        if weights.is_file() and model_id(weights) != model.model_id:
+            raise ModelDirError(f"{path}: exported from other weights than {weights} (the model "
+                                f"was retrained or replaced); export it again")
+        return model
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Logits ``(N, classes)`` for images ``x``: float32 ``(N, 1, 28, 28)`` in [0, 1]."""
+        if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+            kind = f"{x.dtype} array" if isinstance(x, np.ndarray) else type(x).__name__
+            raise ConfigError(f"expected a float32 array of images in [0, 1], got a {kind}")
+        if x.ndim != 4 or x.shape[1:] != INPUT_SHAPE:
+            raise ConfigError(f"expected images of shape (N, 1, 28, 28), got {x.shape}")
+        if len(x) == 0:
+            return np.zeros((0, len(self.classes)), np.float32)
+        return self.session.run(None, {INPUT_NAME: np.ascontiguousarray(x)})[0]
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        """Softmax of ``logits(x)`` (for an ensemble: its mean probabilities)."""
+        z = self.logits(x)
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
+
+def _read_metadata(path: Path, session: ort.InferenceSession) -> dict:
+    props = session.get_modelmeta().custom_metadata_map
+    if props.get(META_FORMAT) != FORMAT:
+        raise ModelDirError(f"{path}: not a digitlab ONNX export (no {META_FORMAT} = {FORMAT} in "
+                            f"its metadata); write one with `digitlab export --format onnx`")
+    version = props.get(META_FORMAT_VERSION)
+    if version != str(FORMAT_VERSION):
+        raise ModelDirError(f"{path}: digitlab ONNX format version {version!r} is not "
+                            f"supported (expects {FORMAT_VERSION})")
+    meta: dict = {}
+    for key, value in props.items():
+        if not key.startswith("digitlab."):
+            continue
+        name = key.removeprefix("digitlab.")
+        if key in (META_CLASSES, META_INPUT):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ModelDirError(f"{path}: metadata {key} is not valid JSON") from None
+        meta[name] = value
+    classes = meta.get("classes")
+    if (not isinstance(classes, list) or not 1 <= len(classes) <= MAX_CLASSES
+            or not all(isinstance(c, str) and len(c) <= MAX_CLASS_NAME for c in classes)):
+        raise ModelDirError(f"{path}: metadata {META_CLASSES} must be a list of 1 to "
+                            f"{MAX_CLASSES} class names")
+    if not isinstance(meta.get("model_id"), str) or not _HEX64.fullmatch(meta["model_id"]):
+        raise ModelDirError(f"{path}: metadata {META_MODEL_ID} must be a SHA-256 (64 hex "
+                            f"digits)")
+    return meta
+
+
+def _check_signature(path: Path, session: ort.InferenceSession, num_classes: int) -> None:
+    """One float input (batch, 1, 28, 28) and one float output (batch, classes)."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ModelDirError(f"{path}: expected one input and one output, found {len(inputs)} "
+                            f"and {len(outputs)}")
+    (i,), (o,) = inputs, outputs
+    if i.name != INPUT_NAME or i.type != "tensor(float)" or tuple(i.shape[1:]) != INPUT_SHAPE:
+        raise ModelDirError(f"{path}: input {i.name!r} is {i.type} {i.shape}; expected "
+                            f"{INPUT_NAME!r} float (batch, 1, 28, 28)")
+    if o.type != "tensor(float)" or len(o.shape) != 2 or o.shape[1] != num_classes:
+        raise ModelDirError(f"{path}: output {o.name!r} is {o.type} {o.shape}; expected float "
+                            f"(batch, {num_classes}) for {num_classes} classes")
+    if isinstance(i.shape[0], int) or isinstance(o.shape[0], int):
+        raise ModelDirError(f"{path}: the batch axis is fixed ({i.shape[0]}); a digitlab export "
+                            f"has a dynamic one")
