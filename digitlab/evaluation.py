@@ -15,34 +15,54 @@ import numpy as np
 import torch
 
 from . import plots
-from .artifacts import default_model_dir, load_model
+from .artifacts import default_model_dir, load_model, read_config
 from .data import Dataset, load_dataset
-from .errors import DataError
+from .errors import ConfigError, DataError, ModelDirError
 from .io import atomic_write_text, write_json
 from .metrics import classification_report
+from .onnxrt import OnnxModel, choose_backend
 from .runtime import predict_logits, prepare, resolve_device
 
 
 def evaluate_dir(model_dir: str | os.PathLike, dataset: Dataset, *, tta: bool = False,
-                 device: str = "auto", write: bool = True) -> dict:
-    """Evaluate the model in ``model_dir`` on ``dataset``'s test split; returns the metrics dict."""
+                 device: str = "auto", write: bool = True, backend: str = "torch") -> dict:
+    """Evaluate the model in ``model_dir`` on ``dataset``'s test split; returns the metrics dict.
+    ``backend``: as ``Predictor``'s (``auto`` runs ONNX Runtime where the directory holds an
+    export; test-time augmentation runs with torch)."""
     model_dir = Path(model_dir)
-    dev = resolve_device(device)
-    model, cfg = load_model(model_dir, device=str(dev))
-    model = prepare(model, dev)
     if dataset.test_images is None or len(dataset.test_images) == 0:
         raise DataError(f"dataset {dataset.name!r} has no test images")
-    if dataset.num_classes > len(cfg["classes"]):
-        raise DataError(f"dataset {dataset.name!r} has {dataset.num_classes} classes but the model "
-                        f"was trained on {len(cfg['classes'])}")
-    precision = cfg.get("training", {}).get("precision", "fp32")
-    logits = predict_logits(model, dataset.test_images, precision=precision, tta=tta)
+    chosen = choose_backend(model_dir, backend)
+    if tta and chosen == "onnxruntime":
+        if backend == "onnxruntime":
+            raise ConfigError("--tta runs with the torch backend only")
+        chosen = "torch"
+    logits = None
+    if chosen == "onnxruntime":
+        try:
+            onnx = OnnxModel.from_model_dir(model_dir)
+        except ModelDirError:
+            if backend != "auto":
+                raise
+            chosen = "torch"  # a stale export: the weights themselves decide
+        else:
+            cfg = read_config(model_dir)
+            _check_classes(dataset, cfg)
+            logits = torch.from_numpy(onnx.logits_u8(dataset.test_images.numpy()))
+    if logits is None:
+        dev = resolve_device(device)
+        model, cfg = load_model(model_dir, device=str(dev))
+        _check_classes(dataset, cfg)
+        precision = cfg.get("training", {}).get("precision", "fp32")
+        logits = predict_logits(prepare(model, dev), dataset.test_images, precision=precision,
+                                tta=tta)
     report = classification_report(logits, dataset.test_labels, cfg["classes"])
     metrics = {
         "model_dir": str(model_dir),
         "architecture": cfg.get("architecture"),
         "dataset": {"name": dataset.name, "checksum": dataset.checksum},
         "tta": tta,
+        "backend": chosen,
         "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "test": {k: report[k] for k in ("n", "accuracy", "loss", "errors", "macro_f1")},
         "per_class": report["per_class"],
@@ -54,12 +74,19 @@ def evaluate_dir(model_dir: str | os.PathLike, dataset: Dataset, *, tta: bool = 
     return metrics
 
 
+def _check_classes(dataset: Dataset, cfg: dict) -> None:
+    if dataset.num_classes > len(cfg["classes"]):
+        raise DataError(f"dataset {dataset.name!r} has {dataset.num_classes} classes but the model "
+                        f"was trained on {len(cfg['classes'])}")
+
+
 def evaluate(model_dir: str | os.PathLike | None = None, data: str | os.PathLike = "mnist", *,
-             tta: bool = False, device: str = "auto", write: bool = True) -> dict:
+             tta: bool = False, device: str = "auto", write: bool = True,
+             backend: str = "auto") -> dict:
     """Evaluate a model directory (the shipped model when None) on a dataset name or folder."""
     model_dir = model_dir if model_dir is not None else default_model_dir()
     return evaluate_dir(model_dir, load_dataset(data), tta=tta, device=device,
-                        write=write and Path(model_dir) != default_model_dir())
+                        write=write and Path(model_dir) != default_model_dir(), backend=backend)
 
 
 def write_report(model_dir: Path, cfg: dict, metrics: dict, dataset: Dataset,

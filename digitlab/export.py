@@ -11,7 +11,7 @@ Before the file takes its place, ONNX Runtime runs it on ``CHECK_IMAGES`` MNIST 
 next to the PyTorch model: every argmax must agree and every softmax probability must be within
 ``PROB_TOLERANCE``, or the export is refused with the figures and nothing is left behind. The
 file is written to a temporary name in the target folder, checked there, then moved into place
-with ``os.replace``: an existing ``model.onnx`` is either kept or replaced whole.
+with ``io.atomic_path``: an existing ``model.onnx`` is either kept or replaced whole.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from . import __version__
 from .artifacts import WEIGHTS, default_model_dir, load_model
 from .data import bundled_mnist_dir, read_idx
 from .errors import DigitlabError
+from .io import atomic_path
 from .onnxrt import (FORMAT, FORMAT_VERSION, INPUT_NAME, META_ARCHITECTURE, META_CLASSES,
                      META_FORMAT, META_FORMAT_VERSION, META_INPUT, META_KIND, META_MODEL_ID,
                      META_VERSION, ONNX_FILE, OUTPUT_NAME, OnnxModel, model_id)
@@ -90,19 +90,10 @@ def export_onnx(model_dir: str | os.PathLike | None = None, out: str | os.PathLi
     })
     payload = proto.SerializeToString()
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a model file is for sharing
+    with atomic_path(out) as tmp:  # replaced only if the check passes; else nothing is left
+        tmp.write_bytes(payload)
         report = _compare(model, OnnxModel(tmp), check_images, tolerance)
         report.path, report.model_id, report.bytes = out, ident, len(payload)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return report
 
 

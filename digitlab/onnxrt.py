@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .artifacts import WEIGHTS
 from .errors import ConfigError, ModelDirError
 
 if TYPE_CHECKING:
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 FORMAT = "digitlab-onnx"
 FORMAT_VERSION = 1
 ONNX_FILE = "model.onnx"
-WEIGHTS_FILE = "model.safetensors"  # the name artifacts.WEIGHTS gives it (artifacts needs torch)
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 INPUT_SHAPE = (1, 28, 28)  # after the batch axis
 
@@ -49,6 +49,44 @@ META_VERSION = "digitlab.version"                # digitlab version that exporte
 MAX_ONNX_BYTES = 512 * 1024 * 1024  # twice artifacts.MAX_WEIGHTS_BYTES: weights plus the graph
 MAX_CLASSES, MAX_CLASS_NAME = 1000, 100  # as artifacts.check_config
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+BACKENDS = ("auto", "torch", "onnxruntime")
+BACKEND_HELP = ("what runs the model: onnxruntime (the directory's model.onnx, written by "
+                "`digitlab export`), torch, or auto (default: onnxruntime where installed and "
+                "exported, else torch)")
+
+
+def available() -> bool:
+    """Whether ONNX Runtime is installed (without importing it: 20 MiB a process)."""
+    import importlib.util
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def choose_backend(model_dir: str | os.PathLike, backend: str = "auto") -> str:
+    """Which backend runs the model in ``model_dir``: ``torch`` or ``onnxruntime``. ``auto``
+    takes ONNX Runtime where it is installed and the directory holds a ``model.onnx``
+    (``digitlab export``); asking for ``onnxruntime`` without either is an error that says so."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; choose from: {', '.join(BACKENDS)}")
+    if backend == "torch":
+        return "torch"
+    has_file = (Path(model_dir) / ONNX_FILE).is_file()
+    if backend == "onnxruntime":
+        if not available():
+            raise ConfigError("backend onnxruntime: ONNX Runtime is not installed "
+                              "(pip install onnxruntime)")
+        if not has_file:
+            raise ModelDirError(f"{model_dir}: no {ONNX_FILE} for the onnxruntime backend; "
+                                f"write one with `digitlab export --model-dir {model_dir}`")
+        return "onnxruntime"
+    return "onnxruntime" if has_file and available() else "torch"
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of logits, float32."""
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def model_id(weights: str | os.PathLike) -> str:
@@ -119,7 +157,7 @@ class OnnxModel:
             raise ModelDirError(f"{directory}: no {ONNX_FILE}; write one with `digitlab export "
                                 f"--model-dir {directory} --format onnx`")
         model = cls(path, threads)
-        weights = directory / WEIGHTS_FILE
+        weights = directory / WEIGHTS
         if weights.is_file() and model_id(weights) != model.model_id:
             raise ModelDirError(f"{path}: exported from other weights than {weights} (the model "
                                 f"was retrained or replaced); export it again")
@@ -136,11 +174,15 @@ class OnnxModel:
             return np.zeros((0, len(self.classes)), np.float32)
         return self.session.run(None, {INPUT_NAME: np.ascontiguousarray(x)})[0]
 
+    def logits_u8(self, images_u8: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        """Logits for uint8 MNIST-style images ``(N, 28, 28)``, ``batch_size`` at a time."""
+        out = [self.logits((images_u8[i:i + batch_size, None].astype(np.float32) / 255.0))
+               for i in range(0, len(images_u8), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         """Softmax of ``logits(x)`` (for an ensemble: its mean probabilities)."""
-        z = self.logits(x)
-        z = np.exp(z - z.max(axis=1, keepdims=True))
-        return z / z.sum(axis=1, keepdims=True)
+        return softmax(self.logits(x))
 
 
 def _read_metadata(path: Path, session: ort.InferenceSession) -> dict:

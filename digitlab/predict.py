@@ -27,7 +27,6 @@ import csv
 import fnmatch
 import glob
 import io
-import json
 import logging
 import multiprocessing
 import os
@@ -42,11 +41,12 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from .artifacts import default_model_dir, load_model
+from .artifacts import default_model_dir, load_model, read_config
 from .config import PRECISIONS
-from .errors import ConfigError, ImageError
+from .errors import ConfigError, ImageError, ModelDirError
 from .imageformats import IMAGE_SUFFIXES, check_regular_file
 from .io import atomic_path, write_json
+from .onnxrt import OnnxModel, choose_backend, softmax
 from .preprocess import ImageSource, Preprocessed, preprocess, segment_digits
 
 log = logging.getLogger(__name__)
@@ -131,16 +131,34 @@ class Predictor:
     """A loaded model plus the preprocessing and rejection rules to read digits in images."""
 
     def __init__(self, model_dir: str | os.PathLike | None = None, device: str = "cpu",
-                 reject_threshold: float | None = None, precision: str = "auto"):
+                 reject_threshold: float | None = None, precision: str = "auto",
+                 backend: str = "auto", threads: int | None = None):
+        """``backend``: ``torch``, ``onnxruntime`` (the directory's ``model.onnx``, without
+        importing torch) or ``auto`` (ONNX Runtime where installed and exported; see
+        ``onnxrt.choose_backend``). ``threads``: ONNX Runtime's intra-op threads (default 1)."""
         if precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {precision!r}; choose from: {', '.join(PRECISIONS)}")
-        from . import runtime  # torch: imported when a model is loaded, not with this module
         self.model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
-        model, self.config = load_model(self.model_dir, device)
-        self.device = runtime.resolve_device(device)
-        self.model = runtime.prepare(model, self.device)
-        self._logits = partial(runtime.predict_logits, self.model, precision=precision)
+        self.backend = choose_backend(self.model_dir, backend)
         self.precision = precision
+        if self.backend == "onnxruntime":
+            try:
+                onnx = OnnxModel.from_model_dir(self.model_dir, threads or 1)
+            except ModelDirError as exc:
+                if backend != "auto":
+                    raise
+                log.warning("%s; running the model with torch instead", exc)
+                self.backend = "torch"
+            else:
+                self.config = read_config(self.model_dir)
+                self._probs = lambda x, batch_size: softmax(onnx.logits_u8(x, batch_size))
+        if self.backend == "torch":
+            from . import runtime  # torch: imported when a model is loaded, not with this module
+            model, self.config = load_model(self.model_dir, device)
+            self.device = runtime.resolve_device(device)
+            self.model = runtime.prepare(model, self.device)
+            logits = partial(runtime.predict_logits, self.model, precision=precision)
+            self._probs = lambda x, batch_size: logits(x, batch_size=batch_size).softmax(-1).numpy()
         self.classes: list[str] = list(self.config["classes"])
         if reject_threshold is None:
             reject_threshold = (self.config.get("predict") or {}).get(
@@ -155,7 +173,7 @@ class Predictor:
         """Softmax probabilities (N, classes) for uint8 MNIST-style images (N, 28, 28)."""
         if len(images_u8) == 0:
             return np.zeros((0, len(self.classes)), np.float32)
-        return self._logits(images_u8, batch_size=batch_size).softmax(-1).numpy()
+        return self._probs(images_u8, batch_size)
 
     def _classified(self, path: str | None, pre: Preprocessed, probs: np.ndarray | None,
                     top_k: int, keep_stages: bool) -> Prediction:

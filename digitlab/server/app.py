@@ -46,6 +46,7 @@ FEEDBACK_RATE_ENV = "DIGITLAB_FEEDBACK_RATE"
 FEEDBACK_BURST_ENV = "DIGITLAB_FEEDBACK_BURST"
 WORKERS_ENV = "DIGITLAB_WORKERS"
 ACCESS_LOG_ENV = "DIGITLAB_ACCESS_LOG"
+BACKEND_ENV = "DIGITLAB_BACKEND"
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Settings:
     # threads only add synchronisation, and a server gets its parallelism from concurrent requests
     # and worker processes. None leaves torch's setting alone (tests, embedding in another app).
     torch_threads: int | None = None
+    backend: str = "auto"                # auto | torch | onnxruntime (Predictor's backend)
     limits: Limits = field(default_factory=Limits)
     feedback_db: str | None = None       # path (SQLite) or SQLAlchemy URL; None: nothing stored
     feedback_rate: float = 30.0          # feedback posts per minute per client address...
@@ -76,7 +78,8 @@ class Settings:
                    feedback_burst=int(env(FEEDBACK_BURST_ENV) or cls.feedback_burst),
                    admin_token=check_token(env(ADMIN_TOKEN_ENV)),
                    workers=int(env(WORKERS_ENV) or 1),
-                   access_log=env(ACCESS_LOG_ENV) == "1")
+                   access_log=env(ACCESS_LOG_ENV) == "1",
+                   backend=env(BACKEND_ENV) or "auto")
 
     def to_env(self) -> dict[str, str | None]:
         """The environment ``from_env`` reads these settings back from (worker processes of
@@ -85,7 +88,8 @@ class Settings:
                 THREADS_ENV: str(self.torch_threads) if self.torch_threads else None,
                 FEEDBACK_DB_ENV: self.feedback_db, FEEDBACK_RATE_ENV: str(self.feedback_rate),
                 FEEDBACK_BURST_ENV: str(self.feedback_burst), ADMIN_TOKEN_ENV: self.admin_token,
-                WORKERS_ENV: str(self.workers), ACCESS_LOG_ENV: "1" if self.access_log else "0"}
+                WORKERS_ENV: str(self.workers), ACCESS_LOG_ENV: "1" if self.access_log else "0",
+                BACKEND_ENV: self.backend}
 
 
 def _model_info(predictor, model_dir: Path, limits: Limits) -> ModelInfo:
@@ -93,7 +97,7 @@ def _model_info(predictor, model_dir: Path, limits: Limits) -> ModelInfo:
     # Names and hashes, never where things are on this server (see public_value).
     return ModelInfo(
         model_dir=model_dir.name, weights_sha256=model_id(model_dir / WEIGHTS), architecture=cfg["architecture"],
-        kind=cfg.get("kind"), model_kwargs=public_value(cfg.get("model_kwargs") or {}),
+        kind=cfg.get("kind"), backend=predictor.backend, model_kwargs=public_value(cfg.get("model_kwargs") or {}),
         classes=list(predictor.classes),
         parameters=cfg.get("parameters"),
         reject_threshold=getattr(predictor, "reject_threshold", None),
@@ -105,7 +109,7 @@ def _model_info(predictor, model_dir: Path, limits: Limits) -> ModelInfo:
 def _report_model(metrics: ServerMetrics, served: Served) -> None:
     info = served.info
     metrics.set_model(info.weights_sha256, info.architecture, info.kind or "single",
-                      getattr(served.predictor, "backend", "torch"))
+                      served.info.backend or "torch")
 
 
 _DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
@@ -134,15 +138,14 @@ def create_app(model_dir: str | os.PathLike | None = None, settings: Settings | 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         # Heavy imports here, not at module import: `digitlab --help` stays quick.
-        import torch
-
         from ..predict import Predictor
 
-        if settings.torch_threads:
-            torch.set_num_threads(settings.torch_threads)
-
         def load(model_dir: Path) -> Served:
-            predictor = Predictor(model_dir, reject_threshold=settings.reject_threshold)
+            predictor = Predictor(model_dir, reject_threshold=settings.reject_threshold,
+                                  backend=settings.backend, threads=settings.torch_threads)
+            if predictor.backend == "torch" and settings.torch_threads:
+                import torch  # only here: an ONNX Runtime server never imports it
+                torch.set_num_threads(settings.torch_threads)
             return Served(predictor, _model_info(predictor, model_dir, settings.limits), model_dir)
 
         app.state.served = load_checked(load, directory)

@@ -82,6 +82,7 @@ class ModelInfo(BaseModel):
     weights_sha256: str = Field(description="SHA-256 of model.safetensors")
     architecture: str
     kind: str | None = None
+    backend: str | None = Field(None, description="what runs the model: torch or onnxruntime")
     model_kwargs: dict[str, Any] = {}
     classes: list[str]
     parameters: int | None = None

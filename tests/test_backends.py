@@ -1,0 +1,110 @@
+"""Backend choice (torch or ONNX Runtime) for Predictor, evaluate, predict and serve, and serving
+a model directory with model.onnx in a process that cannot import torch."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import encode, on_paper
+from digitlab.artifacts import default_model_dir
+from digitlab.cli import main
+from digitlab.errors import ConfigError, ModelDirError
+from digitlab.evaluation import evaluate_dir
+from digitlab.export import export_onnx
+from digitlab.onnxrt import choose_backend
+from digitlab.predict import Predictor
+
+
+@pytest.fixture(scope="module")
+def plain_dir(small_model_dir, tmp_path_factory):
+    """A model directory without model.onnx."""
+    out = tmp_path_factory.mktemp("plain") / "m"
+    shutil.copytree(small_model_dir, out)
+    (out / "model.onnx").unlink(missing_ok=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported_dir(plain_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("exported") / "m"
+    shutil.copytree(plain_dir, out)
+    export_onnx(out)
+    return out
+
+
+def test_choice(plain_dir, exported_dir):
+    assert choose_backend(plain_dir) == "torch"
+    assert choose_backend(exported_dir) == "onnxruntime"
+    assert choose_backend(exported_dir, "torch") == "torch"
+    with pytest.raises(ModelDirError, match="no model.onnx.*digitlab export"):
+        choose_backend(plain_dir, "onnxruntime")
+    with pytest.raises(ConfigError, match="unknown backend 'tf'"):
+        choose_backend(plain_dir, "tf")
+
+
+def test_both_backends_give_the_same_answers(exported_dir, mnist):
+    x = mnist.test_images[:200].numpy()
+    ort = Predictor(exported_dir)
+    pt = Predictor(exported_dir, backend="torch", precision="fp32")
+    assert (ort.backend, pt.backend) == ("onnxruntime", "torch")
+    assert not hasattr(ort, "model")  # no torch module behind it
+    a, b = ort.probabilities(x), pt.probabilities(x)
+    assert np.abs(a - b).max() < 1e-4 and (a.argmax(1) == b.argmax(1)).all()
+    m = evaluate_dir(exported_dir, mnist, write=False, backend="auto")
+    t = evaluate_dir(exported_dir, mnist, write=False, backend="torch")
+    assert (m["backend"], t["backend"]) == ("onnxruntime", "torch")
+    assert abs(m["test"]["accuracy"] - t["test"]["accuracy"]) <= 0.0005
+
+
+def test_stale_export_falls_back_in_auto_only(exported_dir, tmp_path, caplog):
+    stale = tmp_path / "stale"
+    shutil.copytree(exported_dir, stale)
+    weights = stale / "model.safetensors"
+    weights.write_bytes(weights.read_bytes())  # same bytes: still fresh
+    assert Predictor(stale).backend == "onnxruntime"
+    shutil.copy(default_model_dir() / "model.safetensors", weights)  # retrained in place
+    shutil.copy(default_model_dir() / "config.json", stale / "config.json")
+    assert Predictor(stale).backend == "torch"
+    assert "exported from other weights" in caplog.text
+    with pytest.raises(ModelDirError, match="exported from other weights"):
+        Predictor(stale, backend="onnxruntime")
+
+
+def test_cli_says_which_backend_runs(exported_dir, plain_dir, tmp_path, capsys, mnist):
+    img = tmp_path / "d.png"
+    img.write_bytes(encode(on_paper(mnist.test_images[0].numpy(), 100)))
+    assert main(["predict", str(img), "--model-dir", str(exported_dir)]) == 0
+    assert capsys.readouterr().err.splitlines()[0].endswith("on onnxruntime")
+    assert main(["predict", str(img), "--model-dir", str(plain_dir)]) == 0
+    assert capsys.readouterr().err.splitlines()[0].endswith("on torch")
+    assert main(["predict", str(img), "--model-dir", str(plain_dir), "--backend",
+                 "onnxruntime"]) == 2
+    assert "no model.onnx" in capsys.readouterr().err
+
+
+def test_serving_an_export_never_imports_torch(exported_dir, mnist):
+    png = encode(on_paper(mnist.test_images[0].numpy(), 100))
+    code = f"""
+import sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+sys.meta_path.insert(0, NoTorch())
+from fastapi.testclient import TestClient
+from digitlab.server import Settings, create_app
+with TestClient(create_app({str(exported_dir)!r}, Settings(backend="onnxruntime"))) as c:
+    r = c.post("/api/predict", content={png!r}, headers={{"content-type": "image/png"}})
+    assert r.status_code == 200, r.text
+    model = c.get("/api/model").json()
+    metrics = c.get("/metrics").text
+print(r.json()["digit"], model["backend"], 'backend="onnxruntime"' in metrics, "torch" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == [str(int(mnist.test_labels[0])), "onnxruntime", "True", "False"]
