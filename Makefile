@@ -27,11 +27,11 @@ $(BIN)/python:
 $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) --upgrade pip
 	@$(BIN)/python -c "import torch" 2>/dev/null || echo "installing torch $(if $(TORCH_INDEX),from $(TORCH_INDEX),from pip's default index: where that is the CUDA build this is several GB; make run TORCH_INDEX=https://download.pytorch.org/whl/cpu takes the CPU build)"
-	$(PIP) -e .
+	$(PIP) -e '.[train]'
 	@touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PIP) -e '.[dev]'
+	$(PIP) -e '.[train,dev]'
 	@touch $@
 
 venv: $(VENV)/.installed ## only set up .venv (then use .venv/bin/digitlab)

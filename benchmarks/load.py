@@ -258,31 +258,8 @@ def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
     sys.exit("server did not become ready")
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model-dir", help="model directory (default: the shipped model)")
-    ap.add_argument("--concurrency", type=int, default=16, help="open connections (default 16)")
-    ap.add_argument("--seconds", type=float, default=30.0, help="test duration, s (default 30)")
-    ap.add_argument("--max-requests", type=int, default=200_000, help="stop after this many")
-    ap.add_argument("--warmup", type=float, default=3.0, help="warm-up before measuring, s")
-    ap.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
-    ap.add_argument("--form", choices=["multipart", "raw", "json"], default="multipart",
-                    help="how the image is sent (default multipart field 'file')")
-    ap.add_argument("--rate", type=float, default=None, metavar="R",
-                    help="open loop: R requests/s arriving at random times, at most "
-                         "--concurrency in flight (default: closed loop)")
-    ap.add_argument("--floor", action="store_true",
-                    help="serve memoised answers (benchmarks/floor_app.py): the cost of the "
-                         "request path without preprocessing and the model")
-    ap.add_argument("--timeout", type=float, default=10.0, help="per-request timeout, s")
-    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    args = ap.parse_args(argv)
-    if args.rate is not None and args.rate <= 0:
-        ap.error("--rate must be > 0")
-    if args.concurrency < 1:
-        ap.error("--concurrency must be >= 1")
-
+def measure(args, code: Path | None = None) -> tuple[dict, bytes]:
+    """One load run against the server of this checkout, or of the code in ``code``."""
     def load(seconds: float, max_requests: int) -> dict:
         if args.rate is None:
             return asyncio.run(hammer(port, request, args.concurrency, seconds, max_requests,
@@ -309,7 +286,11 @@ def main(argv=None) -> int:
             cmd += ["--model-dir", args.model_dir]
     png = digit_png()
     request = build_request(args.form, png, port)
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, start_new_session=True, env=env)
+    if code is not None:  # import digitlab from the baseline's tree, not this checkout
+        env = dict(env or os.environ)
+        env["PYTHONPATH"] = str(code) + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, start_new_session=True, env=env,
+                            cwd=str(code) if code is not None else None)
     try:
         wait_ready(port, proc)
         time.sleep(0.5)
@@ -333,6 +314,41 @@ def main(argv=None) -> int:
                server_cpu_ms_per_request=1000 * (cpu1 - cpu0) / max(1, res["requests"]),
                client_cpu_ms_per_request=1000 * (client1 - client0) / max(1, res["requests"]),
                load_average=os.getloadavg())
+    return res, png
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model-dir", help="model directory (default: the shipped model)")
+    ap.add_argument("--concurrency", type=int, default=16, help="open connections (default 16)")
+    ap.add_argument("--seconds", type=float, default=30.0, help="test duration, s (default 30)")
+    ap.add_argument("--max-requests", type=int, default=200_000, help="stop after this many")
+    ap.add_argument("--warmup", type=float, default=3.0, help="warm-up before measuring, s")
+    ap.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
+    ap.add_argument("--form", choices=["multipart", "raw", "json"], default="multipart",
+                    help="how the image is sent (default multipart field 'file')")
+    ap.add_argument("--rate", type=float, default=None, metavar="R",
+                    help="open loop: R requests/s arriving at random times, at most "
+                         "--concurrency in flight (default: closed loop)")
+    ap.add_argument("--floor", action="store_true",
+                    help="serve memoised answers (benchmarks/floor_app.py): the cost of the "
+                         "request path without preprocessing and the model")
+    ap.add_argument("--timeout", type=float, default=10.0, help="per-request timeout, s")
+    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ap.add_argument("--baseline", metavar="REV",
+                    help="then measure that commit's server the same way and print the ratios")
+    args = ap.parse_args(argv)
+    if args.rate is not None and args.rate <= 0:
+        ap.error("--rate must be > 0")
+    if args.concurrency < 1:
+        ap.error("--concurrency must be >= 1")
+
+    res, png = measure(args)
+    warm = {"requests": res["warmup_requests"]}
+    growth, alive = res["rss_growth"], res["server_alive"]
+    rss_idle, rss_before, rss_after = (res[k] * 1024 for k in ("rss_idle_mib", "rss_before_mib",
+                                                                 "rss_after_mib"))
     rows = [
         ("request", f"POST /api/predict, {args.form}, {len(png)} B 100x100 PNG"),
         ("server", f"{args.workers} worker(s) x {args.threads} torch thread(s), {os.cpu_count()} CPUs "
@@ -364,6 +380,19 @@ def main(argv=None) -> int:
         print(f"| {k:<{width}} | {v} |")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+    if args.baseline:
+        import tempfile
+
+        from predict_speed import baseline_tree
+        with tempfile.TemporaryDirectory() as tmp:
+            base, _ = measure(args, baseline_tree(args.baseline, Path(tmp)))
+        print(f"\n| side by side, one run | this checkout | {args.baseline} | ratio |")
+        print("| --- | ---: | ---: | ---: |")
+        for key, label, fmt in (("rps", "requests/s", "{:.0f}"), ("p50_ms", "p50 ms", "{:.2f}"),
+                                ("p99_ms", "p99 ms", "{:.2f}"), ("errors", "errors", "{}"),
+                                ("server_cpu_ms_per_request", "server CPU ms/request", "{:.2f}")):
+            ratio = res[key] / base[key] if base[key] else float("nan")
+            print(f"| {label} | {fmt.format(res[key])} | {fmt.format(base[key])} | {ratio:.2f}x |")
     return 0 if alive and res["errors"] == 0 else 1
 
 

@@ -153,7 +153,15 @@ class Predictor:
                 self.config = read_config(self.model_dir)
                 self._probs = lambda x, batch_size: softmax(onnx.logits_u8(x, batch_size))
         if self.backend == "torch":
-            from . import runtime  # torch: imported when a model is loaded, not with this module
+            try:  # torch: imported when a model is loaded, not with this module
+                from . import runtime
+            except ModuleNotFoundError as exc:
+                if exc.name != "torch":
+                    raise
+                raise ConfigError(f"{self.model_dir}: running it needs PyTorch, which is not "
+                                  f"installed (pip install 'digitlab[train]'), or a model.onnx "
+                                  f"beside its weights (digitlab export, where PyTorch is)"
+                                  ) from None
             model, self.config = load_model(self.model_dir, device)
             self.device = runtime.resolve_device(device)
             self.model = runtime.prepare(model, self.device)

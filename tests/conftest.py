@@ -183,3 +183,14 @@ def serve_subprocess(logs, *args, env: dict | None = None, timeout: float = 60):
         if proc.poll() is None:
             proc.terminate()
         proc.wait(30)
+
+
+# Code that makes `import torch` fail in a child process (torch-free paths are tested that way).
+NO_TORCH = """
+import sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError("torch is blocked in this test", name="torch")
+sys.meta_path.insert(0, NoTorch())
+"""

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import encode, on_paper
+from conftest import NO_TORCH, encode, on_paper
 from digitlab.artifacts import default_model_dir
 from digitlab.cli import main
 from digitlab.errors import ConfigError, ModelDirError
@@ -90,13 +90,7 @@ def test_cli_says_which_backend_runs(exported_dir, plain_dir, tmp_path, capsys, 
 def test_serving_an_export_never_imports_torch(exported_dir, mnist):
     png = encode(on_paper(mnist.test_images[0].numpy(), 100))
     code = f"""
-import sys
-class NoTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is blocked in this test")
-sys.meta_path.insert(0, NoTorch())
-from fastapi.testclient import TestClient
+{NO_TORCH}from fastapi.testclient import TestClient
 from digitlab.server import Settings, create_app
 with TestClient(create_app({str(exported_dir)!r}, Settings(backend="onnxruntime"))) as c:
     r = c.post("/api/predict", content={png!r}, headers={{"content-type": "image/png"}})
@@ -108,3 +102,13 @@ print(r.json()["digit"], model["backend"], 'backend="onnxruntime"' in metrics, "
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == [str(int(mnist.test_labels[0])), "onnxruntime", "True", "False"]
+
+
+def test_without_torch_a_directory_without_export_says_what_to_install(plain_dir):
+    code = f"""
+{NO_TORCH}from digitlab.cli import main
+sys.exit(main(["predict", {str(plain_dir / "config.json")!r}, "--model-dir", {str(plain_dir)!r}]))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "pip install 'digitlab[train]'" in done.stderr and "Traceback" not in done.stderr

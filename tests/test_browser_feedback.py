@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from conftest import free_port, server_in_thread
-from test_browser import CHROMIUM, CHROMIUM_ARGS, Page, digit_strokes, sync_api
+from test_browser import Page, browser, digit_strokes  # noqa: F401 (browser: the fixture)
 
 from digitlab.artifacts import default_model_dir
 from digitlab.feedback import open_store
@@ -43,13 +43,6 @@ def served(tmp_path_factory, small_model_dir):
     with server_in_thread(server):
         yield {"url": f"http://127.0.0.1:{port}", "db": db, "new_model": new_model}
 
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def model_id(base: str) -> str:

@@ -12,6 +12,7 @@ import onnx
 import pytest
 import torch
 
+from conftest import NO_TORCH
 from digitlab import cli
 from digitlab.artifacts import build_config, load_model, make_ensemble, save_model_dir
 from digitlab.errors import ConfigError, ModelDirError
@@ -177,13 +178,7 @@ def test_onnx_model_checks_its_input(exported):
 def test_onnxrt_runs_without_torch(exported):
     """digitlab.onnxrt imports no torch: a process where importing torch fails still runs it."""
     code = f"""
-import sys
-class NoTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is blocked in this test")
-sys.meta_path.insert(0, NoTorch())
-import numpy as np
+{NO_TORCH}import numpy as np
 from digitlab.onnxrt import OnnxModel
 m = OnnxModel({str(exported)!r})
 print(m.logits(np.zeros((3, 1, 28, 28), np.float32)).shape, "torch" in sys.modules)
