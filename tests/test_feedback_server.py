@@ -90,7 +90,8 @@ def assert_error(r, status: int, *words: str):
 
 def test_feedback_is_stored_as_predicted(client, db, digits):
     image, truth = digits[0]
-    predicted = client.post("/api/predict", files={"file": ("d.png", image, "image/png")}).json()
+    predicted = client.post("/api/predict?include=input",
+                            files={"file": ("d.png", image, "image/png")}).json()
     model_id = client.get("/api/model").json()["weights_sha256"]
     assert client.get("/api/health").json()["feedback"] is True
 
@@ -243,6 +244,10 @@ def test_reload(small_model_dir, other_model_dir, tmp_path, digits):
         assert r.json() == {"model_dir": "shipped", "weights_sha256": new["weights_sha256"],
                             "previous_sha256": first, "changed": True}
         assert new["weights_sha256"] != first and new["architecture"] == "cnn"
+        info = [line for line in c.get("/metrics").text.splitlines()
+                 if line.startswith("digitlab_model_info{")]
+        assert len(info) == 1 and new["weights_sha256"] in info[0]  # /metrics follows the swap
+        assert f'backend="{new["backend"]}"' in info[0]
         # Feedback names the model that answered.
         assert post(c, digits[0][0]).json()["model_id"] == new["weights_sha256"]
 

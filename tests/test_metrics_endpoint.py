@@ -117,7 +117,7 @@ def test_request_id(small_model_dir, digit_pngs, monkeypatch):
         big = c.post("/api/predict", content=b"\0" * 8_000_000,
                      headers={**PNG, "X-Request-ID": "r413"})
         assert big.status_code == 413 and big.headers["x-request-id"] == "r413"
-        monkeypatch.setattr(c.app.state.predictor, "predict_one",
+        monkeypatch.setattr(c.app.state.served.predictor, "predict_one",
                             lambda *a, **k: 1 / 0)
         boom = c.post("/api/predict", content=digit_pngs[0], headers={**PNG, "X-Request-ID": "r500"})
         assert boom.status_code == 500 and boom.headers["x-request-id"] == "r500"

@@ -239,8 +239,8 @@ def test_threshold_rejects_low_confidence(samples):
 
 def test_bf16_batches_give_the_answers_of_fp32(samples):
     x, _ = samples
-    exact = Predictor(precision="fp32").predict(list(x[:64]))
-    fast = Predictor(precision="bf16").predict(list(x[:64]))
+    exact = Predictor(precision="fp32", backend="torch").predict(list(x[:64]))
+    fast = Predictor(precision="bf16", backend="torch").predict(list(x[:64]))
     assert [q.digit for q in fast] == [q.digit for q in exact]
     gap = max(abs(a - b) for qf, qe in zip(fast, exact)
               for a, b in zip(qf.probabilities, qe.probabilities))

@@ -130,7 +130,9 @@ def test_clean_epochs_train_the_last_epochs_unaugmented(mnist, tmp_path, monkeyp
     assert len(outlier_calls) == 4  # the non-digit outliers are part of the augmentation
     assert TrainConfig(preset="fast-99.5").resolved().clean_epochs == 2
     assert TrainConfig(preset="fast-99.5", clean_epochs=0).resolved().clean_epochs == 0
-    assert TrainConfig().resolved().clean_epochs == 0
+    assert TrainConfig().resolved().clean_epochs == 2  # the default cnn's recipe
+    assert TrainConfig(model="mlp100").resolved().clean_epochs == 0
+    assert TrainConfig(preset="best").resolved().clean_epochs == 0  # presets as measured
 
 
 def test_augmentation_changes_images_but_keeps_range_and_shape():

@@ -117,8 +117,16 @@ class ServerMetrics:
                     self._child(self.predictions, classes[d.digit]).inc()
 
     def set_model(self, model_id: str, architecture: str, kind: str, backend: str) -> None:
-        self.model.clear()  # one series: the model this process serves now (after a reload too)
-        self.model.labels(model_id, architecture, kind, backend).set(1)
+        """The model this process serves now (at start-up and after each reload)."""
+        labels = (model_id, architecture, kind, backend)
+        old = getattr(self, "_model_labels", None)
+        if old is not None and old != labels:
+            if self.multiprocess:  # removing a series is not implemented there: it goes to 0
+                self.model.labels(*old).set(0)
+            else:
+                self.model.remove(*old)
+        self._model_labels = labels
+        self.model.labels(*labels).set(1)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type (all workers' values in multiprocess mode)."""
