@@ -50,7 +50,7 @@ def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, precisio
 
 
 def finetune(model_dir: str | os.PathLike, feedback: Dataset, out: str | os.PathLike, *,
-             epochs: int = 3, replay: float = 0.75, holdout: float = 0.2, lr: float | None = None,
+             epochs: int = 10, replay: float = 0.75, holdout: float = 0.2, lr: float | None = None,
              seed: int = 0, mnist: Dataset | None = None, force: bool = False,
              on_progress: Callable[[Progress], None] | None = None,
              on_epoch: Callable[[dict], None] | None = None) -> dict:

@@ -349,7 +349,7 @@ def register(sub) -> None:
     src.add_argument("--feedback-db", metavar="PATH|URL",
                      help="read the feedback straight from a server's database")
     s.add_argument("--out", required=True, metavar="DIR", help="model directory to write")
-    s.add_argument("--epochs", type=_positive_int, default=3, help="default 3 (8,000 images each)")
+    s.add_argument("--epochs", type=_positive_int, default=10, help="default 10 (8,000 images each)")
     s.add_argument("--replay", type=_fraction, default=0.75, metavar="F",
                    help="fraction of each epoch that is MNIST training digits (default 0.75)")
     s.add_argument("--holdout", type=_fraction, default=0.2, metavar="F",
