@@ -90,6 +90,8 @@ def test_ctrl_c_keeps_a_checkpoint_and_resume_finishes(tmp_path, monkeypatch, ca
     assert "digitlab train --resume --out" in capsys.readouterr().err
     assert (out / "checkpoint.safetensors").is_file()
     assert main(["train", "--resume", "--out", str(out), "--quiet", "--no-eval"]) == 0
+    # the first line says what it resumes (interrupted in epoch 1, after 29 of its steps)
+    assert capsys.readouterr().err.splitlines()[0] == f"resuming {out} at epoch 1/2, step 29"
     assert (out / "model.safetensors").is_file() and not (out / "checkpoint.safetensors").exists()
 
 

@@ -90,3 +90,16 @@ def test_a_distributed_run_needs_an_out_dir(monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")  # as under torchrun; fails before joining a group
     assert main(["train", "--model", "mlp100", "--epochs", "1", "--subset", "100"]) == 2
     assert "needs --out DIR" in capsys.readouterr().err
+
+
+def test_nproc_starts_the_processes_itself_and_names_one_directory(tmp_path):
+    """`digitlab train --nproc 2` without --out: the launcher names the run directory once, so
+    both processes write the same one."""
+    p = subprocess.run([sys.executable, "-m", "digitlab", "train", "--nproc", "2", "--model",
+                        "mlp100", "--subset", "2000", "--epochs", "1", "--batch-size", "64",
+                        "--quiet", "--no-eval"], capture_output=True, text=True, env=_env(),
+                       cwd=tmp_path, timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    [run] = list((tmp_path / "runs").iterdir())
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["training"]["world_size"] == 2 and run.name.startswith("mlp100-")
