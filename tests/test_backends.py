@@ -112,3 +112,14 @@ sys.exit(main(["predict", {str(plain_dir / "config.json")!r}, "--model-dir", {st
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr[-2000:]
     assert "pip install 'digitlab[train]'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_without_torch_training_says_what_to_install(tmp_path):
+    code = f"""{NO_TORCH}
+from digitlab.cli import main
+sys.exit(main(["train", "--model", "mlp100", "--subset", "100", "--out", {str(tmp_path / "r")!r}]))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "needs torch" in done.stderr and "pip install 'digitlab[train]'" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -15,6 +15,9 @@ from ..errors import DigitlabError
 from . import predict, serve, training
 from .common import _err, _Parser
 
+# What `pip install 'digitlab[train]'` adds (training, evaluation, plots, export).
+TRAIN_EXTRA = {"torch", "matplotlib", "onnx", "onnxscript"}
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="digitlab", description="Train, evaluate and serve handwritten-digit classifiers.")
@@ -37,6 +40,13 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except DigitlabError as exc:
         _err(f"digitlab {args.command}: error: {exc}")
+        return 2
+    except ModuleNotFoundError as exc:
+        if exc.name not in TRAIN_EXTRA:
+            raise
+        # an install without the train extra reads and serves digits, but cannot train
+        _err(f"digitlab {args.command}: error: this needs {exc.name}, which is not installed: "
+             f"pip install 'digitlab[train]'")
         return 2
     except KeyboardInterrupt:
         _err("interrupted")
