@@ -102,9 +102,51 @@ def train_config_from_args(args):
         max_steps=args.max_steps, tta=args.tta, sync_bn=args.sync_bn)
 
 
-def cmd_train(args) -> int:
-    from tqdm import tqdm
+class _TrainingOutput:
+    """Progress bars (stderr) for a training loop's callbacks, and a line per epoch."""
 
+    def __init__(self, show: bool):
+        self.show, self.bar = show, None
+
+    def on_progress(self, p) -> None:
+        if not self.show:
+            return
+        from tqdm import tqdm
+        if self.bar is None or self.bar.desc != f"epoch {p.epoch}/{p.epochs}":
+            self.close()
+            self.bar = tqdm(total=p.steps, desc=f"epoch {p.epoch}/{p.epochs}", unit="step",
+                            leave=False, file=sys.stderr, dynamic_ncols=True)
+        self.bar.update(p.step - self.bar.n)
+        self.bar.set_postfix(loss=f"{p.loss:.4f}", acc=f"{100 * p.acc:.2f}%", refresh=False)
+
+    def on_note(self, what: str, total: int):
+        if not self.show:
+            return None
+        from tqdm import tqdm
+        note = tqdm(total=total, desc=what, unit="img", leave=False, file=sys.stderr,
+                    dynamic_ncols=True)
+
+        def done(k: int) -> None:
+            note.update(k)
+            if note.n >= total:
+                note.close()
+        return done
+
+    def on_epoch(self, row: dict) -> None:
+        self.close()
+        if self.show:
+            val = ("" if row["val_loss"] != row["val_loss"]  # NaN: no validation split
+                   else f" | val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}%")
+            _err(f"epoch {row['epoch']:>3}: train loss {row['train_loss']:.4f} acc "
+                 f"{100 * row['train_acc']:.2f}%{val} | {row['seconds']:.1f}s")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def cmd_train(args) -> int:
     from ..checkpoint import describe, resume_plan
     from ..training import DISTRIBUTED_OUT, default_out_dir, train
 
@@ -122,40 +164,7 @@ def cmd_train(args) -> int:
         return launch(args.nproc, argv if args.out else [*argv, "--out", str(out)])
     rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 prints
     show = not args.quiet and rank == 0
-    bar = None
-
-    def on_progress(p):
-        nonlocal bar
-        if not show:
-            return
-        if bar is None or bar.desc != f"epoch {p.epoch}/{p.epochs}":
-            if bar is not None:
-                bar.close()
-            bar = tqdm(total=p.steps, desc=f"epoch {p.epoch}/{p.epochs}", unit="step",
-                       leave=False, file=sys.stderr, dynamic_ncols=True)
-        bar.update(p.step - bar.n)
-        bar.set_postfix(loss=f"{p.loss:.4f}", acc=f"{100 * p.acc:.2f}%", refresh=False)
-
-    def on_note(what: str, total: int):
-        if not show:
-            return None
-        note = tqdm(total=total, desc=what, unit="img", leave=False, file=sys.stderr,
-                    dynamic_ncols=True)
-
-        def done(k: int) -> None:
-            note.update(k)
-            if note.n >= total:
-                note.close()
-        return done
-
-    def on_epoch(row):
-        nonlocal bar
-        if bar is not None:
-            bar.close()
-            bar = None
-        if show:
-            _err(f"epoch {row['epoch']:>3}: train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}%"
-                 f" | val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}% | {row['seconds']:.1f}s")
+    ui = _TrainingOutput(show)
 
     from ..data import load_dataset
     from ..distributed import restarted
@@ -183,11 +192,10 @@ def cmd_train(args) -> int:
              + f" -> {out}")
     try:
         summary = train(cfg, out=out, dataset=dataset, resume=resume, force=args.force,
-                        on_progress=on_progress, on_epoch=on_epoch, on_note=on_note,
+                        on_progress=ui.on_progress, on_epoch=ui.on_epoch, on_note=ui.on_note,
                         evaluate_test=not args.no_eval)
     except KeyboardInterrupt:
-        if bar is not None:
-            bar.close()
+        ui.close()
         if rank == 0:
             _err(f"\ninterrupted: checkpoint saved; continue with: digitlab train --resume "
                  f"--out {out}")
@@ -271,8 +279,10 @@ def cmd_finetune(args) -> int:
         _err(f"fine-tuning {Path(model_dir).name} on {len(feedback.train_images)} feedback "
              f"images ({100 * args.holdout:.0f}% held out) with {100 * args.replay:.0f}% MNIST "
              f"replay, {args.epochs} epochs -> {args.out}")
+        ui = _TrainingOutput(not args.quiet)
         r = finetune(model_dir, feedback, args.out, epochs=args.epochs, replay=args.replay,
-                     holdout=args.holdout, lr=args.lr, seed=args.seed, force=args.force)
+                     holdout=args.holdout, lr=args.lr, seed=args.seed, force=args.force,
+                     on_progress=ui.on_progress, on_epoch=ui.on_epoch)
 
     def pct(v):
         return "n/a" if v is None else f"{100 * v:.2f}%"
@@ -359,7 +369,7 @@ def register(sub) -> None:
     s.add_argument("--seed", type=int, default=0, help="seeds the held-out slice, replay and "
                    "augmentation")
     s.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
     s.set_defaults(func=cmd_finetune)
 
     s = sub.add_parser("download", help="download a public MNIST-format dataset (needs internet)")
