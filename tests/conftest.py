@@ -194,3 +194,22 @@ class NoTorch:
             raise ModuleNotFoundError("torch is blocked in this test", name="torch")
 sys.meta_path.insert(0, NoTorch())
 """
+
+
+@pytest.fixture
+def ctrl_c_at_step(monkeypatch):
+    """``ctrl_c_at_step(n)``: the n-th augmented batch of the next training run raises
+    KeyboardInterrupt, as Ctrl-C in the middle of an epoch does."""
+    from digitlab import training
+    real = training.augment_batch
+
+    def arm(n: int) -> None:
+        calls = {"n": 0}
+
+        def interrupted(x, level, gen):
+            calls["n"] += 1
+            if calls["n"] == n:
+                raise KeyboardInterrupt
+            return real(x, level, gen)
+        monkeypatch.setattr(training, "augment_batch", interrupted)
+    return arm

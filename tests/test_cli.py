@@ -70,19 +70,8 @@ def test_bad_arguments_give_one_line_errors(capsys, args, needle):
     assert needle in lines[0]
 
 
-def test_ctrl_c_keeps_a_checkpoint_and_resume_finishes(tmp_path, monkeypatch, capsys):
-    import digitlab.training as training
-
-    calls = {"n": 0}
-    real = training.augment_batch
-
-    def flaky(x, level, gen):
-        calls["n"] += 1
-        if calls["n"] == 30:
-            raise KeyboardInterrupt
-        return real(x, level, gen)
-
-    monkeypatch.setattr(training, "augment_batch", flaky)
+def test_ctrl_c_keeps_a_checkpoint_and_resume_finishes(tmp_path, ctrl_c_at_step, capsys):
+    ctrl_c_at_step(30)
     out = tmp_path / "c"
     args = ["train", "--model", "mlp100", "--subset", "3000", "--epochs", "2", "--batch-size", "64",
             "--augment", "standard", "--out", str(out), "--quiet", "--no-eval"]

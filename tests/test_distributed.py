@@ -103,3 +103,22 @@ def test_nproc_starts_the_processes_itself_and_names_one_directory(tmp_path):
     [run] = list((tmp_path / "runs").iterdir())
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["training"]["world_size"] == 2 and run.name.startswith("mlp100-")
+
+
+def test_a_run_saved_by_one_process_resumes_in_two(tmp_path, ctrl_c_at_step):
+    """Interrupted alone (Ctrl-C mid-epoch), continued by two processes: same step and data
+    order, fresh augmentation draws, and the first line says so."""
+    ctrl_c_at_step(30)
+    out = tmp_path / "run"
+    assert main(["train", "--model", "mlp100", "--subset", "3000", "--epochs", "2", "--batch-size",
+                 "64", "--augment", "standard", "--out", str(out), "--quiet", "--no-eval"]) == 130
+    assert (out / "checkpoint.safetensors").is_file()
+    p = subprocess.run([*TORCHRUN, "-m", "digitlab", "train", "--resume", "--out", str(out),
+                        "--quiet", "--no-eval"], capture_output=True, text=True, env=_env(),
+                       timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    first = next(line for line in p.stderr.splitlines() if line.startswith("resuming"))
+    assert first == (f"resuming {out} at epoch 1/2, step 29 (saved by 1 processes, continued by "
+                     f"2: same data order, new augmentation draws)")
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["training"]["world_size"] == 2 and [h["epoch"] for h in cfg["history"]] == [1, 2]
