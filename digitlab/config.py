@@ -147,3 +147,10 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown training options: {', '.join(sorted(unknown))}")
         return cls(**d)
+
+    @classmethod
+    def from_record(cls, training: dict) -> "TrainConfig":
+        """The options in a model config's ``training`` block, which also holds what the run
+        recorded about itself (train_seconds, steps, machine, ...)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in training.items() if k in names})

@@ -85,10 +85,6 @@ class Dist:
         if self.active:
             tdist.barrier()
 
-    def close(self) -> None:
-        if self.active and tdist.is_initialized():
-            tdist.destroy_process_group()
-
 
 def _store(rank: int, world: int) -> tdist.Store:
     """The rendezvous store torchrun describes, under a prefix of its own per restart: torchrun

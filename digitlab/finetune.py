@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -49,6 +49,12 @@ def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, precisio
     return (predict_logits(model, x, precision=precision).argmax(1) == y).float().mean().item()
 
 
+def _scores(model_dir: str | os.PathLike, sets: dict, precision: str) -> dict:
+    """Accuracy of the model in ``model_dir`` on each named (images, labels) set."""
+    model = prepare(load_model(model_dir)[0], torch.device("cpu"))
+    return {name: _accuracy(model, x, y, precision) for name, (x, y) in sets.items()}
+
+
 def finetune(model_dir: str | os.PathLike, feedback: Dataset, out: str | os.PathLike, *,
              epochs: int = 10, replay: float = 0.75, holdout: float = 0.2, lr: float | None = None,
              seed: int = 0, mnist: Dataset | None = None, force: bool = False,
@@ -66,7 +72,8 @@ def finetune(model_dir: str | os.PathLike, feedback: Dataset, out: str | os.Path
         raise ConfigError(f"replay must be a fraction in [0, 1), got {replay}")
     if feedback.train_images is None or len(feedback.train_images) == 0:
         raise DataError(f"{feedback.name}: no feedback images")
-    mnist = mnist or load_dataset("mnist")
+    if mnist is None:
+        mnist = load_dataset("mnist")
     if list(feedback.classes) != list(base["classes"]):
         # feedback exports always have the folders 0-9; map by name all the same
         lookup = {c: i for i, c in enumerate(base["classes"])}
@@ -95,9 +102,7 @@ def finetune(model_dir: str | os.PathLike, feedback: Dataset, out: str | os.Path
         test_images=mnist.test_images, test_labels=mnist.test_labels,
         checksum=feedback.checksum, source=feedback.source)
 
-    recipe = base.get("training") or {}
-    known = {f.name for f in fields(TrainConfig)}
-    cfg = TrainConfig.from_dict({k: v for k, v in recipe.items() if k in known})
+    cfg = TrainConfig.from_record(base.get("training") or {})
     cfg.model, cfg.model_kwargs, cfg.preset = base["architecture"], dict(base["model_kwargs"]), None
     cfg.epochs, cfg.clean_epochs, cfg.seed = epochs, 0, seed
     cfg.lr = lr if lr is not None else (cfg.lr or 0.05) * LR_SCALE
@@ -105,21 +110,16 @@ def finetune(model_dir: str | os.PathLike, feedback: Dataset, out: str | os.Path
     cfg.val_size, cfg.subset, cfg.max_steps, cfg.tta = 0, None, None, False
     cfg.init_from, cfg.data = str(model_dir), f"feedback:{feedback.source or feedback.name}"
 
-    before_model, _ = load_model(model_dir)
-    before_model = prepare(before_model, torch.device("cpu"))
     precision = cfg.precision or "auto"
-    before = {"feedback_holdout": _accuracy(before_model, x_ho, y_ho, precision),
-              "feedback_train": _accuracy(before_model, x_fb, y_fb, precision),
-              "mnist_test": _accuracy(before_model, mnist.test_images, mnist.test_labels, precision)}
+    feedback_sets = {"feedback_holdout": (x_ho, y_ho), "feedback_train": (x_fb, y_fb)}
+    before = _scores(model_dir, {**feedback_sets, "mnist_test": (mnist.test_images,
+                                                                 mnist.test_labels)}, precision)
     t0 = time.perf_counter()
     summary = train(cfg, out=out, dataset=mixed, force=force, on_progress=on_progress,
                     on_epoch=on_epoch)
     seconds = time.perf_counter() - t0
-    after_model, _ = load_model(out)
-    after_model = prepare(after_model, torch.device("cpu"))
-    after = {"feedback_holdout": _accuracy(after_model, x_ho, y_ho, precision),
-             "feedback_train": _accuracy(after_model, x_fb, y_fb, precision),
-             "mnist_test": summary["test"]["accuracy"]}
+    # (MNIST test: the new directory's own evaluation, which train has just run)
+    after = {**_scores(out, feedback_sets, precision), "mnist_test": summary["test"]["accuracy"]}
     result = {"base_model": str(model_dir), "feedback": feedback.source or feedback.name,
               "feedback_images": len(labels), "trained_on": len(x_fb), "held_out": len(x_ho),
               "replay": replay, "epochs": epochs, "lr": cfg.lr, "seed": seed,
@@ -132,7 +132,7 @@ def finetune(model_dir: str | os.PathLike, feedback: Dataset, out: str | os.Path
     return result
 
 
-def _pct(v: float | None) -> str:
+def pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.2f}%"
 
 
@@ -145,8 +145,8 @@ def _report_section(r: dict) -> str:
         f"({100 * r['replay']:.0f}% of each epoch), {r['epochs']} epochs at lr {r['lr']:g}, "
         f"{r['seconds']:.1f} s.", "",
         "| accuracy | before | after |", "| --- | --- | --- |",
-        f"| held-out feedback ({r['held_out']} images) | {_pct(b['feedback_holdout'])} | "
-        f"{_pct(a['feedback_holdout'])} |",
-        f"| feedback trained on ({r['trained_on']} images) | {_pct(b['feedback_train'])} | "
-        f"{_pct(a['feedback_train'])} |",
-        f"| MNIST test | {_pct(b['mnist_test'])} | {_pct(a['mnist_test'])} |", ""])
+        f"| held-out feedback ({r['held_out']} images) | {pct(b['feedback_holdout'])} | "
+        f"{pct(a['feedback_holdout'])} |",
+        f"| feedback trained on ({r['trained_on']} images) | {pct(b['feedback_train'])} | "
+        f"{pct(a['feedback_train'])} |",
+        f"| MNIST test | {pct(b['mnist_test'])} | {pct(a['mnist_test'])} |", ""])

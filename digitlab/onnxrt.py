@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .artifacts import WEIGHTS
+from .artifacts import MAX_CLASS_NAME, MAX_CLASSES, MAX_WEIGHTS_BYTES, WEIGHTS
 from .errors import ConfigError, ModelDirError
 
 if TYPE_CHECKING:
@@ -46,8 +46,7 @@ META_ARCHITECTURE = "digitlab.architecture"      # e.g. "cnn", "ensemble"
 META_KIND = "digitlab.kind"                      # "single" | "ensemble"
 META_VERSION = "digitlab.version"                # digitlab version that exported it
 
-MAX_ONNX_BYTES = 512 * 1024 * 1024  # twice artifacts.MAX_WEIGHTS_BYTES: weights plus the graph
-MAX_CLASSES, MAX_CLASS_NAME = 1000, 100  # as artifacts.check_config
+MAX_ONNX_BYTES = 2 * MAX_WEIGHTS_BYTES  # the weights plus the graph
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 

@@ -41,10 +41,10 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from .artifacts import default_model_dir, load_model, read_config
+from .artifacts import WEIGHTS, default_model_dir, load_model, read_config
 from .config import PRECISIONS
 from .errors import ConfigError, ImageError, ModelDirError
-from .imageformats import IMAGE_SUFFIXES, check_regular_file
+from .imageformats import IMAGE_SUFFIXES
 from .io import atomic_path, write_json
 from .onnxrt import OnnxModel, choose_backend, softmax
 from .preprocess import ImageSource, Preprocessed, preprocess, segment_digits
@@ -151,8 +151,11 @@ class Predictor:
                 self.backend = "torch"
             else:
                 self.config = read_config(self.model_dir)
+                # the weights' hash, which the export was just checked against (when there)
+                self.model_id = onnx.model_id if (self.model_dir / WEIGHTS).is_file() else None
                 self._probs = lambda x, batch_size: softmax(onnx.logits_u8(x, batch_size))
         if self.backend == "torch":
+            self.model_id = None  # not hashed here: /api/model hashes the weights when asked
             try:  # torch: imported when a model is loaded, not with this module
                 from . import runtime
             except ModuleNotFoundError as exc:
@@ -295,8 +298,6 @@ def _prepare(item: Any, number: bool, keep_stages: bool
              ) -> Preprocessed | list[Preprocessed] | ImageError:
     """Preprocess one item (a module-level function, so worker processes can run it)."""
     try:
-        if isinstance(item, (str, os.PathLike)):
-            check_regular_file(item)  # a FIFO would block the reader, a device never ends
         if number:
             return segment_digits(item, keep_stages=keep_stages)
         return preprocess(item, keep_stages=keep_stages)

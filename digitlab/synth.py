@@ -416,13 +416,19 @@ CHUNK = 500  # renders per task; each chunk has its own seed, so results do not 
 # how many processes share the work
 
 
+# The source digits of the pool being rendered: set before the worker processes fork, so that
+# they inherit it instead of receiving a copy of the training set with every task.
+_SOURCE: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
+
+
 def _chunk(task: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render one chunk and preprocess it: (images, accepted, which source rows)."""
-    kind, seed, images, labels, rows, n = task
+    kind, seed, n = task
+    images, labels = _SOURCE
     rng = np.random.default_rng(seed)
     if kind == "situations":
         kinds = list(SITUATIONS.values())
-        pick = rng.choice(rows, n)
+        pick = rng.choice(len(images), n)
         # every sixth a printed digit (the label's), the rest handwritten ones in situations
         items = [printed_digit(rng, int(labels[i])) if k % 6 == 5
                  else kinds[k % len(kinds)](rng, images[i]) for k, i in enumerate(pick)]
@@ -443,23 +449,21 @@ def _pool(kind: str, images: np.ndarray | None, labels: np.ndarray | None, n: in
     and preprocess them; returns the accepted images and their source rows."""
     import multiprocessing as mp
     import os
-    rows = np.arange(0 if images is None else len(images))
-    tasks = [(kind, [seed, c], images, labels, rows, min(CHUNK, n - c * CHUNK))
-             for c in range(-(-n // CHUNK))]
+    from contextlib import nullcontext
+    global _SOURCE
+    tasks = [(kind, [seed, c], min(CHUNK, n - c * CHUNK)) for c in range(-(-n // CHUNK))]
     workers = min(len(tasks), os.cpu_count() or 1)
-    if workers > 1 and "fork" in mp.get_all_start_methods():
-        with mp.get_context("fork").Pool(workers) as pool:
+    _SOURCE = (images, labels)
+    try:
+        fork = workers > 1 and "fork" in mp.get_all_start_methods()
+        with (mp.get_context("fork").Pool(workers) if fork else nullcontext()) as pool:
             parts = []
-            for part in pool.imap(_chunk, tasks):
+            for part in (pool.imap(_chunk, tasks) if fork else map(_chunk, tasks)):
                 parts.append(part)
                 if progress:
                     progress(len(part[1]))
-    else:
-        parts = []
-        for t in tasks:
-            parts.append(_chunk(t))
-            if progress:
-                progress(len(parts[-1][1]))
+    finally:
+        _SOURCE = (None, None)
     x = np.concatenate([p[0] for p in parts])
     ok = np.concatenate([p[1] for p in parts])
     pick = np.concatenate([p[2] for p in parts])

@@ -19,7 +19,7 @@ import math
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
@@ -39,7 +39,7 @@ from .evaluation import evaluate_dir
 from .io import require_empty_dir, write_json
 from .models import create_model, get_spec
 from .nets import Normalize, count_parameters
-from .runtime import bf16_enabled, is_conv, predict_logits, resolve_device, to_input
+from .runtime import bf16_enabled, is_conv, predict_logits, prepare, resolve_device, to_input
 
 DISTRIBUTED_OUT = ("a distributed run needs --out DIR: every process must write to the same "
                    "model directory")
@@ -112,9 +112,6 @@ class Run:
     yva: torch.Tensor
     hard: torch.Tensor | None           # look-alike negatives for outlier exposure (uint8)
     batch: int                          # images per step, all processes together
-    local_batch: int                    # this process's share of it
-    steps_per_epoch: int
-    total: int                          # optimiser steps in the whole run
     conv: bool                          # channels-last batches
     bf16: bool                          # autocast
     epoch: int = 0                      # epochs finished
@@ -128,6 +125,21 @@ class Run:
 
     _STATE = ("epoch", "step_in_epoch", "global_step", "history", "train_seconds", "loss_sum",
               "correct", "seen")
+
+    @property
+    def local_batch(self) -> int:
+        """This process's share of each batch."""
+        return self.batch // self.dist.world_size
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.xtr) // self.batch
+
+    @property
+    def total(self) -> int:
+        """Optimiser steps in the whole run."""
+        steps = self.steps_per_epoch * self.cfg.epochs
+        return min(steps, self.cfg.max_steps) if self.cfg.max_steps else steps
 
     def state(self) -> dict:
         return {k: getattr(self, k) for k in self._STATE}
@@ -171,6 +183,14 @@ def _through_preprocessing(xtr: torch.Tensor, ytr: torch.Tensor, cfg: TrainConfi
     return xtr, ytr, hard
 
 
+RESUMABLE = ("continue", "restart", "report")  # resume_plan's answers --resume acts on
+
+
+def wants_resume(out: Path, resume: bool) -> bool:
+    """--resume, or a worker that torchrun restarted with a run to pick up in ``out``."""
+    return resume or (restarted() and resume_plan(out) in RESUMABLE)
+
+
 def default_out_dir(model: str) -> Path:
     return Path("runs") / f"{model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
@@ -195,18 +215,12 @@ def setup(cfg: TrainConfig, out: Path, dataset: Dataset | None, resume: bool,
     net = create_model(cfg.model, num_classes=ds.num_classes, **cfg.model_kwargs)
     if cfg.init_from and not resume:
         _load_start(net, cfg, ds)
-    net = net.to(device)
+    net = prepare(net, device)  # (train_epoch switches it to training mode)
     conv = is_conv(net)
-    if conv:
-        net = net.to(memory_format=torch.channels_last)
     batch = min(cfg.batch_size, len(xtr))
     if batch % dist.world_size:
         raise ConfigError(f"batch size {batch} does not split evenly over {dist.world_size} "
                           f"processes; choose a multiple of {dist.world_size}")
-    steps_per_epoch = len(xtr) // batch
-    total = steps_per_epoch * cfg.epochs
-    if cfg.max_steps:
-        total = min(total, cfg.max_steps)
     model = net
     if dist.active:
         if cfg.sync_bn:
@@ -223,15 +237,12 @@ def setup(cfg: TrainConfig, out: Path, dataset: Dataset | None, resume: bool,
               opt=make_optimizer(net, cfg), gen=gen,
               # data lives on the device for the whole run (MNIST is 47 MB as uint8)
               xtr=xtr.to(device), ytr=ytr.to(device), xva=xva, yva=yva, hard=hard, batch=batch,
-              local_batch=batch // dist.world_size, steps_per_epoch=steps_per_epoch, total=total,
               conv=conv, bf16=bf16_enabled(cfg.precision, device, conv))
-    if dist.main:
-        out.mkdir(parents=True, exist_ok=True)
     if resume:
         state, exact = load_checkpoint(out / CHECKPOINT, net, run.opt, run.gen, dist.rank)
         run.restore(state)
         if not exact:  # saved by another number of processes: fresh augmentation streams
-            run.gen.manual_seed(cfg.seed + 1 + 7919 * dist.rank + 104_729 * run.epoch)
+            run.gen.manual_seed(run.gen.initial_seed() + 104_729 * run.epoch)
     elif dist.main:
         write_json(out / TRAIN_CONFIG, asdict(cfg))
     return run
@@ -326,6 +337,11 @@ def finish(run: Run, evaluate_test: bool) -> dict:
     """Save the model directory (weights + self-describing config), drop the checkpoint, and
     evaluate on the test split; returns the run's summary."""
     cfg, model, ds = run.cfg, run.net, run.dataset
+    summary = {"out": str(run.out), "history": run.history, "train_seconds": run.train_seconds,
+               "config": asdict(cfg), "world_size": run.dist.world_size}
+    if not run.dist.main:  # rank 0 writes and evaluates; the others wait for it and stop
+        run.dist.barrier()
+        return summary
     model.eval()
     norm = next(m for m in model.modules() if isinstance(m, Normalize))
     model_kwargs = {**cfg.model_kwargs, "mean": norm.mean, "std": norm.std}
@@ -345,11 +361,6 @@ def finish(run: Run, evaluate_test: bool) -> dict:
         metrics={"val_accuracy": history[-1]["val_acc"] if history else None,
                  "val_loss": history[-1]["val_loss"] if history else None},
     )
-    summary = {"out": str(run.out), "history": history, "train_seconds": run.train_seconds,
-               "config": asdict(cfg), "world_size": run.dist.world_size}
-    if not run.dist.main:  # rank 0 writes and evaluates; the others wait for it and stop
-        run.dist.barrier()
-        return summary
     save_model_dir(run.out, model.to(memory_format=torch.contiguous_format), config)
     (run.out / CHECKPOINT).unlink(missing_ok=True)
     (run.out / TRAIN_CONFIG).unlink(missing_ok=True)
@@ -363,8 +374,7 @@ def _finish_saved_run(out: Path, dataset: Dataset | None, evaluate_test: bool) -
     """Resume a run whose model directory is complete: tidy up, write the missing report."""
     saved = read_config(out)
     training = saved.get("training") or {}
-    cfg = TrainConfig.from_dict({f.name: training[f.name] for f in fields(TrainConfig)
-                                 if f.name in training})
+    cfg = TrainConfig.from_record(training)
     (out / CHECKPOINT).unlink(missing_ok=True)
     (out / TRAIN_CONFIG).unlink(missing_ok=True)
     summary = {"out": str(out), "history": saved.get("history") or [],
@@ -399,7 +409,7 @@ def train(cfg: TrainConfig | None = None, *, out: str | os.PathLike | None = Non
         raise ConfigError(DISTRIBUTED_OUT)
     dist = Dist.from_env(cfg.device)
     out = Path(out) if out is not None else default_out_dir(cfg.model)
-    resume = resume or (restarted() and resume_plan(out) in ("continue", "restart", "report"))
+    resume = wants_resume(out, resume)
     if resume:
         plan = resume_plan(out)
         if plan in ("report", "finished"):
@@ -409,8 +419,8 @@ def train(cfg: TrainConfig | None = None, *, out: str | os.PathLike | None = Non
         cfg = TrainConfig.from_dict(json.loads((out / TRAIN_CONFIG).read_text()))
         resume = plan == "continue"  # "restart": stopped in epoch 1, before any checkpoint
     else:
-        require_empty_dir(out, force, "use --resume to finish it" if resume_plan(out) in (
-            "continue", "restart", "report") else "use --force to overwrite")
+        require_empty_dir(out, force, "use --resume to finish it" if resume_plan(out) in RESUMABLE
+                          else "use --force to overwrite")
     dist.barrier()  # every process has looked at `out` before rank 0 writes into it
 
     run = setup(cfg, out, dataset, resume, on_note, dist)

@@ -148,7 +148,7 @@ class _TrainingOutput:
 
 def cmd_train(args) -> int:
     from ..checkpoint import describe, resume_plan
-    from ..training import DISTRIBUTED_OUT, default_out_dir, train
+    from ..training import DISTRIBUTED_OUT, default_out_dir, train, wants_resume
 
     cfg = train_config_from_args(args)
     if args.resume and not args.out:
@@ -167,16 +167,16 @@ def cmd_train(args) -> int:
     ui = _TrainingOutput(show)
 
     from ..data import load_dataset
-    from ..distributed import restarted
     # a worker that torchrun replaced after a failure picks up where the run stopped
-    resume = args.resume or (restarted() and resume_plan(out) in ("continue", "restart", "report"))
+    resume = wants_resume(out, args.resume)
     dataset = None if resume else load_dataset(resolved.data, progress=show)
     if resume:
         note = {"restart": "no checkpoint yet (stopped during epoch 1): training again from the "
                            "start, with the run's own options",
                 "report": "the model was saved before the run stopped: writing its report"}
-        if resume_plan(out) in note and rank == 0:
-            _err(f"{out}: {note[resume_plan(out)]}")
+        plan = resume_plan(out)
+        if plan in note and rank == 0:
+            _err(f"{out}: {note[plan]}")
         where = describe(out)
         if where and rank == 0:
             world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -214,11 +214,10 @@ def cmd_evaluate(args) -> int:
     from ..evaluation import evaluate
     m = evaluate(args.model_dir, args.data_dir, tta=args.tta, device=args.device,
                  write=not args.no_write, backend=args.backend)
-    if not args.json:
-        print(f"backend: {m['backend']}")
     if args.json:
         print(json.dumps(m, indent=2))
         return 0
+    print(f"backend: {m['backend']}")
     t = m["test"]
     print(f"{m['dataset']['name']} test: accuracy {100 * t['accuracy']:.2f}% "
           f"({t['n'] - t['errors']}/{t['n']}), loss {t['loss']:.4f}, macro F1 {t['macro_f1']:.4f}")
@@ -265,7 +264,7 @@ def cmd_finetune(args) -> int:
 
     from ..artifacts import default_model_dir
     from ..data import load_dataset
-    from ..finetune import finetune
+    from ..finetune import finetune, pct
 
     model_dir = args.model_dir or default_model_dir()
     with tempfile.TemporaryDirectory(prefix="digitlab-feedback-") as tmp:
@@ -283,9 +282,6 @@ def cmd_finetune(args) -> int:
         r = finetune(model_dir, feedback, args.out, epochs=args.epochs, replay=args.replay,
                      holdout=args.holdout, lr=args.lr, seed=args.seed, force=args.force,
                      on_progress=ui.on_progress, on_epoch=ui.on_epoch)
-
-    def pct(v):
-        return "n/a" if v is None else f"{100 * v:.2f}%"
     b, a = r["before"], r["after"]
     print(f"fine-tuned in {r['seconds']:.1f}s -> {args.out}")
     print(f"held-out feedback ({r['held_out']}): {pct(b['feedback_holdout'])} -> "

@@ -17,7 +17,6 @@ replicas starting at once upgrade it once.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -34,6 +33,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from ..errors import DigitlabError
+from ..io import write_json
 
 log = logging.getLogger(__name__)
 
@@ -385,7 +385,7 @@ def export_dataset(store: FeedbackStore, out: str | os.PathLike, force: bool = F
                    "by_label": counts, "duplicates_skipped": duplicates,
                    "schema_revision": store.revision(),
                    "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        (tmp / MANIFEST).write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(tmp / MANIFEST, summary)
         if out.exists():
             old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
             os.replace(out, old / "export")

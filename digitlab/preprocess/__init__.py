@@ -189,11 +189,6 @@ def _empty(an: _Analysis, reason: str, keep_stages: bool, p: Params) -> Preproce
                         _polarity(an), an.ink_fraction, 0, an.size)
 
 
-def _mnist_like(an: _Analysis) -> np.ndarray | None:
-    """A 28x28 single-channel input on a dark background is MNIST format: keep its pixels."""
-    return an.mnist
-
-
 # ---------------------------------------------------------------------------------------------
 # Public API
 
@@ -216,7 +211,7 @@ def preprocess(image: ImageSource, *, keep_stages: bool = False, params: Params 
         group = select_digit(an.comps, an.keep, an.shape, p)
         reason = (shape_reason(an.comps, group, an.shape, an.crop)
                   or neighbour_reason(an.comps, an.keep, group))
-    same = _mnist_like(an)
+    same = an.mnist
     if reason:
         out = _empty(an, reason, keep_stages, p)
         if same is not None:
@@ -249,6 +244,6 @@ def segment_digits(image: ImageSource, *, keep_stages: bool = False, params: Par
     groups = [g for g, gh in zip(groups, heights) if gh >= 0.35 * tallest]
     out = [_digit_from(an, g, keep_stages, shape_reason(c, g, an.shape, an.crop, True), p)
            for g in groups]
-    if len(out) == 1 and (same := _mnist_like(an)) is not None and out[0].ok:
+    if len(out) == 1 and (same := an.mnist) is not None and out[0].ok:
         out[0].image = same
     return out

@@ -17,7 +17,6 @@ import numpy as np
 from .params import Params
 
 
-
 @dataclass
 class Ink:
     ink: np.ndarray  # float32 (H, W) in [0, 1], 1 = full stroke contrast
@@ -46,10 +45,9 @@ def _ring(shape: tuple[int, ...]) -> int:
     return max(1, min(shape[:2]) // 12)
 
 
-def _ring_fraction(mask: np.ndarray, k: int) -> float:
-    """The share of True on the ring ``k`` px in from the edge."""
-    r = mask[k:mask.shape[0] - k, k:mask.shape[1] - k]
-    ring = np.concatenate([r[0], r[-1], r[:, 0], r[:, -1]])
+def _ring_fraction(mask: np.ndarray) -> float:
+    """The share of True on the outermost ring of pixels."""
+    ring = np.concatenate([mask[0], mask[-1], mask[:, 0], mask[:, -1]])
     return np.count_nonzero(ring) / ring.size
 
 
@@ -62,7 +60,7 @@ def _crop_paper(lum: np.ndarray) -> tuple[np.ndarray, bool]:
     t, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
     bright = u8 > t
     f_img = np.count_nonzero(bright) / bright.size
-    f_border = _ring_fraction(bright, 0)
+    f_border = _ring_fraction(bright)
     # a printed frame round the cell: the outer ring all dark, the band just inside it (15-35%
     # of the way in, where a cell's paper is) mostly light; round a light digit on dark paper,
     # that band is mostly the dark paper

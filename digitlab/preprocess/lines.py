@@ -54,6 +54,16 @@ def _quantile(v: np.ndarray, q: float) -> float:
     return float(np.sort(v, axis=None)[int(q * (v.size - 1) + 0.5)])
 
 
+def _thin_columns(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """Per position along a candidate (``m``: rows across it): its pixel count, whether it has
+    any, the line's thickness (a low quantile of the counts: where no stroke lies along it) and
+    the positions no thicker than that."""
+    counts = np.count_nonzero(m, axis=0).astype(np.float32)
+    has = counts > 0
+    t = _quantile(counts[has], 0.25)
+    return counts, has, t, has & (counts <= t + 1)
+
+
 def _split(seg: _Seg, lab: np.ndarray) -> list[tuple[_Seg, np.ndarray]]:
     """A candidate as one or more lines: two parallel lines joined by a stroke lying between
     them (a 2's base between two grid lines) are one component but two lines. Returns
@@ -61,10 +71,7 @@ def _split(seg: _Seg, lab: np.ndarray) -> list[tuple[_Seg, np.ndarray]]:
     m = lab[seg.y0:seg.y1, seg.x0:seg.x1] == seg.label
     if not seg.horizontal:
         m = m.T
-    counts = np.count_nonzero(m, axis=0)
-    has = counts > 0
-    t = _quantile(counts[has].astype(np.float32), 0.25)
-    good = has & (counts <= t + 1)
+    _, _, _, good = _thin_columns(m)
     if np.count_nonzero(good) < 2:
         return [(seg, m)]
     rows = np.count_nonzero(m[:, good], axis=1) >= 0.15 * np.count_nonzero(good)
@@ -93,10 +100,7 @@ def _fit_line(seg: _Seg, m: np.ndarray, ink: np.ndarray) -> _Seg:
     v = ink[seg.y0:seg.y1, seg.x0:seg.x1]
     if not seg.horizontal:
         v = v.T
-    counts = np.count_nonzero(m, axis=0).astype(np.float32)
-    has = counts > 0
-    t = _quantile(counts[has], 0.25)  # where no stroke lies along it
-    good = has & (counts <= t + 1)
+    counts, has, t, good = _thin_columns(m)
     if np.count_nonzero(good) < 2:
         good = has
     mg = m[:, good]
@@ -135,7 +139,7 @@ def _band(seg: _Seg, shape: tuple[int, int], pad: float) -> tuple[slice, slice, 
 
 
 def _candidates(ink: np.ndarray, horizontal: bool, length: int, faint: int
-                ) -> tuple[list[_Seg], np.ndarray, int]:
+                ) -> tuple[list[_Seg], np.ndarray]:
     """Straight runs at least ``length`` px long, found on the grey ink map (uint8; a faint or
     JPEG-speckled ruled line is continuous there, though not in a thresholded mask)."""
     across = (3, 1) if horizontal else (1, 3)
@@ -144,17 +148,17 @@ def _candidates(ink: np.ndarray, horizontal: bool, length: int, faint: int
     runs = cv2.min(cv2.morphologyEx(loose, cv2.MORPH_OPEN, np.ones(along, np.uint8)), ink)
     _, line = cv2.threshold(runs, faint, 1, cv2.THRESH_BINARY)
     if not cv2.countNonZero(line):  # (most images: a digit alone has no long straight run)
-        return [], np.zeros(0, np.int32), 0
+        return [], np.zeros(0, np.int32)
     # boxes from the outer contours, labels from plain labelling: together 3-5x cheaper than
     # connectedComponentsWithStats on these small images
     contours, _ = cv2.findContours(line, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    n, lab = cv2.connectedComponents(line, connectivity=8, ltype=cv2.CV_32S)
+    _, lab = cv2.connectedComponents(line, connectivity=8, ltype=cv2.CV_32S)
     segs = []
     for c in contours:
         x, y, w, h = cv2.boundingRect(c)
         px, py = c[0, 0]
         segs.append(_Seg(horizontal, x, y, x + w, y + h, int(lab[py, px])))
-    return segs, lab, n
+    return segs, lab
 
 
 def _turns(s: _Seg, ink: np.ndarray, faint: int, tol: int, tick: int) -> bool:
@@ -215,7 +219,7 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
     faint = int(p.line_faint * 255)
     found = []
     for horizontal, extent in ((True, iw), (False, ih)):
-        segs, lab, _ = _candidates(ink8, horizontal, max(8, int(p.line_min * extent)), faint)
+        segs, lab = _candidates(ink8, horizontal, max(8, int(p.line_min * extent)), faint)
         found.append((horizontal, extent, segs, lab))
     if not (found[0][2] or found[1][2]):
         return np.zeros((h, w), bool), []
@@ -225,7 +229,7 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
            for _, extent, segs, _ in found for s in segs):
         for k, (horizontal, extent) in enumerate(((True, iw), (False, ih))):
             # corners may be met by short straight pieces too (a comb field's ticks)
-            ticks, _, _ = _candidates(ink8, horizontal, max(5, int(p.tick_min * extent)), faint)
+            ticks, _ = _candidates(ink8, horizontal, max(5, int(p.tick_min * extent)), faint)
             short[k] = [s for s in ticks if s.length >= 3 * s.box_thick]
 
     def fitted(segs: list[_Seg], lab: np.ndarray) -> list[_Seg]:

@@ -96,8 +96,11 @@ def _model_info(predictor, model_dir: Path, limits: Limits) -> ModelInfo:
     cfg = predictor.config
     # Names and hashes, never where things are on this server (see public_value).
     return ModelInfo(
-        model_dir=model_dir.name, weights_sha256=model_id(model_dir / WEIGHTS), architecture=cfg["architecture"],
-        kind=cfg.get("kind"), backend=predictor.backend, model_kwargs=public_value(cfg.get("model_kwargs") or {}),
+        model_dir=model_dir.name,
+        weights_sha256=predictor.model_id or model_id(model_dir / WEIGHTS),
+        architecture=cfg["architecture"],
+        kind=cfg.get("kind"), backend=predictor.backend,
+        model_kwargs=public_value(cfg.get("model_kwargs") or {}),
         classes=list(predictor.classes),
         parameters=cfg.get("parameters"),
         reject_threshold=getattr(predictor, "reject_threshold", None),
@@ -109,7 +112,7 @@ def _model_info(predictor, model_dir: Path, limits: Limits) -> ModelInfo:
 def _report_model(metrics: ServerMetrics, served: Served) -> None:
     info = served.info
     metrics.set_model(info.weights_sha256, info.architecture, info.kind or "single",
-                      served.info.backend or "torch")
+                      info.backend)
 
 
 _DRIVE = re.compile(r"^[A-Za-z]:[\\/]")

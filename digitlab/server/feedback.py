@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 from ..errors import ImageError
 from ..feedback import FeedbackStore, NewFeedback, input_png, stored_png
 from .admin import require_admin
-from .inputs import InputError, check_image, media_type, read_image
+from .inputs import InputError, _field, check_image, media_type, read_image
 from .ratelimit import client_key, retry_after
 from .schemas import Error, FeedbackOut, FeedbackStats, public_error
 
@@ -92,7 +92,7 @@ def _form_fields(form) -> FeedbackForm:
         return FeedbackForm.model_validate(fields)
     except ValidationError as exc:
         raise InputError(422, "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])[:40] or 'form'}: {e['msg']}"
+            f"{_field(e['loc']) if e['loc'] else 'form'}: {e['msg']}"
             for e in exc.errors()[:5])) from None
 
 

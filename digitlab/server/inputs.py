@@ -1,6 +1,6 @@
 """HTTP bodies -> checked image bytes: the three input forms, and the server's limits.
 
-The routes call ``read_images`` and ``check_image`` and hand the bytes to the Predictor, which does
+The routes call ``read_image`` (or ``read_batch``) and ``check_image`` and hand the bytes to the Predictor, which does
 all decoding and preprocessing. What lives here is only what an untrusted request needs first,
 each bounded before the work is done: body size and read time (``BodyLimitMiddleware``: 413
 after reading and discarding the rest of an oversized body, so that every client sees the

@@ -29,8 +29,8 @@ from .telemetry import MULTIPROC_ENV, log_config
 
 HEADER_TIMEOUT = 10.0  # seconds for a request's headers to arrive
 KEEP_ALIVE_TIMEOUT = 5  # seconds an idle keep-alive connection is kept (uvicorn's default)
-# Seconds in-flight requests get to finish after SIGTERM: a batch of 32 photos takes a few.
 WORKER_START_TIMEOUT = 60  # seconds a new worker process may take to start serving
+# Seconds in-flight requests get to finish after SIGTERM: a batch of 32 photos takes a few.
 GRACEFUL_TIMEOUT = 10.0
 PROTOCOL = f"{__name__}:GuardedHttpToolsProtocol"  # by name, so worker processes import it
 

@@ -92,6 +92,7 @@ class ServerMetrics:
                            ["model_id", "architecture", "kind", "backend"], registry=r,
                            multiprocess_mode="livemax")
         self._children: dict = {}  # labels -> metric child: .labels() costs a lock and a lookup
+        self._model_labels: tuple | None = None  # the model_info series this process set
 
     def _child(self, metric, *labels):
         key = (id(metric), *labels)
@@ -119,7 +120,7 @@ class ServerMetrics:
     def set_model(self, model_id: str, architecture: str, kind: str, backend: str) -> None:
         """The model this process serves now (at start-up and after each reload)."""
         labels = (model_id, architecture, kind, backend)
-        old = getattr(self, "_model_labels", None)
+        old = self._model_labels
         if old is not None and old != labels:
             if self.multiprocess:  # removing a series is not implemented there: it goes to 0
                 self.model.labels(*old).set(0)
