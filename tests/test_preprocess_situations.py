@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -67,6 +68,29 @@ def test_a_digit_touching_and_crossing_its_box_keeps_its_strokes(digits):
         assert out.ok, out.reason
         scores.append(corr(out.image, plain_reference(d)))
     assert np.mean(scores) > 0.85, scores
+
+
+@pytest.mark.parametrize("size,frame", [((150, 140), (22, 18, 128, 122)),  # on the page
+                                        ((84, 80), (3, 3, 80, 76))])  # the cell cut out
+def test_a_tinted_form_cell(digits, size, frame):
+    """A shaded cell (paper a tenth darker inside its box) on white: the tint is paper, not
+    ink; the box is found and removed round it."""
+    x, _ = digits
+    scores = []
+    for d in x[:12]:
+        w, h = size
+        x0, y0, x1, y1 = frame
+        digit_h = int(0.7 * (y1 - y0))
+        img = np.array(scene(d, size, digit_h, (x0 + (x1 - x0 - digit_h) // 2, y0 + 8)))
+        tint = np.ones((h, w, 1), np.float32)
+        tint[y0:y1, x0:x1] = 0.88
+        img = Image.fromarray((img * tint).astype(np.uint8))
+        img = with_lines(img, lambda g: g.rectangle(frame, outline=(150, 60, 60), width=2))
+        out = preprocess(img, keep_stages=True)
+        assert out.ok, out.reason
+        assert "printed" in out.stages
+        scores.append(corr(out.image, plain_reference(d)))
+    assert min(scores) > 0.6 and np.mean(scores) > 0.9, scores
 
 
 def test_a_cell_cut_tight_from_a_scan(digits):
@@ -182,6 +206,18 @@ def test_tiny_tight_crops_are_read(digits, side, dark):
         assert out.ok, (side, out.reason)
         scores.append(corr(out.image, plain_reference(d)))
     assert np.mean(scores) > (0.75 if side < 12 else 0.85), scores
+
+
+def test_a_bold_light_ring_on_dark_paper_is_not_a_printed_frame():
+    """A tight crop of a bold light 0 on dark paper: the border is all dark and the band just
+    inside it mostly light, as round a printed frame, but the corners inside are dark paper."""
+    img = np.full((36, 36, 3), (70, 14, 14), np.uint8)
+    cv2.ellipse(img, (18, 18), (8, 12), 0, 0, 360, (240, 236, 220), 5, cv2.LINE_AA)
+    out = preprocess(img)
+    assert out.polarity == "light-on-dark"
+    assert out.ok, out.reason
+    ring = out.image.astype(np.float32)
+    assert ring[14, 14] < 60 and ring[14, 4:10].max() > 150  # a ring, not a filled blob
 
 
 def test_params_are_named_and_frozen():

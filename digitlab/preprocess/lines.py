@@ -216,6 +216,15 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
     # Straight runs first, judged by their boxes; only those taken for printed lines are fitted
     # (most digits have a long stroke or two: a 1's stem, a 7's bar, and no line at all).
     ink8 = cv2.convertScaleAbs(ink, alpha=255.0)
+    # a tinted cell (or a shadow) is a broad faint plateau on the ink map, not a line: take out
+    # what a square wider than any printed line covers where that is fainter than ink (below
+    # the hysteresis's low level: a white top-hat limited to the tint, so strokes and the grid
+    # lines under them stay whole), so that the lines round a tinted cell stand out and the
+    # tint itself never runs as a line
+    wide = np.ones((2 * thick_max + 1, 2 * thick_max + 1), np.uint8)
+    _, plateau = cv2.threshold(cv2.morphologyEx(ink8, cv2.MORPH_OPEN, wide),
+                               int(p.low * 255), 0, cv2.THRESH_TOZERO_INV)
+    ink8 = cv2.subtract(ink8, plateau)
     faint = int(p.line_faint * 255)
     found = []
     for horizontal, extent in ((True, iw), (False, ih)):

@@ -33,6 +33,9 @@ class Params:
     blank_contrast: float = 0.08
     # ... and the image is "noise" when the paper's own spread is this large
     noisy_paper: float = 0.05
+    # A paper level up to this much darker than its surroundings, over a region wider than
+    # any stroke, is a tint of the paper (a shaded form cell, a shadow's edge), not ink
+    tint_max: float = 0.25
     # Hysteresis, as fractions of the normalised stroke contrast: seeds and region
     high: float = 0.5
     low: float = 0.3
