@@ -73,6 +73,8 @@ class TrainConfig:
                                         # paper, tiny crops and preprocessed, added (images)
     lookalikes: int | None = None       # look-alike non-digits (letters, signs) rendered and
                                         # preprocessed, among robust's outliers (images)
+    outliers: bool | None = None        # outlier exposure: 5% of each batch non-digits trained
+                                        # towards uniform (default: with --augment robust)
     val_size: int = 5000                # training images held out for validation (seeded)
     seed: int = 0                       # seeds init, split, shuffling and augmentation
     device: str = "auto"                # auto | cpu | cuda
@@ -107,6 +109,8 @@ class TrainConfig:
         for k, v in {**generic, **spec.defaults}.items():
             if getattr(cfg, k) is None:
                 setattr(cfg, k, v)
+        if cfg.outliers is None:
+            cfg.outliers = cfg.augment == "robust"
         cfg.validate()
         return cfg
 
@@ -131,7 +135,8 @@ class TrainConfig:
              f"situations must be >= 0 (got {self.situations})")
         need(self.lookalikes is None or self.lookalikes >= 0,
              f"lookalikes must be >= 0 (got {self.lookalikes})")
-        need(not self.lookalikes or self.augment == "robust",
+        need(not self.lookalikes or self.outliers or (self.outliers is None
+                                                       and self.augment == "robust"),
              "lookalikes are outliers of --augment robust; choose it too")
         need(self.precision in PRECISIONS, f"unknown precision {self.precision!r}; choose from: {', '.join(PRECISIONS)}")
         need(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),

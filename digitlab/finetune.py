@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .artifacts import load_model, read_config
-from .config import TrainConfig
+from .config import AUGMENTS, TrainConfig
 from .data import Dataset, load_dataset
 from .errors import ConfigError, DataError
 from .io import atomic_write_text, write_json
@@ -56,13 +56,15 @@ def _scores(model_dir: str | os.PathLike, sets: dict, precision: str) -> dict:
 
 
 def finetune(model_dir: str | os.PathLike, feedback: Dataset, out: str | os.PathLike, *,
-             epochs: int = 10, replay: float = 0.75, holdout: float = 0.2, lr: float | None = None,
-             seed: int = 0, mnist: Dataset | None = None, force: bool = False,
+             epochs: int = 10, replay: float = 0.75, holdout: float = 0.1, lr: float | None = None,
+             augment: str | None = None, seed: int = 0, mnist: Dataset | None = None, force: bool = False,
              on_progress: Callable[[Progress], None] | None = None,
              on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Fine-tune the model in ``model_dir`` on ``feedback`` (its training images: the digits as
     preprocessing hands them over, labels in MNIST's classes) and write ``out``; returns the
-    summary, with ``before`` and ``after`` accuracies on the held-out feedback and MNIST test."""
+    summary, with ``before`` and ``after`` accuracies on the held-out feedback and MNIST test.
+    ``augment``: the augmentation of the fine-tuning run (``AUGMENTS``; default: the model's
+    own recipe's). Outlier exposure stays as the model was trained, whatever the augmentation."""
     base = read_config(model_dir)
     if base.get("kind") == "ensemble":
         raise ConfigError(f"{model_dir}: an ensemble; fine-tune one of its members instead")
@@ -70,6 +72,8 @@ def finetune(model_dir: str | os.PathLike, feedback: Dataset, out: str | os.Path
         raise ConfigError(f"epochs must be >= 1 (got {epochs})")
     if not 0 <= replay < 1:
         raise ConfigError(f"replay must be a fraction in [0, 1), got {replay}")
+    if augment is not None and augment not in AUGMENTS:
+        raise ConfigError(f"augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
     if feedback.train_images is None or len(feedback.train_images) == 0:
         raise DataError(f"{feedback.name}: no feedback images")
     if mnist is None:
@@ -104,7 +108,10 @@ def finetune(model_dir: str | os.PathLike, feedback: Dataset, out: str | os.Path
 
     cfg = TrainConfig.from_record(base.get("training") or {})
     cfg.model, cfg.model_kwargs, cfg.preset = base["architecture"], dict(base["model_kwargs"]), None
+    # outlier exposure stays as the model was trained (it keeps rejecting non-digits)
+    cfg.outliers = cfg.outliers if cfg.outliers is not None else cfg.augment == "robust"
     cfg.epochs, cfg.clean_epochs, cfg.seed = epochs, 0, seed
+    cfg.augment = augment or cfg.augment
     cfg.lr = lr if lr is not None else (cfg.lr or 0.05) * LR_SCALE
     cfg.situations = cfg.lookalikes = 0  # the feedback is the situation now
     cfg.val_size, cfg.subset, cfg.max_steps, cfg.tta = 0, None, None, False
@@ -122,7 +129,8 @@ def finetune(model_dir: str | os.PathLike, feedback: Dataset, out: str | os.Path
     after = {**_scores(out, feedback_sets, precision), "mnist_test": summary["test"]["accuracy"]}
     result = {"base_model": str(model_dir), "feedback": feedback.source or feedback.name,
               "feedback_images": len(labels), "trained_on": len(x_fb), "held_out": len(x_ho),
-              "replay": replay, "epochs": epochs, "lr": cfg.lr, "seed": seed,
+              "replay": replay, "epochs": epochs, "lr": cfg.lr, "augment": cfg.augment,
+              "seed": seed,
               "seconds": round(seconds, 2), "train_seconds": round(summary["train_seconds"], 2),
               "before": before, "after": after, "config": asdict(cfg)}
     out = Path(out)
@@ -142,7 +150,8 @@ def _report_section(r: dict) -> str:
         "", "## Fine-tuning", "",
         f"Started from `{Path(r['base_model']).name}`; trained on {r['trained_on']} feedback "
         f"images ({r['held_out']} more held out, seed {r['seed']}) mixed with MNIST replay "
-        f"({100 * r['replay']:.0f}% of each epoch), {r['epochs']} epochs at lr {r['lr']:g}, "
+        f"({100 * r['replay']:.0f}% of each epoch), {r['epochs']} epochs at lr {r['lr']:g} with "
+        f"{r['augment']} augmentation, "
         f"{r['seconds']:.1f} s.", "",
         "| accuracy | before | after |", "| --- | --- | --- |",
         f"| held-out feedback ({r['held_out']} images) | {pct(b['feedback_holdout'])} | "

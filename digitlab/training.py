@@ -285,7 +285,7 @@ def train_epoch(run: Run, t_start: float,
             idx = order[i * run.batch + lo:i * run.batch + lo + run.local_batch].to(device)
             x = augment_batch(to_input(run.xtr[idx], device, False), level, run.gen)
             junk, n_junk = None, 0
-            if level == "robust":
+            if cfg.outliers and level != "none":
                 x, junk, n_junk = add_outliers(x, run.gen, run.hard)
             if run.conv:
                 x = x.contiguous(memory_format=torch.channels_last)

@@ -54,6 +54,20 @@ def test_finetune_writes_a_model_directory_with_before_and_after(small_model_dir
     report = (out / "report.md").read_text()
     assert "## Fine-tuning" in report and "held-out feedback (6 images)" in report
     assert json.loads((out / "finetune.json").read_text())["held_out"] == 6
+    assert cfg["training"]["augment"] == "none"  # the small model's own recipe's
+
+
+def test_finetune_augmentation_can_be_chosen_and_keeps_outlier_exposure(
+        small_model_dir, feedback_dir, tmp_path, mnist):
+    base = json.loads((small_model_dir / "config.json").read_text())["training"]
+    r = finetune(small_model_dir, load_dataset(feedback_dir), tmp_path / "s", epochs=1,
+                 augment="standard", mnist=mnist)
+    cfg = json.loads((tmp_path / "s" / "config.json").read_text())["training"]
+    assert r["augment"] == cfg["augment"] == "standard"
+    assert cfg["outliers"] == bool(base.get("outliers", base["augment"] == "robust"))
+    with pytest.raises(ConfigError, match="augment"):
+        finetune(small_model_dir, load_dataset(feedback_dir), tmp_path / "t", augment="wild",
+                 mnist=mnist)
 
 
 def test_finetune_refuses_what_it_cannot_use(small_model_dir, feedback_dir, tmp_path, mnist):
@@ -77,7 +91,7 @@ def test_cli_reads_a_feedback_database(small_model_dir, tmp_path, capsys, mnist)
     assert main(["finetune", "--model-dir", str(small_model_dir), "--feedback-db", str(db),
                  "--out", str(out), "--epochs", "1", "--quiet"]) == 0
     text = capsys.readouterr().out
-    assert "held-out feedback (2)" in text and "MNIST test" in text
+    assert "held-out feedback (1)" in text and "MNIST test" in text  # a tenth of 12
     assert (out / "model.safetensors").is_file()
     assert main(["finetune", "--model-dir", str(small_model_dir), "--feedback-db", str(db),
                  "--out", str(out), "--quiet"]) == 2  # not empty: --force to overwrite

@@ -135,6 +135,20 @@ def test_clean_epochs_train_the_last_epochs_unaugmented(mnist, tmp_path, monkeyp
     assert TrainConfig(preset="best").resolved().clean_epochs == 0  # presets as measured
 
 
+def test_outlier_exposure_follows_robust_unless_set(mnist, tmp_path, monkeypatch):
+    import digitlab.training as T
+    assert TrainConfig(augment="robust").resolved().outliers is True
+    assert TrainConfig(augment="standard").resolved().outliers is False
+    calls = []
+    real = T.add_outliers
+    monkeypatch.setattr(T, "add_outliers",
+                        lambda x, gen, hard=None: (calls.append(1), real(x, gen))[1])
+    # (fine-tuning keeps a robust model's outlier exposure under standard augmentation)
+    train(TrainConfig(model="mlp100", subset=300, batch_size=128, epochs=1, augment="standard",
+                      outliers=True), out=tmp_path / "o", dataset=mnist, evaluate_test=False)
+    assert len(calls) == 2
+
+
 def test_augmentation_changes_images_but_keeps_range_and_shape():
     g = torch.Generator().manual_seed(0)
     x = torch.zeros(16, 1, 28, 28)

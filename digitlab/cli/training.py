@@ -280,7 +280,8 @@ def cmd_finetune(args) -> int:
              f"replay, {args.epochs} epochs -> {args.out}")
         ui = _TrainingOutput(not args.quiet)
         r = finetune(model_dir, feedback, args.out, epochs=args.epochs, replay=args.replay,
-                     holdout=args.holdout, lr=args.lr, seed=args.seed, force=args.force,
+                     holdout=args.holdout, lr=args.lr, augment=args.augment, seed=args.seed,
+                     force=args.force,
                      on_progress=ui.on_progress, on_epoch=ui.on_epoch)
     b, a = r["before"], r["after"]
     print(f"fine-tuned in {r['seconds']:.1f}s -> {args.out}")
@@ -298,6 +299,7 @@ def cmd_download(args) -> int:
 
 
 def register(sub) -> None:
+    from ..config import AUGMENTS
     from ..onnxrt import BACKEND_HELP, BACKENDS
 
     s = sub.add_parser("models", help="list the model zoo")
@@ -358,8 +360,11 @@ def register(sub) -> None:
     s.add_argument("--epochs", type=_positive_int, default=10, help="default 10 (8,000 images each)")
     s.add_argument("--replay", type=_fraction, default=0.75, metavar="F",
                    help="fraction of each epoch that is MNIST training digits (default 0.75)")
-    s.add_argument("--holdout", type=_fraction, default=0.2, metavar="F",
-                   help="fraction of the feedback kept aside to score before/after (default 0.2)")
+    s.add_argument("--holdout", type=_fraction, default=0.1, metavar="F",
+                   help="fraction of the feedback kept aside to score before/after (default 0.1)")
+    s.add_argument("--augment", choices=AUGMENTS,
+                   help="augmentation while fine-tuning (default: the model's own recipe's); "
+                   "outlier exposure stays as the model was trained")
     s.add_argument("--lr", type=_positive_float, help="peak learning rate (default: a tenth of "
                    "the model's recipe)")
     s.add_argument("--seed", type=int, default=0, help="seeds the held-out slice, replay and "
