@@ -189,8 +189,11 @@ def _paper_field(g: np.ndarray, dark: bool, tint_max: float) -> np.ndarray:
     block = max(4, max(h, w) // 5)
     ph, pw = -h % block, -w % block
     p = cv2.copyMakeBorder(g, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
-    b = p.reshape(p.shape[0] // block, block, p.shape[1] // block, block)
-    b = np.ascontiguousarray(b.max(axis=(1, 3)) if dark else b.min(axis=(1, 3)))
+    nh, nw = p.shape[0] // block, p.shape[1] // block
+    # (down each column of blocks, then along each row of the result: two reductions over
+    # contiguous axes are ~4x faster than one over axes (1, 3))
+    reduce = np.max if dark else np.min
+    b = reduce(reduce(p.reshape(nh, block, nw * block), axis=1).reshape(nh, nw, block), axis=2)
     b = cv2.medianBlur(b, 3)
     field = cv2.resize(b, (w, h), interpolation=cv2.INTER_LINEAR)
     if not dark:
