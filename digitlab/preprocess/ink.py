@@ -203,8 +203,10 @@ def _paper_field(g: np.ndarray, dark: bool, tint_max: float) -> np.ndarray:
     # such steps exactly. It is taken where it is a light shade of the block level (a tint);
     # where it is much darker, it is a stroke wider than the closing, and the blocks stand.
     close = _closing(g, block)
-    tint = (close < field) & (close >= field * (1.0 - tint_max))
-    return np.where(tint, close, field)
+    # (in place, with OpenCV's mask: np.where costs ~5x more on a working-size image)
+    shade = cv2.compare(close, field * np.float32(1.0 - tint_max), cv2.CMP_GE)
+    cv2.copyTo(cv2.min(field, close), shade, field)
+    return field
 
 
 def _closing(g: np.ndarray, size: int) -> np.ndarray:
@@ -220,7 +222,7 @@ def _closing(g: np.ndarray, size: int) -> np.ndarray:
     c = cv2.morphologyEx(u8, cv2.MORPH_CLOSE, k, borderType=cv2.BORDER_REPLICATE)
     if half:
         c = cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR)
-    return c.astype(np.float32) * np.float32(1.0 / 255.0)
+    return np.multiply(c, np.float32(1.0 / 255.0), dtype=np.float32)
 
 
 def ink_map(a: np.ndarray, crop: bool, p: Params, tiny: bool = False) -> Ink:
