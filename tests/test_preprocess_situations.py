@@ -220,6 +220,22 @@ def test_a_bold_light_ring_on_dark_paper_is_not_a_printed_frame():
     assert ring[14, 14] < 60 and ring[14, 4:10].max() > 150  # a ring, not a filled blob
 
 
+def test_a_close_call_crop_takes_the_wider_class_for_paper(mnist):
+    """Tight crops of bold red digits where ink and paper cover about as much of the crop and
+    the ink touches most of the border (neither area nor border can tell): the paper is the
+    class with room in it, the ink the one made of strokes."""
+    for i in (3, 48, 65, 95, 147):
+        d = mnist.test_images[i].numpy()
+        ys, xs = np.nonzero(d > 30)
+        c = d[ys.min():ys.max() + 1, xs.min():xs.max() + 1].astype(np.float32) / 255
+        c = cv2.dilate(c, np.ones((2, 2), np.uint8))
+        a = cv2.resize(c, (c.shape[1] * 2, c.shape[0] * 2), interpolation=cv2.INTER_LINEAR)
+        img = np.array((246, 240, 225), np.float32) * (1 - a[:, :, None]) + \
+            np.array((200, 30, 30), np.float32) * a[:, :, None]
+        out = preprocess(np.clip(img, 0, 255).astype(np.uint8))
+        assert out.polarity == "dark-on-light", i
+
+
 def test_params_are_named_and_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         PARAMS.line_min = 0.5  # type: ignore[misc]

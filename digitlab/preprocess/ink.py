@@ -51,10 +51,11 @@ def _ring_fraction(mask: np.ndarray) -> float:
     return np.count_nonzero(ring) / ring.size
 
 
-def _crop_paper(lum: np.ndarray) -> tuple[np.ndarray, bool]:
+def _crop_paper(lum: np.ndarray, wider: float) -> tuple[np.ndarray, bool]:
     """A crop's paper pixels and polarity: an Otsu split of the grey levels. The paper is the
     class that covers most of the crop, unless that is a close call (a bold digit cut out
-    tightly), when the class covering most of the border decides; a dark border round a light
+    tightly), when the wider class (strokes are narrow, paper has room) decides, or if neither
+    is clearly wider, the class covering most of the border; a dark border round a light
     middle is a printed frame, not the paper."""
     u8 = np.clip(lum * 255.0 + 0.5, 0, 255).astype(np.uint8)
     t, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
@@ -76,7 +77,12 @@ def _crop_paper(lum: np.ndarray) -> tuple[np.ndarray, bool]:
                               bright[h - a1:h - a0, b0:b1].ravel(),
                               bright[h - a1:h - a0, w - b1:w - b0].ravel()])
     f_corners = np.count_nonzero(corners) / max(1, corners.size)
-    if f_border <= 0.15 and f_band >= 0.65 and f_corners >= 0.5:
+    wide = _wider_class(bright, wider) if 0.3 <= f_img <= 0.7 else None
+    if wide is not None:
+        # a close call on area: the paper is the class with room in it (the margins, the
+        # inside of loops), the ink the one made of strokes, whichever covers more
+        paper_bright = wide
+    elif f_border <= 0.15 and f_band >= 0.65 and f_corners >= 0.5:
         paper_bright = True
     else:
         paper_bright = f_img >= 0.6 or (f_img >= 0.4 and f_border >= 0.5) or (
@@ -85,6 +91,20 @@ def _crop_paper(lum: np.ndarray) -> tuple[np.ndarray, bool]:
     if not paper.any():
         paper = np.ones_like(bright)
     return paper, paper_bright
+
+
+def _wider_class(bright: np.ndarray, ratio: float) -> bool | None:
+    """Which class of a two-class crop is wider: True for the bright one, False for the dark,
+    None when neither's widest inscribed disc is ``ratio`` times the other's (distance
+    transforms; the ink is strokes of one pen, the paper has room around and inside them)."""
+    u8 = bright.view(np.uint8)
+    d_bright = float(cv2.distanceTransform(u8, cv2.DIST_L2, 3).max())
+    d_dark = float(cv2.distanceTransform(1 - u8, cv2.DIST_L2, 3).max())
+    if d_bright >= ratio * d_dark:
+        return True
+    if d_dark >= ratio * d_bright:
+        return False
+    return None
 
 
 def _dark_ink_page(g: np.ndarray) -> bool:
@@ -233,7 +253,7 @@ def ink_map(a: np.ndarray, crop: bool, p: Params, tiny: bool = False) -> Ink:
         a = flatten_alpha(a)
     lum = a[:, :, 0] if a.shape[2] == 1 else cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_RGB2GRAY)
     if crop:
-        paper, dark = _crop_paper(lum)
+        paper, dark = _crop_paper(lum, p.crop_wider)
         g = lum if a.shape[2] == 1 else _channel(a, dark, paper)
         level = _median(g, paper)
         ink = (level - g) if dark else (g - level)

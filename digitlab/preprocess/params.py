@@ -29,6 +29,10 @@ class Params:
     tiny_px: int = 32
     tiny_target_px: int = 64
     crop_pad: float = 0.2
+    # A crop whose two grey classes cover 30-70% each is a close call: the paper is the class
+    # whose widest inscribed disc is `crop_wider` times the other's (paper has room, ink is
+    # strokes); when neither is, the class covering the border decides
+    crop_wider: float = 1.25
     # Ink: the stroke must differ from the paper by this much (fraction of full scale) ...
     blank_contrast: float = 0.08
     # ... and the image is "noise" when the paper's own spread is this large
