@@ -216,8 +216,8 @@ def _paper_field(g: np.ndarray, dark: bool, tint_max: float) -> np.ndarray:
     b = reduce(reduce(p.reshape(nh, block, nw * block), axis=1).reshape(nh, nw, block), axis=2)
     b = cv2.medianBlur(b, 3)
     field = cv2.resize(b, (w, h), interpolation=cv2.INTER_LINEAR)
-    if not dark or float(b.max()) - float(b.min()) < 1.0 / 255.0:
-        return field  # (every block sees the same paper level: no tint, no shadow's edge)
+    if not dark:
+        return field
     # A tinted cell or a shadow's edge is a step in the paper that blocks straddle (the tint
     # beside white paper would read as faint ink): a grey closing wider than any stroke follows
     # such steps exactly. It is taken where it is a light shade of the block level (a tint);
