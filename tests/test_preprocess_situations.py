@@ -236,6 +236,27 @@ def test_a_close_call_crop_takes_the_wider_class_for_paper(mnist):
         assert out.polarity == "dark-on-light", i
 
 
+def test_a_thumbnail_enlarged_blockwise_with_noise_is_no_grid(mnist):
+    """12 px digits enlarged 5x with nearest-neighbour (blocky) and sensor noise: the noise
+    leaves pinholes in the strokes, which are not the loops of a grid or a scribble."""
+    rng = np.random.default_rng(0)
+    reasons = []
+    for d in mnist.test_images[:60].numpy():
+        ys, xs = np.nonzero(d > 30)
+        c = d[ys.min():ys.max() + 1, xs.min():xs.max() + 1].astype(np.float32) / 255
+        f = 12 / max(c.shape)
+        a = cv2.resize(c, (max(1, round(c.shape[1] * f)), max(1, round(c.shape[0] * f))),
+                       interpolation=cv2.INTER_AREA)[:, :, None]
+        img = np.array((235, 238, 245), np.float32) * (1 - a) + \
+            np.array((190, 30, 30), np.float32) * a
+        img = cv2.resize(img, (img.shape[1] * 5, img.shape[0] * 5),
+                         interpolation=cv2.INTER_NEAREST)
+        img = img + rng.normal(0, 3, img.shape)
+        reasons.append(preprocess(np.clip(img, 0, 255).astype(np.uint8)).reason)
+    assert not [r for r in reasons if r and "loops" in r], reasons
+    assert sum(r is None for r in reasons) >= 55, reasons
+
+
 def test_params_are_named_and_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         PARAMS.line_min = 0.5  # type: ignore[misc]

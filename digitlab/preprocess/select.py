@@ -167,7 +167,9 @@ def shape_reason(c: Components, group: list[int], shape: tuple[int, int], crop: 
         loops = cc.holes(cc.close3(sel))
         if loops >= 5:
             return f"a scribble ({loops} crossings and loops)"
-    loops = cc.holes(sel, max(2, int(0.002 * bw * bh)))
+    # (in a crop - a cell or a thumbnail, often enlarged - pixel noise leaves pinholes in a
+    # stroke, which are not loops: they are closed first)
+    loops = cc.holes(cc.close3(sel) if crop else sel, max(2, int(0.002 * bw * bh)))
     if loops >= 5:  # an 8 has two loops (a hasty one 3 or 4); grids and hatching have many
         return f"{loops} enclosed loops (a grid or scribble)"
     return None
