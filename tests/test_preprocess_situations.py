@@ -257,6 +257,26 @@ def test_a_thumbnail_enlarged_blockwise_with_noise_is_no_grid(mnist):
     assert sum(r is None for r in reasons) >= 55, reasons
 
 
+def _bold_blurred(a: np.ndarray) -> np.ndarray:
+    """A 28x28 [0, 1] mark drawn bold, enlarged to 56 px and blurred, blue on paper."""
+    s = cv2.resize(cv2.dilate(a, np.ones((3, 3), np.uint8)), (56, 56),
+                   interpolation=cv2.INTER_LINEAR)
+    s = cv2.GaussianBlur(s, (0, 0), 2.5)[:, :, None]
+    img = np.array((240, 240, 235), np.float32) * (1 - s) + np.array((30, 40, 160), np.float32) * s
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def test_a_blurred_bold_loop_is_no_solid_blob(mnist):
+    """Bold 0, 6, 8 and 9 blurred until their loops fill in at the ink threshold: the loops are
+    still lighter than the strokes round them, so these are digits; a filled disc stays a blob."""
+    for i in (11, 12, 50, 54, 58):  # (test digits the blob rule took before)
+        out = preprocess(_bold_blurred(mnist.test_images[i].numpy().astype(np.float32) / 255))
+        assert out.ok, (i, out.reason)
+    disc = np.zeros((28, 28), np.float32)
+    cv2.circle(disc, (14, 14), 9, 1.0, -1)
+    assert preprocess(_bold_blurred(disc)).reason == "a solid blob, not a pen stroke"
+
+
 def test_params_are_named_and_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         PARAMS.line_min = 0.5  # type: ignore[misc]

@@ -209,7 +209,7 @@ def preprocess(image: ImageSource, *, keep_stages: bool = False, params: Params 
     reason, group = an.reason, []
     if not reason:
         group = select_digit(an.comps, an.keep, an.shape, p)
-        reason = (shape_reason(an.comps, group, an.shape, an.crop)
+        reason = (shape_reason(an.comps, group, an.shape, an.crop, ink=an.ink.ink)
                   or neighbour_reason(an.comps, an.keep, group))
     same = an.mnist
     if reason:
@@ -242,7 +242,8 @@ def segment_digits(image: ImageSource, *, keep_stages: bool = False, params: Par
     heights = [int(max(c.y1[g]) - min(c.y0[g])) for g in groups]
     tallest = max(heights)
     groups = [g for g, gh in zip(groups, heights) if gh >= 0.35 * tallest]
-    out = [_digit_from(an, g, keep_stages, shape_reason(c, g, an.shape, an.crop, True), p)
+    out = [_digit_from(an, g, keep_stages,
+                       shape_reason(c, g, an.shape, an.crop, True, ink=an.ink.ink), p)
            for g in groups]
     if len(out) == 1 and (same := an.mnist) is not None and out[0].ok:
         out[0].image = same

@@ -15,6 +15,9 @@ from .components import Components
 from .params import Params
 
 
+SOLID_CORE = 0.75  # ink level (of the stroke's) above which a blob's loops must be ink too
+
+
 def keep_pieces(c: Components, h: int, w: int, only_specks: str = "blank: only specks"
                 ) -> tuple[np.ndarray, str | None]:
     """The components that are not specks (some component has strong pixels), and why there is
@@ -133,10 +136,11 @@ def group_columns(c: Components, ids) -> list[list[int]]:
 
 
 def shape_reason(c: Components, group: list[int], shape: tuple[int, int], crop: bool,
-                 number_mode: bool = False) -> str | None:
+                 number_mode: bool = False, ink: np.ndarray | None = None) -> str | None:
     """Why the selected ink is not a digit, or None. Thresholds from MNIST digits re-rendered in
     every benchmark style (1st/99th percentiles) against generated shapes, grids and
-    scribbles: see docs/predict.md."""
+    scribbles: see docs/predict.md. ``ink``: the ink map the components were thresholded from
+    (a blurred bold digit's loops, filled at the threshold, still show lighter in it)."""
     h, w = shape
     x0, y0, x1, y1 = c.box(group)
     bw, bh = x1 - x0, y1 - y0
@@ -161,7 +165,10 @@ def shape_reason(c: Components, group: list[int], shape: tuple[int, int], crop: 
     any_holes = cc.holes(sel)
     # Bold 6s and 8s are as thick as blobs but keep (small) loops; a filled shape has none.
     if any_holes <= 0 and (fill > 0.6 and stroke > 0.35 or fill > 0.9 and stroke > 0.28):
-        return "a solid blob, not a pen stroke"
+        # filled at the threshold, but a loop may still be lighter than the strokes round it
+        core = sel & (ink[y0:y1, x0:x1] > SOLID_CORE) if ink is not None else None
+        if core is None or not cc.holes(core, max(2, int(0.002 * bw * bh))):
+            return "a solid blob, not a pen stroke"
     if any_holes >= 5 and stroke < 0.11:  # digits: <= 2 loops at this stroke width
         # count again after closing pinholes (dithered scans, noisy strokes are full of them)
         loops = cc.holes(cc.close3(sel))
