@@ -109,8 +109,7 @@ class TrainConfig:
         for k, v in {**generic, **spec.defaults}.items():
             if getattr(cfg, k) is None:
                 setattr(cfg, k, v)
-        if cfg.outliers is None:
-            cfg.outliers = cfg.augment == "robust"
+        cfg.outliers = cfg.outlier_exposure
         cfg.validate()
         return cfg
 
@@ -135,8 +134,7 @@ class TrainConfig:
              f"situations must be >= 0 (got {self.situations})")
         need(self.lookalikes is None or self.lookalikes >= 0,
              f"lookalikes must be >= 0 (got {self.lookalikes})")
-        need(not self.lookalikes or self.outliers or (self.outliers is None
-                                                       and self.augment == "robust"),
+        need(not self.lookalikes or self.outlier_exposure,
              "lookalikes are outliers of --augment robust; choose it too")
         need(self.precision in PRECISIONS, f"unknown precision {self.precision!r}; choose from: {', '.join(PRECISIONS)}")
         need(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
@@ -152,6 +150,11 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown training options: {', '.join(sorted(unknown))}")
         return cls(**d)
+
+    @property
+    def outlier_exposure(self) -> bool:
+        """Whether the run trains on outliers: ``outliers`` when set, else with robust."""
+        return self.outliers if self.outliers is not None else self.augment == "robust"
 
     @classmethod
     def from_record(cls, training: dict) -> "TrainConfig":

@@ -109,7 +109,7 @@ def finetune(model_dir: str | os.PathLike, feedback: Dataset, out: str | os.Path
     cfg = TrainConfig.from_record(base.get("training") or {})
     cfg.model, cfg.model_kwargs, cfg.preset = base["architecture"], dict(base["model_kwargs"]), None
     # outlier exposure stays as the model was trained (it keeps rejecting non-digits)
-    cfg.outliers = cfg.outliers if cfg.outliers is not None else cfg.augment == "robust"
+    cfg.outliers = cfg.outlier_exposure
     cfg.epochs, cfg.clean_epochs, cfg.seed = epochs, 0, seed
     cfg.augment = augment or cfg.augment
     cfg.lr = lr if lr is not None else (cfg.lr or 0.05) * LR_SCALE

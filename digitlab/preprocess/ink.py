@@ -62,27 +62,12 @@ def _crop_paper(lum: np.ndarray, wider: float) -> tuple[np.ndarray, bool]:
     bright = u8 > t
     f_img = np.count_nonzero(bright) / bright.size
     f_border = _ring_fraction(bright)
-    # a printed frame round the cell: the outer ring all dark, the band just inside it (15-35%
-    # of the way in, where a cell's paper is) mostly light; round a light digit on dark paper,
-    # that band is mostly the dark paper
-    h, w = bright.shape
-    a0, a1 = int(0.15 * h), int(0.35 * h)
-    b0, b1 = int(0.15 * w), int(0.35 * w)
-    band = np.concatenate([bright[a0:a1, b0:w - b0].ravel(), bright[h - a1:h - a0, b0:w - b0].ravel(),
-                           bright[a1:h - a1, b0:b1].ravel(), bright[a1:h - a1, w - b1:w - b0].ravel()])
-    f_band = np.count_nonzero(band) / max(1, band.size)
-    # ... and the corners inside such a frame are paper too, where a bold light digit on dark
-    # paper leaves the dark paper showing
-    corners = np.concatenate([bright[a0:a1, b0:b1].ravel(), bright[a0:a1, w - b1:w - b0].ravel(),
-                              bright[h - a1:h - a0, b0:b1].ravel(),
-                              bright[h - a1:h - a0, w - b1:w - b0].ravel()])
-    f_corners = np.count_nonzero(corners) / max(1, corners.size)
     wide = _wider_class(bright, wider) if 0.3 <= f_img <= 0.7 else None
     if wide is not None:
         # a close call on area: the paper is the class with room in it (the margins, the
         # inside of loops), the ink the one made of strokes, whichever covers more
         paper_bright = wide
-    elif f_border <= 0.15 and f_band >= 0.65 and f_corners >= 0.5:
+    elif f_border <= 0.15 and _framed(bright):
         paper_bright = True
     else:
         paper_bright = f_img >= 0.6 or (f_img >= 0.4 and f_border >= 0.5) or (
@@ -91,6 +76,23 @@ def _crop_paper(lum: np.ndarray, wider: float) -> tuple[np.ndarray, bool]:
     if not paper.any():
         paper = np.ones_like(bright)
     return paper, paper_bright
+
+
+def _framed(bright: np.ndarray) -> bool:
+    """Does a crop whose outer ring is dark show a printed frame round a light cell: the band
+    just inside the ring (15-35% of the way in, where a cell's paper is) mostly light, and the
+    corners inside it light too? Round a bold light digit on dark paper, the band is mostly
+    the dark paper, or the digit leaves the dark paper showing in the corners."""
+    h, w = bright.shape
+    a0, a1 = int(0.15 * h), int(0.35 * h)
+    b0, b1 = int(0.15 * w), int(0.35 * w)
+    band = np.concatenate([bright[a0:a1, b0:w - b0].ravel(), bright[h - a1:h - a0, b0:w - b0].ravel(),
+                           bright[a1:h - a1, b0:b1].ravel(), bright[a1:h - a1, w - b1:w - b0].ravel()])
+    corners = np.concatenate([bright[a0:a1, b0:b1].ravel(), bright[a0:a1, w - b1:w - b0].ravel(),
+                              bright[h - a1:h - a0, b0:b1].ravel(),
+                              bright[h - a1:h - a0, w - b1:w - b0].ravel()])
+    return (np.count_nonzero(band) >= 0.65 * max(1, band.size)
+            and np.count_nonzero(corners) >= 0.5 * max(1, corners.size))
 
 
 def _wider_class(bright: np.ndarray, ratio: float) -> bool | None:

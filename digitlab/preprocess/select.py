@@ -163,12 +163,12 @@ def shape_reason(c: Components, group: list[int], shape: tuple[int, int], crop: 
     fill = area / float(bw * bh)
     stroke = cc.stroke_width(sel) / max(bw, bh)
     any_holes = cc.holes(sel)
-    # Bold 6s and 8s are as thick as blobs but keep (small) loops; a filled shape has none.
-    if any_holes <= 0 and (fill > 0.6 and stroke > 0.35 or fill > 0.9 and stroke > 0.28):
-        # filled at the threshold, but a loop may still be lighter than the strokes round it
-        core = sel & (ink[y0:y1, x0:x1] > SOLID_CORE) if ink is not None else None
-        if core is None or not cc.holes(core, max(2, int(0.002 * bw * bh))):
-            return "a solid blob, not a pen stroke"
+    loop_min = max(2, int(0.002 * bw * bh))  # px: a loop, not a pinhole
+    # Bold 6s and 8s are as thick as blobs but keep (small) loops; a filled shape has none,
+    # not even lighter than the strokes round them (a blurred bold 8's, filled at the threshold)
+    if any_holes <= 0 and (fill > 0.6 and stroke > 0.35 or fill > 0.9 and stroke > 0.28) and (
+            ink is None or not cc.holes(sel & (ink[y0:y1, x0:x1] > SOLID_CORE), loop_min)):
+        return "a solid blob, not a pen stroke"
     if any_holes >= 5 and stroke < 0.11:  # digits: <= 2 loops at this stroke width
         # count again after closing pinholes (dithered scans, noisy strokes are full of them)
         loops = cc.holes(cc.close3(sel))
@@ -176,7 +176,7 @@ def shape_reason(c: Components, group: list[int], shape: tuple[int, int], crop: 
             return f"a scribble ({loops} crossings and loops)"
     # (in a crop - a cell or a thumbnail, often enlarged - pixel noise leaves pinholes in a
     # stroke, which are not loops: they are closed first)
-    loops = cc.holes(cc.close3(sel) if crop else sel, max(2, int(0.002 * bw * bh)))
+    loops = cc.holes(cc.close3(sel) if crop else sel, loop_min)
     if loops >= 5:  # an 8 has two loops (a hasty one 3 or 4); grids and hatching have many
         return f"{loops} enclosed loops (a grid or scribble)"
     return None
