@@ -13,7 +13,7 @@ TORCH_INDEX ?=
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt \
           $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 
-.PHONY: all venv dev run test test-fast browser-deps bench clean help
+.PHONY: all venv dev run test test-fast browser-deps fonts bench clean help
 all: help ## the same as make help
 
 help: ## list the targets
@@ -47,6 +47,13 @@ browser-deps: ## install Chromium for the browser test if missing (root + apt)
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
 	  echo "note: chromium not installed; the browser test will be skipped"
+
+# The font packages that renderer A prints training look-alikes with (digitlab.synth.TRAINING_FONTS)
+# and those the benchmarks score with (benchmarks/realworld.py SCORING_FONTS). Only rebuilding the
+# shipped model and running the benchmarks need them; without them both use what is installed.
+fonts: venv ## install the fonts the shipped model's recipe and the benchmarks print with (root + apt)
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  $$($(BIN)/python -c "import sys; sys.path.insert(0, 'benchmarks'); from realworld import SCORING_FONTS; from digitlab.synth import TRAINING_FONTS; print(*sorted({*TRAINING_FONTS.values(), *SCORING_FONTS.values()}))")
 
 test: dev browser-deps ## run the whole test suite (sets itself up)
 	$(BIN)/python -m pytest -q

@@ -47,7 +47,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from realworld import lighting, paste, pen_mask, rotate  # noqa: E402  (small shared helpers)
+# (small shared helpers, and the font families scoring prints with)
+from realworld import lighting, paste, pen_mask, rotate, scoring_font  # noqa: E402
 
 Ink = Callable[[int], np.ndarray]  # longest side in px -> pen mask, float in [0, 1]
 RGB = tuple[int, int, int]
@@ -642,13 +643,14 @@ def _hand_ink(rng: np.random.Generator, strokes: list[Stroke], turn: float, stea
 
 
 def find_fonts() -> list[str]:
-    """TrueType and OpenType fonts installed on this machine (may be empty)."""
+    """The scoring families' TrueType and OpenType fonts installed on this machine (may be
+    empty): ``realworld.SCORING_FONTS``, never the fonts renderer A trains with."""
     found: list[str] = []
     for root in ("/usr/share/fonts", "/usr/local/share/fonts", str(Path.home() / ".fonts"),
                  str(Path.home() / ".local/share/fonts")):
         for ext in ("ttf", "otf", "TTF", "OTF"):
             found += glob.glob(f"{root}/**/*.{ext}", recursive=True)
-    return sorted(set(found))
+    return sorted(f for f in set(found) if scoring_font(f))
 
 
 @lru_cache(maxsize=1)

@@ -8,7 +8,8 @@ Situations (``SITUATIONS``: name -> function(rng, 28x28 uint8 digit) -> encoded 
 form boxes (a printed rectangle, sometimes a comb field's ticks), graph paper, ruled paper,
 low-resolution crops (8-16 px cells, ink touching the borders, sometimes upscaled and blurred).
 ``lookalike`` renders a non-digit (letters, signs, arrows, a check mark, a smiley) from the
-DejaVu fonts or as pen strokes; ``boxed_number`` writes several digits into a row of boxes.
+training fonts (``TRAINING_FONTS``) or as pen strokes; ``boxed_number`` writes several digits
+into a row of boxes.
 """
 
 from __future__ import annotations
@@ -271,11 +272,53 @@ def boxed_number(rng: np.random.Generator, digits: list[np.ndarray]) -> bytes:
     return _encode(rng, c, noise=rng.uniform(0, 3), blur=rng.uniform(0, 0.6))
 
 
+# The font families renderer A prints with: the folder under /usr/share/fonts -> the Debian
+# package that installs it (`make fonts`). Sans, serif and handwriting faces, so that the model
+# learns letters from digits whatever the hand. None of them is a family that renderer B or the
+# benchmark's printed digits score with (benchmarks/realworld.py SCORING_FONTS), DejaVu apart,
+# which every machine has and both use. Missing packages are skipped: with DejaVu alone (the
+# Python wheels' machines), renderer A still works.
+TRAINING_FONTS = {
+    "dejavu": "fonts-dejavu-core", "lato": "fonts-lato", "open-sans": "fonts-open-sans",
+    "roboto": "fonts-roboto-unhinted", "cantarell": "fonts-cantarell", "fonts-go": "fonts-go",
+    "quicksand": "fonts-quicksand", "crosextra": "fonts-crosextra-carlito",
+    "linux-libertine": "fonts-linuxlibertine", "humor-sans": "fonts-humor-sans",
+    "fifthhorseman": "fonts-dkg-handwriting", "bwht": "fonts-bwht", "breip": "fonts-breip",
+    "rufscript": "fonts-rufscript", "kristi": "fonts-kristi",
+}
+_FONT_ROOTS = ("/usr/share/fonts", "/usr/local/share/fonts")
+
+
 @lru_cache(maxsize=1)
-def fonts() -> tuple[str, ...]:
-    """Renderer A's fonts: the DejaVu family (renderer B draws from the others)."""
-    found = glob.glob("/usr/share/fonts/**/DejaVu*.ttf", recursive=True)
-    return tuple(sorted(f for f in found if "Math" not in f))
+def fonts() -> tuple[tuple[tuple[str, frozenset[int]], ...], ...]:
+    """Renderer A's fonts, one tuple per installed family of ``TRAINING_FONTS``: (path, the
+    characters it has) for each face with every digit and Latin letter (math faces, and the
+    keyboard face that draws each letter in a box, left out)."""
+    try:
+        from fontTools.ttLib import TTFont  # comes with matplotlib
+    except ImportError:  # pragma: no cover - without it: trust the faces with ASCII
+        TTFont = None
+    need = {ord(c) for c in "0123456789ACEFHKLMNPRUVWXYacefhkmnprtuvwx"}
+    families: dict[str, list[tuple[str, frozenset[int]]]] = {}
+    for root in _FONT_ROOTS:
+        for path in sorted(glob.glob(f"{root}/**/*.[ot]tf", recursive=True)):
+            family = next((part for part in path.split("/") if part in TRAINING_FONTS), None)
+            if family is None or "Math" in path or "_K" in path:  # Biolinum Keyboard: boxed
+                continue
+            try:
+                cmap = (frozenset(TTFont(path, lazy=True).getBestCmap() or ()) if TTFont
+                        else frozenset(range(32, 127)))
+            except Exception:  # a broken font file is skipped
+                continue
+            if need <= cmap:
+                families.setdefault(family, []).append((path, cmap))
+    return tuple(tuple(families[f]) for f in sorted(families))
+
+
+def font_families() -> list[str]:
+    """The Debian packages of the font families renderer A found on this machine."""
+    return [TRAINING_FONTS[next(p for p in faces[0][0].split("/") if p in TRAINING_FONTS)]
+            for faces in fonts()]
 
 
 def _strokes(rng: np.random.Generator, size: int) -> Image.Image:
@@ -335,14 +378,18 @@ def _strokes(rng: np.random.Generator, size: int) -> Image.Image:
 
 def _glyph(rng: np.random.Generator, size: int, ch: str | None = None) -> Image.Image:
     """A character (by default a random look-alike, or a doodle a third of the time) from a
-    random font, slanted, thickened and distorted a little like handwriting."""
-    face = fonts()
-    if ch is None and (not face or rng.random() < 0.35):
+    random training font, slanted, thickened and distorted a little like handwriting."""
+    families = fonts()
+    if ch is None and (not families or rng.random() < 0.35):
         return _strokes(rng, size)
-    if not face:
-        raise RuntimeError("no DejaVu font installed to print characters with")
-    ch = ch or LOOKALIKE_CHARS[int(rng.integers(len(LOOKALIKE_CHARS)))]
-    font = ImageFont.truetype(_pick(rng, face), int(size * 0.8))
+    if not families:
+        raise RuntimeError("no font installed to print characters with (DejaVu at least: "
+                           "`make fonts`)")
+    path, cmap = _pick(rng, _pick(rng, families))  # a family first: each as likely
+    if ch is None:
+        chars = [c for c in LOOKALIKE_CHARS if ord(c) in cmap]
+        ch = chars[int(rng.integers(len(chars)))]
+    font = ImageFont.truetype(path, int(size * 0.8))
     img = Image.new("L", (size * 2, size * 2), 0)
     d = ImageDraw.Draw(img)
     d.text((size // 3, size // 3), ch, fill=255, font=font)

@@ -183,6 +183,14 @@ def _through_preprocessing(xtr: torch.Tensor, ytr: torch.Tensor, cfg: TrainConfi
     return xtr, ytr, hard
 
 
+def _fonts_record(cfg: TrainConfig) -> dict:
+    """The font packages the rendered pools printed with (what a rebuild must install)."""
+    if not cfg.situations and not cfg.lookalikes:
+        return {}
+    from . import synth
+    return {"fonts": synth.font_families()}
+
+
 RESUMABLE = ("continue", "restart", "report")  # resume_plan's answers --resume acts on
 
 
@@ -354,7 +362,8 @@ def finish(run: Run, evaluate_test: bool) -> dict:
                   "steps": run.global_step, "world_size": run.dist.world_size,
                   "backend": run.dist.backend,
                   "machine": f"{platform.machine()} {os.cpu_count()} cores, "
-                             f"{torch.get_num_threads()} threads, {run.device.type}"},
+                             f"{torch.get_num_threads()} threads, {run.device.type}",
+                  **_fonts_record(cfg)},
         dataset={"name": ds.name, "checksum": ds.checksum, "train_images": len(run.xtr),
                  "val_images": len(run.xva), "source": ds.source},
         history=history,
