@@ -67,8 +67,12 @@ def augment_batch(x: torch.Tensor, level: str, gen: torch.Generator) -> torch.Te
 # would present them (fitted into the 20x20 box), and trains the model towards the uniform
 # distribution on them, so that its confidence on blobs, tangles and specks stays low and
 # `digitlab predict` answers "no digit" instead of a confident wrong one.
-OUTLIER_FRACTION = 0.05
+# A tenth of each batch, three quarters of them look-alikes when the run has a pool of them
+# (docs/records.md: against 5% and half, fewer look-alikes of unseen fonts accepted at the same
+# rejection of clean validation digits).
+OUTLIER_FRACTION = 0.10
 OUTLIER_WEIGHT = 0.5
+HARD_SHARE = 0.75  # of the outliers, when hard negatives are given
 
 
 def outlier_images(k: int, gen: torch.Generator) -> torch.Tensor:
@@ -121,8 +125,8 @@ def outlier_images(k: int, gen: torch.Generator) -> torch.Tensor:
 
 def add_outliers(x: torch.Tensor, gen: torch.Generator, hard: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
-    """Replace ~OUTLIER_FRACTION of the batch with ``outlier_images`` (half of them drawn from
-    ``hard``, uint8 look-alike negatives, when given); returns the batch, the mask of replaced
+    """Replace ~OUTLIER_FRACTION of the batch with ``outlier_images`` (HARD_SHARE of them drawn
+    from ``hard``, uint8 look-alike negatives, when given); returns the batch, the mask of replaced
     rows on x's device (None when none was) and how many there are (known without a device
     sync)."""
     pick = torch.rand(x.shape[0], generator=gen) < OUTLIER_FRACTION
@@ -133,7 +137,7 @@ def add_outliers(x: torch.Tensor, gen: torch.Generator, hard: torch.Tensor | Non
     mask = pick.to(x.device)
     junk = outlier_images(k, gen)
     if hard is not None and len(hard):
-        swap = torch.rand(k, generator=gen) < 0.5
+        swap = torch.rand(k, generator=gen) < HARD_SHARE
         rows = torch.randint(0, len(hard), (int(swap.sum()),), generator=gen)
         junk[swap] = hard[rows].unsqueeze(1).float().div_(255)
     x[mask] = junk.to(x.device, x.dtype)

@@ -36,10 +36,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # augmentation, so that it reads real drawings and photos (see docs/predict.md).
     # It also trains through preprocessing: 24,000 training digits rendered into form boxes,
     # graph and ruled paper and low-resolution crops (renderer A, digitlab/synth.py) as
-    # preprocessing hands them over, and 10,000 look-alike non-digits (letters, signs) among
-    # the outliers.
+    # preprocessing hands them over, and 20,000 look-alike non-digits (letters and signs in the
+    # training fonts, doodles) among the outliers.
     "robust": dict(model="cnn", epochs=15, batch_size=256, lr=0.1, augment="robust",
-                   situations=24000, lookalikes=10000, clean_epochs=0),
+                   situations=24000, lookalikes=20000, clean_epochs=0),
 }
 # One line each for `digitlab train --help` (figures: docs/records.md; 2 CPU cores).
 PRESET_HELP: dict[str, str] = {
@@ -73,7 +73,7 @@ class TrainConfig:
                                         # paper, tiny crops and preprocessed, added (images)
     lookalikes: int | None = None       # look-alike non-digits (letters, signs) rendered and
                                         # preprocessed, among robust's outliers (images)
-    outliers: bool | None = None        # outlier exposure: 5% of each batch non-digits trained
+    outliers: bool | None = None        # outlier exposure: 10% of each batch non-digits trained
                                         # towards uniform (default: with --augment robust)
     val_size: int = 5000                # training images held out for validation (seeded)
     seed: int = 0                       # seeds init, split, shuffling and augmentation

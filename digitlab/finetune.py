@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .artifacts import load_model, read_config
+from .artifacts import CONFIG, load_model, read_config
 from .config import AUGMENTS, TrainConfig
 from .data import Dataset, load_dataset
 from .errors import ConfigError, DataError
@@ -125,6 +125,9 @@ def finetune(model_dir: str | os.PathLike, feedback: Dataset, out: str | os.Path
     summary = train(cfg, out=out, dataset=mixed, force=force, on_progress=on_progress,
                     on_epoch=on_epoch)
     seconds = time.perf_counter() - t0
+    if isinstance(base.get("predict"), dict):  # the base's rejection threshold, chosen for it
+        saved = read_config(out)
+        write_json(Path(out) / CONFIG, {**saved, "predict": base["predict"]})
     # (MNIST test: the new directory's own evaluation, which train has just run)
     after = {**_scores(out, feedback_sets, precision), "mnist_test": summary["test"]["accuracy"]}
     result = {"base_model": str(model_dir), "feedback": feedback.source or feedback.name,

@@ -51,7 +51,8 @@ from .preprocess import ImageSource, Preprocessed, preprocess, segment_digits
 
 log = logging.getLogger(__name__)
 
-# Softmax probability below which a digit is rejected. Chosen by `python benchmarks/realworld.py
+# Softmax probability below which a digit is rejected, for a model without its own threshold
+# (the shipped model carries 0.35 in its config.json). Chosen by `python benchmarks/realworld.py
 # --sweep` on re-rendered MNIST training digits vs generated junk: see docs/predict.md.
 DEFAULT_REJECT_THRESHOLD = 0.45
 _PARALLEL_MIN = 8  # below this many images a thread pool costs more than it saves

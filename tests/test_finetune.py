@@ -70,6 +70,21 @@ def test_finetune_augmentation_can_be_chosen_and_keeps_outlier_exposure(
                  mnist=mnist)
 
 
+def test_finetune_keeps_the_base_models_rejection_threshold(small_model_dir, feedback_dir,
+                                                            tmp_path, mnist):
+    # a threshold chosen for the base model (config "predict") stays with its fine-tuned copy
+    import shutil
+    base = tmp_path / "base"
+    shutil.copytree(small_model_dir, base)
+    cfg = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps({**cfg, "predict": {"reject_threshold": 0.3}}))
+    finetune(base, load_dataset(feedback_dir), tmp_path / "tuned", epochs=1, mnist=mnist)
+    from digitlab.predict import Predictor
+    assert Predictor(tmp_path / "tuned").reject_threshold == 0.3
+    tuned = json.loads((tmp_path / "tuned" / "config.json").read_text())
+    assert tuned["training"]["init_from"] == str(base)  # the rest is the new run's own
+
+
 def test_finetune_refuses_what_it_cannot_use(small_model_dir, feedback_dir, tmp_path, mnist):
     ds = load_dataset(feedback_dir)
     with pytest.raises(ConfigError, match="replay"):

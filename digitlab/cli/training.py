@@ -55,7 +55,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--label-smoothing", type=_nonneg_float)
     g.add_argument("--augment", choices=AUGMENTS,
                    help="none | standard (rotation, scale, shift) | robust (+ slant, stroke "
-                        "thickness, light pen, 5%% non-digits trained towards uniform)")
+                        "thickness, light pen, 10%% non-digits trained towards uniform)")
     g.add_argument("--no-augment", dest="augment", action="store_const", const="none",
                    help="same as --augment none")
     g.add_argument("--clean-epochs", type=_nonneg_int, metavar="N",
