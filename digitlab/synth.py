@@ -290,15 +290,15 @@ _FONT_ROOTS = ("/usr/share/fonts", "/usr/local/share/fonts")
 
 
 @lru_cache(maxsize=1)
-def fonts() -> tuple[tuple[tuple[str, frozenset[int]], ...], ...]:
-    """Renderer A's fonts, one tuple per installed family of ``TRAINING_FONTS``: (path, the
-    characters it has) for each face with every digit and Latin letter (math faces, and the
-    keyboard face that draws each letter in a box, left out)."""
+def _font_table() -> dict[str, tuple[tuple[str, frozenset[int]], ...]]:
+    """The installed families of ``TRAINING_FONTS`` (by folder, sorted): (path, the characters
+    it has) for each face with every digit and every letter of ``LOOKALIKE_CHARS`` (math faces,
+    and the keyboard face that draws each letter in a box, left out)."""
     try:
         from fontTools.ttLib import TTFont  # comes with matplotlib
     except ImportError:  # pragma: no cover - without it: trust the faces with ASCII
         TTFont = None
-    need = {ord(c) for c in "0123456789ACEFHKLMNPRUVWXYacefhkmnprtuvwx"}
+    need = {ord(c) for c in "0123456789" + LOOKALIKE_CHARS if c.isalnum()}
     families: dict[str, list[tuple[str, frozenset[int]]]] = {}
     for root in _FONT_ROOTS:
         for path in sorted(glob.glob(f"{root}/**/*.[ot]tf", recursive=True)):
@@ -312,13 +312,17 @@ def fonts() -> tuple[tuple[tuple[str, frozenset[int]], ...], ...]:
                 continue
             if need <= cmap:
                 families.setdefault(family, []).append((path, cmap))
-    return tuple(tuple(families[f]) for f in sorted(families))
+    return {f: tuple(families[f]) for f in sorted(families)}
+
+
+def fonts() -> tuple[tuple[tuple[str, frozenset[int]], ...], ...]:
+    """Renderer A's fonts, one tuple of (path, characters) faces per installed family."""
+    return tuple(_font_table().values())
 
 
 def font_families() -> list[str]:
     """The Debian packages of the font families renderer A found on this machine."""
-    return [TRAINING_FONTS[next(p for p in faces[0][0].split("/") if p in TRAINING_FONTS)]
-            for faces in fonts()]
+    return [TRAINING_FONTS[f] for f in _font_table()]
 
 
 def _strokes(rng: np.random.Generator, size: int) -> Image.Image:
