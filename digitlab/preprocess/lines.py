@@ -237,8 +237,13 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
     if any(s.length < p.line_span * extent and _turns(s, ink8, faint, tol(s), tick)
            for _, extent, segs, _ in found for s in segs):
         for k, (horizontal, extent) in enumerate(((True, iw), (False, ih))):
-            # corners may be met by short straight pieces too (a comb field's ticks)
-            ticks, _ = _candidates(ink8, horizontal, max(5, int(p.tick_min * extent)), faint)
+            # corners may be met by short straight pieces too (a comb field's ticks), longer
+            # than the lines across them are wide (a bold or askew box's sides would pass the
+            # opening too, and join the box into one ring)
+            across = max((s.box_thick for s in found[1 - k][2] if s.box_thick <= 2 * thick_max),
+                         default=0)
+            ticks, _ = _candidates(ink8, horizontal,
+                                   max(5, int(p.tick_min * extent), across + 1), faint)
             short[k] = [s for s in ticks if s.length >= 3 * s.box_thick]
 
     def fitted(segs: list[_Seg], lab: np.ndarray) -> list[_Seg]:
