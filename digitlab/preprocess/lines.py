@@ -246,6 +246,10 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
                                    max(5, int(p.tick_min * extent), across + 1), faint)
             short[k] = [s for s in ticks if s.length >= 3 * s.box_thick]
 
+    # a frame's lines may be bolder than that in a small cell, when they come in pairs at
+    # opposite edges (a stroke crossing a tiny crop has no twin)
+    frame_max = max(thick_max, int(p.frame_max_thick * min(ih, iw)))
+
     def fitted(segs: list[_Seg], lab: np.ndarray) -> list[_Seg]:
         return [s for s in _fitted(segs, lab, ink) if s.thick <= thick_max]
 
@@ -259,7 +263,10 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
                  and _ends(s, short[1 - k], tol(s)) in ((1, 1), (-1, -1))]
         for s in sides:
             s.side = True
-        printed[k] = fitted(across + sides, lab)
+        lines = _fitted(across + sides, lab, ink)
+        printed[k] = [s for s in lines if s.thick <= thick_max] + _bold_frame(
+            [s for s in lines if thick_max < s.thick <= frame_max], pad, ih if horizontal else iw,
+            p.frame_edge)
     # A comb's dividers may stand open at one end (cells open at the top): two or more alike
     # (length within 15%, thickness within a pixel), each meeting a printed line at one end,
     # are printed too; a lone stroke standing on a line (a 1 on ruled paper) is not.
@@ -295,6 +302,20 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
         crossing = cv2.morphologyEx(rest, cv2.MORPH_CLOSE, kernel) > 0
         removed |= line & ~crossing
     return removed, printed[0] + printed[1]
+
+
+def _bold_frame(lines: list[_Seg], pad: int, extent: int, edge: float) -> list[_Seg]:
+    """Of parallel lines, a pair lying near opposite edges of the image (within ``edge`` of
+    its ``extent`` across them), about as long as each other: a frame's two sides."""
+    def at(s: _Seg) -> float:
+        return (s.y0 + s.y1) / 2 - pad if s.horizontal else (s.x0 + s.x1) / 2 - pad
+    near = [s for s in lines if at(s) < edge * extent]
+    far = [s for s in lines if at(s) > (1 - edge) * extent]
+    for a in near:
+        for b in far:
+            if abs(a.length - b.length) <= 0.3 * max(a.length, b.length):
+                return [a, b]
+    return []
 
 
 def _ends(s: _Seg, others: list[_Seg], tol: int) -> tuple[int, int]:
