@@ -249,6 +249,7 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
     # a frame's lines may be bolder than that in a small cell, when they come in pairs at
     # opposite edges (a stroke crossing a tiny crop has no twin)
     frame_max = max(thick_max, int(p.frame_max_thick * min(ih, iw)))
+    edge_px = max(2, int(p.edge_margin * min(ih, iw)))
 
     def fitted(segs: list[_Seg], lab: np.ndarray) -> list[_Seg]:
         return [s for s in _fitted(segs, lab, ink) if s.thick <= thick_max]
@@ -263,7 +264,10 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
                  and _ends(s, short[1 - k], tol(s)) in ((1, 1), (-1, -1))]
         for s in sides:
             s.side = True
-        lines = _fitted(across + sides, lab, ink)
+        # a box cut by the image's edge: what is left of its side lies along that edge
+        taken = {id(s) for s in across + sides}
+        cut = [s for s in segs if id(s) not in taken and _hugs_edge(s, pad, ih, iw, edge_px)]
+        lines = _fitted(across + sides + cut, lab, ink)
         printed[k] = [s for s in lines if s.thick <= thick_max] + _bold_frame(
             [s for s in lines if thick_max < s.thick <= frame_max], pad, ih if horizontal else iw,
             p.frame_edge)
@@ -302,6 +306,13 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
         crossing = cv2.morphologyEx(rest, cv2.MORPH_CLOSE, kernel) > 0
         removed |= line & ~crossing
     return removed, printed[0] + printed[1]
+
+
+def _hugs_edge(s: _Seg, pad: int, ih: int, iw: int, margin: int) -> bool:
+    """Does ``s`` lie along one of the image's edges, within ``margin`` px of it?"""
+    if s.horizontal:
+        return s.y0 - pad <= margin or ih - (s.y1 - pad) <= margin
+    return s.x0 - pad <= margin or iw - (s.x1 - pad) <= margin
 
 
 def _bold_frame(lines: list[_Seg], pad: int, extent: int, edge: float) -> list[_Seg]:

@@ -58,6 +58,9 @@ class Params:
     # edges (a frame's sides in a small form cell)
     frame_max_thick: float = 0.12
     frame_edge: float = 0.25
+    # ... and a candidate within `edge_margin` of the image's edge, along it, is a box's side
+    # that the cut left there
+    edge_margin: float = 0.03
     # ... and they are found on the ink map where it exceeds this (faint grids included)
     line_faint: float = 0.12
     # Short ticks hanging off a removed line (comb fields): at least tick_min of the image side
