@@ -54,15 +54,15 @@ class Params:
     corner_tol: float = 0.1
     tee_tol: float = 0.03
     line_max_thick: float = 0.08
-    # ... but up to `frame_max_thick` for two alike lines within `frame_edge` of opposite
-    # edges (a frame's sides in a small form cell)
-    frame_max_thick: float = 0.12
-    frame_edge: float = 0.25
-    # ... and a candidate within `edge_margin` of the image's edge, along it, is a box's side
-    # that the cut left there
-    edge_margin: float = 0.03
     # ... and they are found on the ink map where it exceeds this (faint grids included)
     line_faint: float = 0.12
+    # Lines up to `frame_max_thick` thick are printed too when two alike lie within
+    # `frame_edge` of opposite edges (a frame's sides in a small form cell)
+    frame_max_thick: float = 0.12
+    frame_edge: float = 0.25
+    # A candidate within `edge_margin` of the image's edge, along it, is a box's side that the
+    # cut left there
+    edge_margin: float = 0.03
     # Short ticks hanging off a removed line (comb fields): at least tick_min of the image side
     # (they count as corners of a frame), shorter than tick_max of the removed frame's height,
     # thin and straight.
