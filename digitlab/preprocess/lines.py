@@ -269,8 +269,8 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
         cut = [s for s in segs if id(s) not in taken and _hugs_edge(s, pad, ih, iw, edge_px)]
         lines = _fitted(across + sides + cut, lab, ink)
         printed[k] = [s for s in lines if s.thick <= thick_max] + _bold_frame(
-            [s for s in lines if thick_max < s.thick <= frame_max], pad, ih if horizontal else iw,
-            p.frame_edge)
+            [s for s in lines if thick_max < s.thick <= frame_max], lines, pad,
+            ih if horizontal else iw, p.frame_edge)
     # A comb's dividers may stand open at one end (cells open at the top): two or more alike
     # (length within 15%, thickness within a pixel), each meeting a printed line at one end,
     # are printed too; a lone stroke standing on a line (a 1 on ruled paper) is not.
@@ -315,18 +315,20 @@ def _hugs_edge(s: _Seg, pad: int, ih: int, iw: int, margin: int) -> bool:
     return s.x0 - pad <= margin or iw - (s.x1 - pad) <= margin
 
 
-def _bold_frame(lines: list[_Seg], pad: int, extent: int, edge: float) -> list[_Seg]:
-    """Of parallel lines, a pair lying near opposite edges of the image (within ``edge`` of
-    its ``extent`` across them), about as long as each other: a frame's two sides."""
+def _bold_frame(bold: list[_Seg], lines: list[_Seg], pad: int, extent: int, edge: float
+                ) -> list[_Seg]:
+    """The ``bold`` lines that are a frame's sides: near an edge of the image (within ``edge``
+    of its ``extent`` across them), with a twin among ``lines`` (bold or not) near the
+    opposite edge, about as long."""
     def at(s: _Seg) -> float:
-        return (s.y0 + s.y1) / 2 - pad if s.horizontal else (s.x0 + s.x1) / 2 - pad
-    near = [s for s in lines if at(s) < edge * extent]
-    far = [s for s in lines if at(s) > (1 - edge) * extent]
-    for a in near:
-        for b in far:
-            if abs(a.length - b.length) <= 0.3 * max(a.length, b.length):
-                return [a, b]
-    return []
+        return ((s.y0 + s.y1) / 2 if s.horizontal else (s.x0 + s.x1) / 2) - pad
+
+    def side(s: _Seg) -> int:  # -1 near the first edge, 1 near the other, 0 neither
+        return -1 if at(s) < edge * extent else (1 if at(s) > (1 - edge) * extent else 0)
+
+    return [a for a in bold if side(a) and any(
+        side(b) == -side(a) and abs(a.length - b.length) <= 0.3 * max(a.length, b.length)
+        for b in lines)]
 
 
 def _ends(s: _Seg, others: list[_Seg], tol: int) -> tuple[int, int]:

@@ -56,8 +56,8 @@ class Params:
     line_max_thick: float = 0.08
     # ... and they are found on the ink map where it exceeds this (faint grids included)
     line_faint: float = 0.12
-    # Lines up to `frame_max_thick` thick are printed too when two alike lie within
-    # `frame_edge` of opposite edges (a frame's sides in a small form cell)
+    # Lines up to `frame_max_thick` thick are printed too when within `frame_edge` of an edge
+    # with a twin (bold or not) about as long near the opposite one (a small cell's frame)
     frame_max_thick: float = 0.12
     frame_edge: float = 0.25
     # A candidate within `edge_margin` of the image's edge, along it, is a box's side that the
