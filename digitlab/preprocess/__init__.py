@@ -111,12 +111,14 @@ def _analyse(source: ImageSource, p: Params) -> _Analysis:
     low = ink.ink > max(p.low, min(3.0 * ink.noise, p.high - 0.05))
     # seeds: only regions holding strong pixels are ink (hysteresis)
     comps = cc.label(low, high)
-    ink_fraction = int(comps.area[comps.strong > 0].sum()) / float(h * w)
-    if not (comps.strong > 0).any():
+    seeded = comps.strong > 0
+    ink_fraction = int(comps.area[seeded].sum()) / float(h * w)
+    if not seeded.any():
         return _Analysis(work, scale, pad, crop, size, ink, low, none, comps, empty, 0.0,
                          "blank: no ink found", mnist)
-    printed, lines = find_printed(ink.ink, low & comps.mask(np.nonzero(comps.strong > 0)[0]),
-                                    pad, p)
+    # (most often every region holds a seed, and the seeded regions are all of ``low``)
+    printed, lines = find_printed(
+        ink.ink, low if seeded.all() else low & comps.mask(np.nonzero(seeded)[0]), pad, p)
     if printed.any():
         printed |= remove_remnants(low & ~printed, printed, lines, p)
         rest = low & ~printed

@@ -41,10 +41,20 @@ class Components:
                 int(self.x1[ids].max()), int(self.y1[ids].max()))
 
 
+def with_stats(mask: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """8-connected labels of a bool or 0/1 uint8 mask, and each label's x, y, width, height,
+    area (OpenCV's statistics). OpenCV's default algorithm (Spaghetti) takes twice as long once
+    statistics are asked for as the block-based decision tree (BBDT) does; both scan the image
+    in the same 2x2 blocks and number the components in the order of their first block, so the
+    labels and statistics are the same."""
+    n, lab, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
+        mask.view(np.uint8), 8, cv2.CV_32S, cv2.CCL_BBDT)
+    return n, lab, stats
+
+
 def label(low: np.ndarray, high: np.ndarray | None = None) -> Components:
     """Components of the bool mask ``low``; ``strong`` counts the ``high`` pixels in each."""
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(low.view(np.uint8), connectivity=8,
-                                                        ltype=cv2.CV_32S)
+    n, lab, stats = with_stats(low)
     st = stats[1:].astype(np.int64)
     if high is None:
         strong = st[:, 4].copy()

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from . import components as cc
 from .params import Params
 
 
@@ -350,7 +351,7 @@ def remove_remnants(mask: np.ndarray, removed: np.ndarray, lines: list[_Seg], p:
     small pieces at their ends (a box's rounded corners)."""
     if not removed.any():
         return np.zeros_like(mask)
-    n, lab, st, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
+    n, lab, st = cc.with_stats(mask)
     if n <= 1:
         return np.zeros_like(mask)
     ys, xs = np.nonzero(removed)
