@@ -16,7 +16,8 @@ them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -32,7 +33,8 @@ class _Seg:
     y0: int
     x1: int  # exclusive
     y1: int
-    label: int
+    label: int = 0  # in its direction's run labels (set when they are labelled)
+    start: tuple[int, int] = (0, 0)  # (x, y) of a pixel of its run
     thick: float = 0.0  # the line's own thickness (where no stroke lies along it), not its box's
     slope: float = 0.0  # centre line: across = slope * (along - start) + offset
     offset: float = 0.0
@@ -117,8 +119,8 @@ def _fit_line(seg: _Seg, m: np.ndarray, ink: np.ndarray) -> _Seg:
     return seg
 
 
-def _fitted(segs: list[_Seg], lab: np.ndarray, ink: np.ndarray) -> list[_Seg]:
-    return [_fit_line(part, m, ink) for s in segs for part, m in _split(s, lab)]
+def _fitted(segs: list[_Seg], runs: _Runs, ink: np.ndarray) -> list[_Seg]:
+    return [_fit_line(part, m, ink) for s in segs for part, m in _split(s, runs.labels)]
 
 
 def _band(seg: _Seg, shape: tuple[int, int], pad: float) -> tuple[slice, slice, np.ndarray]:
@@ -139,44 +141,73 @@ def _band(seg: _Seg, shape: tuple[int, int], pad: float) -> tuple[slice, slice, 
     return slice(seg.y0, seg.y1), slice(lo, hi), np.abs(across - centre[:, None]) <= half
 
 
-def _candidates(ink: np.ndarray, horizontal: bool, length: int, faint: int
-                ) -> tuple[list[_Seg], np.ndarray]:
-    """Straight runs at least ``length`` px long, found on the grey ink map (uint8; a faint or
-    JPEG-speckled ruled line is continuous there, though not in a thresholded mask)."""
-    across = (3, 1) if horizontal else (1, 3)
-    along = (1, length) if horizontal else (length, 1)
-    loose = cv2.dilate(ink, np.ones(across, np.uint8))
-    runs = cv2.min(cv2.morphologyEx(loose, cv2.MORPH_OPEN, np.ones(along, np.uint8)), ink)
-    _, line = cv2.threshold(runs, faint, 1, cv2.THRESH_BINARY)
-    if not cv2.countNonZero(line):  # (most images: a digit alone has no long straight run)
-        return [], np.zeros(0, np.int32)
-    # boxes from the outer contours, labels from plain labelling: together 3-5x cheaper than
-    # connectedComponentsWithStats on these small images
-    contours, _ = cv2.findContours(line, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    _, lab = cv2.connectedComponents(line, connectivity=8, ltype=cv2.CV_32S)
+@lru_cache(maxsize=256)
+def _line_kernel(horizontal: bool, length: int) -> np.ndarray:
+    return np.ones((1, length) if horizontal else (length, 1), np.uint8)
+
+
+@dataclass
+class _Runs:
+    """The straight runs found in one direction: their boxes (``segs``) and their 0/1 mask,
+    labelled only when one of them is fitted (most digits have runs, and no printed line)."""
+
+    horizontal: bool
+    extent: int
+    segs: list[_Seg]
+    line: np.ndarray
+    _labels: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def labels(self) -> np.ndarray:
+        if self._labels is None:
+            _, self._labels = cv2.connectedComponents(self.line, connectivity=8,
+                                                      ltype=cv2.CV_32S)
+            for s in self.segs:
+                s.label = int(self._labels[s.start[1], s.start[0]])
+        return self._labels
+
+
+def _loose(on: np.ndarray, horizontal: bool) -> np.ndarray:
+    """The faint-ink mask thickened across the direction by a pixel each way (a slight tilt)."""
+    return cv2.dilate(on, _line_kernel(not horizontal, 3))
+
+
+def _candidates(on: np.ndarray, loose: np.ndarray, horizontal: bool, length: int,
+                extent: int = 0) -> _Runs:
+    """Straight runs at least ``length`` px long. ``on``: the grey ink map above the faint
+    level (0/1: a faint or JPEG-speckled ruled line is continuous there, though not in the
+    hysteresis mask), ``loose``: ``_loose(on, horizontal)``. (Opening the thickened grey map
+    and keeping its minimum with the map, then thresholding at the faint level, is the same:
+    flat morphology and minima commute with a threshold; on 0/1 masks, one threshold serves
+    every direction and length.)"""
+    line = cv2.bitwise_and(cv2.morphologyEx(loose, cv2.MORPH_OPEN,
+                                            _line_kernel(horizontal, length)), on)
     segs = []
-    for c in contours:
-        x, y, w, h = cv2.boundingRect(c)
-        px, py = c[0, 0]
-        segs.append(_Seg(horizontal, x, y, x + w, y + h, int(lab[py, px])))
-    return segs, lab
+    if cv2.countNonZero(line):  # (a digit alone often has no long straight run)
+        # boxes from the outer contours (3-5x cheaper than connectedComponentsWithStats on
+        # these small images); labels when a run is fitted
+        contours, _ = cv2.findContours(line, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        for c in contours:
+            x, y, w, h = cv2.boundingRect(c)
+            segs.append(_Seg(horizontal, x, y, x + w, y + h, start=tuple(c[0, 0].tolist())))
+    return _Runs(horizontal, extent, segs, line)
 
 
-def _turns(s: _Seg, ink: np.ndarray, faint: int, tol: int, tick: int) -> bool:
+def _turns(s: _Seg, on: np.ndarray, tol: int, tick: int) -> bool:
     """Could ``s`` be a box's side: is there ink running off across it, at least ``tick`` px,
-    within ``tol`` of both its ends? (A cheap look before searching for the corners.)"""
-    h, w = ink.shape
+    within ``tol`` of both its ends? (A cheap look before searching for the corners.) ``on``:
+    the 0/1 mask of faint ink."""
     for end in (0, 1):
         if s.horizontal:
             x = s.x0 if end == 0 else s.x1 - 1
             y = (s.y0 + s.y1) // 2
-            win = ink[max(0, y - tick - tol):y + tick + tol + 1, max(0, x - tol):x + tol + 1]
-            run = np.count_nonzero(win > faint, axis=0)
+            win = on[max(0, y - tick - tol):y + tick + tol + 1, max(0, x - tol):x + tol + 1]
+            run = win.sum(axis=0)
         else:
             y = s.y0 if end == 0 else s.y1 - 1
             x = (s.x0 + s.x1) // 2
-            win = ink[max(0, y - tol):y + tol + 1, max(0, x - tick - tol):x + tick + tol + 1]
-            run = np.count_nonzero(win > faint, axis=1)
+            win = on[max(0, y - tol):y + tol + 1, max(0, x - tick - tol):x + tick + tol + 1]
+            run = win.sum(axis=1)
         if run.size == 0 or run.max() < tick + s.box_thick:
             return False
     return True
@@ -226,25 +257,27 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
     _, plateau = cv2.threshold(cv2.morphologyEx(ink8, cv2.MORPH_OPEN, wide),
                                int(p.low * 255), 0, cv2.THRESH_TOZERO_INV)
     ink8 = cv2.subtract(ink8, plateau)
-    faint = int(p.line_faint * 255)
-    found = []
-    for horizontal, extent in ((True, iw), (False, ih)):
-        segs, lab = _candidates(ink8, horizontal, max(8, int(p.line_min * extent)), faint)
-        found.append((horizontal, extent, segs, lab))
-    if not (found[0][2] or found[1][2]):
+    _, on = cv2.threshold(ink8, int(p.line_faint * 255), 1, cv2.THRESH_BINARY)
+    loose = [_loose(on, True), _loose(on, False)]
+    found = [_candidates(on, loose[k], horizontal, max(8, int(p.line_min * extent)), extent)
+             for k, (horizontal, extent) in enumerate(((True, iw), (False, ih)))]
+    if not (found[0].segs or found[1].segs):
         return np.zeros((h, w), bool), []
     short: list[list[_Seg]] = [[], []]
     tick = max(5, int(p.tick_min * min(ih, iw)))
-    if any(s.length < p.line_span * extent and _turns(s, ink8, faint, tol(s), tick)
-           for _, extent, segs, _ in found for s in segs):
+    if any(s.length < p.line_span * r.extent and _turns(s, on, tol(s), tick)
+           for r in found for s in r.segs):
         for k, (horizontal, extent) in enumerate(((True, iw), (False, ih))):
+            # (only the other direction's shorter candidates look for corners among them)
+            if not any(s.length < p.line_span * found[1 - k].extent for s in found[1 - k].segs):
+                continue
             # corners may be met by short straight pieces too (a comb field's ticks), longer
             # than the lines across them are wide (a bold or askew box's sides would pass the
             # opening too, and join the box into one ring)
-            across = max((s.box_thick for s in found[1 - k][2] if s.box_thick <= 2 * thick_max),
+            across = max((s.box_thick for s in found[1 - k].segs if s.box_thick <= 2 * thick_max),
                          default=0)
-            ticks, _ = _candidates(ink8, horizontal,
-                                   max(5, int(p.tick_min * extent), across + 1), faint)
+            ticks = _candidates(on, loose[k], horizontal,
+                                max(5, int(p.tick_min * extent), across + 1)).segs
             short[k] = [s for s in ticks if s.length >= 3 * s.box_thick]
 
     # a frame's lines may be bolder than that in a small cell, when they come in pairs at
@@ -252,14 +285,15 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
     frame_max = max(thick_max, int(p.frame_max_thick * min(ih, iw)))
     edge_px = max(2, int(p.edge_margin * min(ih, iw)))
 
-    def fitted(segs: list[_Seg], lab: np.ndarray) -> list[_Seg]:
-        return [s for s in _fitted(segs, lab, ink) if s.thick <= thick_max]
+    def fitted(segs: list[_Seg], runs: _Runs) -> list[_Seg]:
+        return [s for s in _fitted(segs, runs, ink) if s.thick <= thick_max]
 
     # Pass 1: lines across the image, and sides of boxes (both ends turn a corner the same
     # way: a 4's bar meets its left stroke at a corner but its stem at a T). Pass 2: the
     # dividers of a row of cells, which meet pass 1's lines at T-junctions at both ends.
     printed: list[list[_Seg]] = [[], []]
-    for k, (horizontal, extent, segs, lab) in enumerate(found):
+    for k, runs in enumerate(found):
+        horizontal, extent, segs = runs.horizontal, runs.extent, runs.segs
         across = [s for s in segs if s.length >= p.line_span * extent]
         sides = [s for s in segs if s.length < p.line_span * extent
                  and _ends(s, short[1 - k], tol(s)) in ((1, 1), (-1, -1))]
@@ -268,29 +302,31 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
         # a box cut by the image's edge: what is left of its side lies along that edge
         taken = {id(s) for s in across + sides}
         cut = [s for s in segs if id(s) not in taken and _hugs_edge(s, pad, ih, iw, edge_px)]
-        lines = _fitted(across + sides + cut, lab, ink)
+        lines = _fitted(across + sides + cut, runs, ink)
         printed[k] = [s for s in lines if s.thick <= thick_max] + _bold_frame(
             [s for s in lines if thick_max < s.thick <= frame_max], lines, pad,
             ih if horizontal else iw, p.frame_edge)
     # A comb's dividers may stand open at one end (cells open at the top): two or more alike
     # (length within 15%, thickness within a pixel), each meeting a printed line at one end,
     # are printed too; a lone stroke standing on a line (a 1 on ruled paper) is not.
-    for k, (horizontal, extent, segs, lab) in enumerate(found):
+    for k, runs in enumerate(found):
         frame = printed[1 - k]
         if not frame:
             continue
         thin = max(f.thick for f in frame) + 1  # printed alike, not a pen stroke
+        # (labels: set when pass 1 fitted the printed ones; none taken, none compared)
         taken = {s.label for s in printed[k]}
-        rest = [s for s in segs if s.label not in taken]
+        rest = [s for s in runs.segs if s.label not in taken]
         ends = [_ends(s, frame, tol_t) for s in rest]
         chosen = [s for s, e in zip(rest, ends) if 0 not in e]
         hanging = [s for s, e in zip(rest, ends) if (e[0] == 0) != (e[1] == 0)]
         alike = [s for s in hanging
                  if sum(abs(o.length - s.length) <= 0.15 * s.length
                         and abs(o.box_thick - s.box_thick) <= 1 for o in hanging) >= 2]
-        printed[k] += [s for s in fitted(chosen + alike, lab) if s.thick <= thin]
+        printed[k] += [s for s in fitted(chosen + alike, runs) if s.thick <= thin]
     removed = np.zeros((h, w), bool)
-    for k, (horizontal, extent, segs, lab) in enumerate(found):
+    for k, runs in enumerate(found):
+        horizontal = runs.horizontal
         if not printed[k]:
             continue
         # the lines' own bands (a stroke merging with a line keeps what lies beyond it)
