@@ -166,12 +166,11 @@ def _bbox(an: _Analysis, box: tuple[int, int, int, int]) -> tuple[int, int, int,
 def _digit_from(an: _Analysis, group: list[int], keep_stages: bool, reason: str | None,
                 p: Params) -> Preprocessed:
     c = an.comps
-    box = c.box(group)
-    x0, y0, x1, y1 = box
-    sel = c.mask(group, box)
+    digit = c.selection(group)
+    box = x0, y0, x1, y1 = digit.box
     # soft anti-aliased edges just outside the thresholded region belong to the stroke
-    patch = an.ink.ink[y0:y1, x0:x1] * cc.grow(sel)
-    out, fit_stages = fit(patch, cc.stroke_width(sel), p)
+    patch = an.ink.ink[y0:y1, x0:x1] * cc.grow(digit.mask)
+    out, fit_stages = fit(patch, digit.stroke_width, p)
     stages: dict[str, np.ndarray] = {}
     if keep_stages:
         stages = _common_stages(an)
@@ -221,7 +220,7 @@ def preprocess(image: ImageSource, *, keep_stages: bool = False, params: Params 
         return out
     if same is not None:
         stages = {**_common_stages(an), "output": same} if keep_stages else {}
-        return Preprocessed(same, None, stages, _bbox(an, an.comps.box(group)), _polarity(an),
+        return Preprocessed(same, None, stages, _bbox(an, an.comps.selection(group).box), _polarity(an),
                             an.ink_fraction, len(group), an.size)
     return _digit_from(an, group, keep_stages, None, p)
 

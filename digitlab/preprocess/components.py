@@ -3,7 +3,8 @@ the shape measures the later stages ask of a set of them (holes, stroke width, b
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import cv2
 import numpy as np
@@ -23,6 +24,7 @@ class Components:
     x1: np.ndarray
     y0: np.ndarray
     y1: np.ndarray
+    _selections: dict = field(default_factory=dict, repr=False)
 
     @property
     def n(self) -> int:
@@ -39,6 +41,35 @@ class Components:
         ids = np.asarray(ids, dtype=np.int64)
         return (int(self.x0[ids].min()), int(self.y0[ids].min()),
                 int(self.x1[ids].max()), int(self.y1[ids].max()))
+
+    def selection(self, ids) -> Selection:
+        """The components ``ids`` taken together, made once per set: selection, the shape
+        checks and fitting all ask for the same digit's box, mask and measures."""
+        key = tuple(int(i) for i in ids)
+        sel = self._selections.get(key)
+        if sel is None:
+            box = self.box(key)
+            mask = self.mask(key, box)
+            mask.flags.writeable = False  # shared by its users
+            sel = self._selections[key] = Selection(box, mask)
+        return sel
+
+
+@dataclass
+class Selection:
+    """Components taken together (a digit): their box (x0, y0, x1, y1), their mask within it
+    (read-only), and the measures of it that more than one stage asks for."""
+
+    box: tuple[int, int, int, int]
+    mask: np.ndarray
+
+    @cached_property
+    def stroke_width(self) -> float:
+        return stroke_width(self.mask)
+
+    @cached_property
+    def hole_sizes(self) -> list[float]:
+        return hole_sizes(self.mask)
 
 
 def with_stats(mask: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
@@ -64,18 +95,30 @@ def label(low: np.ndarray, high: np.ndarray | None = None) -> Components:
                       st[:, 1] + st[:, 3])
 
 
-def holes(mask: np.ndarray, min_area: float = 0.0) -> int:
-    """Background regions enclosed by the ink, of at least ``min_area`` px (contour area)."""
+def _inner_contours(mask: np.ndarray) -> list[np.ndarray]:
     contours, hier = cv2.findContours(mask.astype(np.uint8), cv2.RETR_CCOMP,
                                       cv2.CHAIN_APPROX_SIMPLE)
     if hier is None:
-        return 0
-    inner = [c for c, h in zip(contours, hier[0]) if h[3] >= 0]
+        return []
+    return [c for c, h in zip(contours, hier[0]) if h[3] >= 0]
+
+
+def _hole_size(c: np.ndarray) -> float:
+    # a hole's contour runs along its own pixels: area + half the perimeter is its pixel count
+    return cv2.contourArea(c) + 0.5 * cv2.arcLength(c, True) + 1
+
+
+def hole_sizes(mask: np.ndarray) -> list[float]:
+    """The size in px of each background region enclosed by the ink."""
+    return [_hole_size(c) for c in _inner_contours(mask)]
+
+
+def holes(mask: np.ndarray, min_area: float = 0.0) -> int:
+    """Background regions enclosed by the ink, of at least ``min_area`` px (contour area)."""
+    inner = _inner_contours(mask)
     if min_area <= 0:
         return len(inner)
-    # a hole's contour runs along its own pixels: area + half the perimeter is its pixel count
-    return sum(1 for c in inner
-               if cv2.contourArea(c) + 0.5 * cv2.arcLength(c, True) + 1 >= min_area)
+    return sum(1 for c in inner if _hole_size(c) >= min_area)
 
 
 def close3(mask: np.ndarray) -> np.ndarray:
@@ -85,10 +128,11 @@ def close3(mask: np.ndarray) -> np.ndarray:
 
 
 def grow(mask: np.ndarray, r: int = 1) -> np.ndarray:
-    """Binary dilation by a (2r+1) square."""
+    """Binary dilation (of a bool mask) by a (2r+1) square."""
     if r <= 0:
         return mask
-    return cv2.dilate(mask.astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)) > 0
+    square = _SQUARE if r == 1 else np.ones((2 * r + 1, 2 * r + 1), np.uint8)
+    return cv2.dilate(mask.view(np.uint8), square).view(bool)
 
 
 def stroke_width(mask: np.ndarray) -> float:
@@ -96,7 +140,7 @@ def stroke_width(mask: np.ndarray) -> float:
     area = int(np.count_nonzero(mask))
     if area == 0:
         return 0.0
-    inner = cv2.erode(mask.astype(np.uint8), _CROSS, borderType=cv2.BORDER_CONSTANT,
+    inner = cv2.erode(mask.view(np.uint8), _CROSS, borderType=cv2.BORDER_CONSTANT,
                       borderValue=0)
     edge = area - int(np.count_nonzero(inner))
     return area / max(edge / 2.0, 1.0)

@@ -11,6 +11,11 @@ from .params import Params
 
 
 def to_u8(x: np.ndarray) -> np.ndarray:
+    """An image in [0, 1] -> uint8 (rounded half to even)."""
+    if x.dtype == np.float32 and x.ndim == 2:
+        # (one pass: the same float32 product, rounded as np.rint does; its absolute value
+        # and saturation change nothing in [0, 1])
+        return cv2.convertScaleAbs(x, alpha=255.0)
     return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
 
 
@@ -27,9 +32,9 @@ def fit(patch: np.ndarray, stroke: float, p: Params) -> tuple[np.ndarray, dict[s
         s = p.box / max(ph, pw)
         stages["thickened"] = patch
     nw, nh = max(1, round(pw * s)), max(1, round(ph * s))
-    box = cv2.resize(patch.astype(np.float32), (nw, nh),
+    box = cv2.resize(patch.astype(np.float32, copy=False), (nw, nh),
                      interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-    box = np.clip(box, 0.0, 1.0)
+    np.clip(box, 0.0, 1.0, out=box)
     stages["fitted"] = box
     total = float(box.sum())
     if total <= 0:

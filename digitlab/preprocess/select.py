@@ -46,7 +46,8 @@ def select_digit(c: Components, keep: np.ndarray, shape: tuple[int, int], p: Par
     """The main blob and the pieces that belong to it (near it, not specks)."""
     h, w = shape
     # Clutter along the edges (a table beyond the paper, a shadow) counts for less.
-    score = np.array([c.area[i] * (0.3 if touches_border(c, i, h, w) else 1.0) for i in keep])
+    border = (c.x0[keep] == 0) | (c.y0[keep] == 0) | (c.x1[keep] == w) | (c.y1[keep] == h)
+    score = c.area[keep] * np.where(border, 0.3, 1.0)
     main = int(keep[int(np.argmax(score))])
     group = [main]
     bx0, by0, bx1, by1 = c.x0[main], c.y0[main], c.x1[main], c.y1[main]
@@ -142,7 +143,8 @@ def shape_reason(c: Components, group: list[int], shape: tuple[int, int], crop: 
     scribbles: see docs/predict.md. ``ink``: the ink map the components were thresholded from
     (a blurred bold digit's loops, filled at the threshold, still show lighter in it)."""
     h, w = shape
-    x0, y0, x1, y1 = c.box(group)
+    digit = c.selection(group)
+    x0, y0, x1, y1 = digit.box
     bw, bh = x1 - x0, y1 - y0
     area = int(c.area[group].sum())
     if max(bw, bh) < max(4, 0.03 * max(h, w)) or area < 8:
@@ -153,7 +155,7 @@ def shape_reason(c: Components, group: list[int], shape: tuple[int, int], crop: 
             return "several digits side by side (use number mode: --number)"
     if bw > 4 * bh:
         return "a horizontal line, not a digit"
-    sel = c.mask(group, (x0, y0, x1, y1))
+    sel = digit.mask
     if len(group) > 6 and bridged_pieces(sel, len(group)) > 6:
         return "scattered fragments"
     if (not number_mode and not crop and any(touches_border(c, i, h, w) for i in group)
@@ -161,8 +163,8 @@ def shape_reason(c: Components, group: list[int], shape: tuple[int, int], crop: 
         # not a tight crop, yet the ink runs into the edge: a cut-off mark or a scribble
         return "the ink runs off the edge of the image"
     fill = area / float(bw * bh)
-    stroke = cc.stroke_width(sel) / max(bw, bh)
-    any_holes = cc.holes(sel)
+    stroke = digit.stroke_width / max(bw, bh)
+    any_holes = len(digit.hole_sizes)
     loop_min = max(2, int(0.002 * bw * bh))  # px: a loop, not a pinhole
     # Bold 6s and 8s are as thick as blobs but keep (small) loops; a filled shape has none,
     # not even lighter than the strokes round them (a blurred bold 8's, filled at the threshold)
@@ -176,7 +178,8 @@ def shape_reason(c: Components, group: list[int], shape: tuple[int, int], crop: 
             return f"a scribble ({loops} crossings and loops)"
     # (in a crop - a cell or a thumbnail, often enlarged - pixel noise leaves pinholes in a
     # stroke, which are not loops: they are closed first)
-    loops = cc.holes(cc.close3(sel) if crop else sel, loop_min)
+    loops = (cc.holes(cc.close3(sel), loop_min) if crop
+             else sum(1 for size in digit.hole_sizes if size >= loop_min))
     if loops >= 5:  # an 8 has two loops (a hasty one 3 or 4); grids and hatching have many
         return f"{loops} enclosed loops (a grid or scribble)"
     return None
@@ -184,7 +187,7 @@ def shape_reason(c: Components, group: list[int], shape: tuple[int, int], crop: 
 
 def neighbour_reason(c: Components, keep: np.ndarray, group: list[int]) -> str | None:
     """Another digit-sized blob beside the digit, on the same line: a number, not a digit."""
-    x0, y0, x1, y1 = c.box(group)
+    x0, y0, x1, y1 = c.selection(group).box
     gh = y1 - y0
     for i in keep:
         if i in group or c.y1[i] - c.y0[i] < 0.6 * gh:
