@@ -126,12 +126,8 @@ def _dark_ink_page(g: np.ndarray) -> bool:
                                           interpolation=cv2.INTER_AREA)
     sh, sw = small.shape
     k = max(2, min(sh, sw) // 6)
-    qw, qh = sw // 4, sh // 4
     # 4 segments per side: each side's strip cut into 4, the medians by sorting
-    tb = np.stack([small[:k, :4 * qw], small[-k:, :4 * qw]]).reshape(2, k, 4, qw)
-    lr = np.stack([small[:4 * qh, :k].T, small[:4 * qh, -k:].T]).reshape(2, k, 4, qh)
-    v = np.concatenate([_medians(tb.transpose(0, 2, 1, 3).reshape(8, -1)),
-                        _medians(lr.transpose(0, 2, 1, 3).reshape(8, -1))])
+    v = np.concatenate([_medians(np.take(small, idx)) for idx in _segments(sh, sw, k)])
     A, pinv = _plane_design(sh, sw, k)
     coef = pinv @ v
     res = np.abs(v - A @ coef)
@@ -159,6 +155,21 @@ def _medians(rows: np.ndarray) -> np.ndarray:
     """Row medians by sorting: np.partition (and np.median) slow down ~10x on rows that are
     mostly one value, as blank paper is."""
     return np.sort(rows, axis=1)[:, rows.shape[1] // 2]
+
+
+@lru_cache(maxsize=64)
+def _segments(h: int, w: int, k: int) -> list[np.ndarray]:
+    """Where the 16 border segments lie: flat pixel indices, one row per segment (top 1-4,
+    bottom 1-4 in strips ``k`` px deep, then left 1-4, right 1-4), in one array when all are
+    the same size (a square image), else one for the top and bottom, one for the sides."""
+    qw, qh = w // 4, h // 4
+    idx = np.arange(h * w).reshape(h, w)
+    tb = [idx[rows, :4 * qw].reshape(k, 4, qw).transpose(1, 0, 2).reshape(4, -1)
+          for rows in (slice(0, k), slice(h - k, h))]
+    lr = [idx[:4 * qh, cols].reshape(4, qh * k) for cols in (slice(0, k), slice(w - k, w))]
+    if qw == qh:
+        return [np.concatenate(tb + lr)]
+    return [np.concatenate(tb), np.concatenate(lr)]
 
 
 @lru_cache(maxsize=64)
@@ -210,11 +221,11 @@ def _paper_field(g: np.ndarray, dark: bool, tint_max: float) -> np.ndarray:
     h, w = g.shape
     block = max(4, max(h, w) // 5)
     ph, pw = -h % block, -w % block
-    p = cv2.copyMakeBorder(g, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
+    p = cv2.copyMakeBorder(g, 0, ph, 0, pw, cv2.BORDER_REPLICATE) if ph or pw else g
     nh, nw = p.shape[0] // block, p.shape[1] // block
     # (down each column of blocks, then along each row of the result: two reductions over
     # contiguous axes are ~4x faster than one over axes (1, 3))
-    reduce = np.max if dark else np.min
+    reduce = np.maximum.reduce if dark else np.minimum.reduce
     b = reduce(reduce(p.reshape(nh, block, nw * block), axis=1).reshape(nh, nw, block), axis=2)
     b = cv2.medianBlur(b, 3)
     field = cv2.resize(b, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -231,6 +242,11 @@ def _paper_field(g: np.ndarray, dark: bool, tint_max: float) -> np.ndarray:
     return field
 
 
+@lru_cache(maxsize=64)
+def _square(size: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_RECT, (size, size))
+
+
 def _closing(g: np.ndarray, size: int) -> np.ndarray:
     """A grey closing of ``g`` (in [0, 1]) with a square about ``size`` px wide, on 8-bit data
     (several times faster than float) and at half resolution for images over 200 px."""
@@ -240,11 +256,19 @@ def _closing(g: np.ndarray, size: int) -> np.ndarray:
     if half:
         u8 = cv2.resize(u8, (max(1, w // 2), max(1, h // 2)), interpolation=cv2.INTER_AREA)
         size //= 2
-    k = cv2.getStructuringElement(cv2.MORPH_RECT, (size | 1, size | 1))
-    c = cv2.morphologyEx(u8, cv2.MORPH_CLOSE, k, borderType=cv2.BORDER_REPLICATE)
+    c = cv2.morphologyEx(u8, cv2.MORPH_CLOSE, _square(size | 1), borderType=cv2.BORDER_REPLICATE)
     if half:
         c = cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR)
     return np.multiply(c, np.float32(1.0 / 255.0), dtype=np.float32)
+
+
+@lru_cache(maxsize=256)
+def _by_deviation(m: int) -> tuple[np.ndarray, np.ndarray]:
+    """The 256 grey levels (as fractions of full scale) ordered by their distance from level
+    ``m`` (stable), and those distances in that order."""
+    dev = np.abs(np.arange(256, dtype=np.float32) / 255.0 - float(m) / 255.0)
+    order = np.argsort(dev, kind="stable")
+    return order, dev[order]
 
 
 def ink_map(a: np.ndarray, crop: bool, p: Params, tiny: bool = False) -> Ink:
@@ -267,9 +291,13 @@ def ink_map(a: np.ndarray, crop: bool, p: Params, tiny: bool = False) -> Ink:
     else:
         dark = _dark_ink_page(lum)
         g = lum if a.shape[2] == 1 else _channel(a, dark, None)
-        field = _paper_field(g, dark, p.tint_max)
-        ink = (1.0 - g / np.maximum(field, 0.04)) if dark else (g - field)
-    ink = np.clip(ink, 0.0, 1.0)
+        # (in place: the field is this call's own)
+        ink = _paper_field(g, dark, p.tint_max)
+        if dark:  # 1 - g / max(field, 0.04)
+            np.subtract(1.0, np.divide(g, np.maximum(ink, 0.04, out=ink), out=ink), out=ink)
+        else:  # g - field
+            np.subtract(g, ink, out=ink)
+    np.clip(ink, 0.0, 1.0, out=ink)
     # Statistics from a 256-bin histogram: one pass, no sorting of the whole image.
     hist = cv2.calcHist([cv2.convertScaleAbs(ink, alpha=255.0)], [0], None, [256],
                         [0, 256]).ravel()
@@ -279,11 +307,11 @@ def ink_map(a: np.ndarray, crop: bool, p: Params, tiny: bool = False) -> Ink:
     if crop:
         med, sigma = 0.0, grain + 1.0 / 255.0
     else:
-        med = float(np.searchsorted(cum, n // 2)) / 255.0
+        m = int(np.searchsorted(cum, n // 2))
+        med = m / 255.0
         # the paper's spread: median absolute deviation from the median, from the histogram
-        dev = np.abs(np.arange(256, dtype=np.float32) / 255.0 - med)
-        order = np.argsort(dev, kind="stable")
-        mad = float(dev[order][np.searchsorted(np.cumsum(hist[order]), n / 2.0)])
+        order, dev = _by_deviation(m)
+        mad = float(dev[np.searchsorted(np.cumsum(hist[order]), n / 2.0)])
         sigma = 1.4826 * mad + 1.0 / 255.0
     if robust_max < max(p.blank_contrast, med + 6 * sigma):
         # nothing stands out of the paper's grain: a blank page, or pure noise if it is grainy
