@@ -146,22 +146,78 @@ def _line_kernel(horizontal: bool, length: int) -> np.ndarray:
     return np.ones((1, length) if horizontal else (length, 1), np.uint8)
 
 
+# OpenCV's morphology handles rows in 32-byte vectors and the rest pixel by pixel: on 8-bit
+# images a multiple of this many pixels wide, a long kernel runs up to twice as fast.
+_VECTOR = 32
+
+
+@dataclass
+class _Window:
+    """Where runs are searched for: the faint ink's bounding box, with at least a pixel of
+    empty margin on each side that is not the image's edge, widened to a multiple of
+    ``_VECTOR`` columns where the image (or empty columns added beyond an empty edge) allows.
+    Every run lies in the box, and an empty margin ends a run as the empty image around it
+    does, so the runs found in the window are those of the whole image."""
+
+    rows: slice
+    cols: slice
+    pad: tuple[int, int]  # empty columns added left and right of ``cols``
+    shape: tuple[int, int]  # the image's
+
+    @classmethod
+    def around(cls, on: np.ndarray) -> _Window:
+        h, w = on.shape
+        x, y, bw, bh = cv2.boundingRect(on)
+        c0, c1 = max(0, x - 1), min(w, x + bw + 1)
+        width = -(-(c1 - c0) // _VECTOR) * _VECTOR
+        pad = (0, 0)
+        if width <= w:  # wider within the image, to the right first
+            c1 = min(w, c0 + width)
+            c0 = c1 - width
+        else:
+            c0, c1 = 0, w
+            if x + bw < w:  # (the image's last column is empty)
+                pad = (0, width - w)
+            elif x > 0:
+                pad = (width - w, 0)
+        return cls(slice(max(0, y - 1), min(h, y + bh + 1)), slice(c0, c1), pad, (h, w))
+
+    def cut(self, on: np.ndarray) -> np.ndarray:
+        near = on[self.rows, self.cols]
+        if self.pad != (0, 0):
+            near = cv2.copyMakeBorder(near, 0, 0, *self.pad, cv2.BORDER_CONSTANT, value=0)
+        return near
+
+    def paste(self, a: np.ndarray) -> np.ndarray:
+        """A window's array (labels) over the whole image, zero outside the window."""
+        full = np.zeros(self.shape, a.dtype)
+        full[self.rows, self.cols] = a[:, self.pad[0]:a.shape[1] - self.pad[1]]
+        return full
+
+    @property
+    def origin(self) -> tuple[int, int]:
+        return self.cols.start - self.pad[0], self.rows.start
+
+
 @dataclass
 class _Runs:
-    """The straight runs found in one direction: their boxes (``segs``) and their 0/1 mask,
-    labelled only when one of them is fitted (most digits have runs, and no printed line)."""
+    """The straight runs found in one direction: their boxes (``segs``, in image pixels) and
+    their 0/1 mask in the search window, labelled only when one of them is fitted (most
+    digits have runs, and no printed line)."""
 
     horizontal: bool
     extent: int
     segs: list[_Seg]
     line: np.ndarray
+    window: _Window
     _labels: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def labels(self) -> np.ndarray:
+        """The runs' labels over the whole image."""
         if self._labels is None:
-            _, self._labels = cv2.connectedComponents(self.line, connectivity=8,
-                                                      ltype=cv2.CV_32S)
+            _, lab = cv2.connectedComponents(self.line, connectivity=8, ltype=cv2.CV_32S)
+            self._labels = self.window.paste(lab)
             for s in self.segs:
                 s.label = int(self._labels[s.start[1], s.start[0]])
         return self._labels
@@ -172,25 +228,26 @@ def _loose(on: np.ndarray, horizontal: bool) -> np.ndarray:
     return cv2.dilate(on, _line_kernel(not horizontal, 3))
 
 
-def _candidates(on: np.ndarray, loose: np.ndarray, horizontal: bool, length: int,
-                extent: int = 0) -> _Runs:
+def _candidates(on: np.ndarray, loose: np.ndarray, window: _Window, horizontal: bool,
+                length: int, extent: int = 0) -> _Runs:
     """Straight runs at least ``length`` px long. ``on``: the grey ink map above the faint
-    level (0/1: a faint or JPEG-speckled ruled line is continuous there, though not in the
-    hysteresis mask), ``loose``: ``_loose(on, horizontal)``. (Opening the thickened grey map
-    and keeping its minimum with the map, then thresholding at the faint level, is the same:
-    flat morphology and minima commute with a threshold; on 0/1 masks, one threshold serves
-    every direction and length.)"""
+    level in ``window`` (0/1: a faint or JPEG-speckled ruled line is continuous there, though
+    not in the hysteresis mask), ``loose``: ``_loose(on, horizontal)``. (Opening the
+    thickened grey map and keeping its minimum with the map, then thresholding at the faint
+    level, is the same: flat morphology and minima commute with a threshold; on 0/1 masks, one
+    threshold serves every direction and length.)"""
     line = cv2.bitwise_and(cv2.morphologyEx(loose, cv2.MORPH_OPEN,
                                             _line_kernel(horizontal, length)), on)
     segs = []
     if cv2.countNonZero(line):  # (a digit alone often has no long straight run)
         # boxes from the outer contours (3-5x cheaper than connectedComponentsWithStats on
         # these small images); labels when a run is fitted
-        contours, _ = cv2.findContours(line, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        contours, _ = cv2.findContours(line, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
+                                       offset=window.origin)
         for c in contours:
             x, y, w, h = cv2.boundingRect(c)
             segs.append(_Seg(horizontal, x, y, x + w, y + h, start=tuple(c[0, 0].tolist())))
-    return _Runs(horizontal, extent, segs, line)
+    return _Runs(horizontal, extent, segs, line, window)
 
 
 def _turns(s: _Seg, on: np.ndarray, tol: int, tick: int) -> bool:
@@ -258,8 +315,13 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
                                int(p.low * 255), 0, cv2.THRESH_TOZERO_INV)
     ink8 = cv2.subtract(ink8, plateau)
     _, on = cv2.threshold(ink8, int(p.line_faint * 255), 1, cv2.THRESH_BINARY)
-    loose = [_loose(on, True), _loose(on, False)]
-    found = [_candidates(on, loose[k], horizontal, max(8, int(p.line_min * extent)), extent)
+    if not cv2.countNonZero(on):
+        return np.zeros((h, w), bool), []
+    window = _Window.around(on)
+    near = window.cut(on)
+    loose = [_loose(near, True), _loose(near, False)]
+    found = [_candidates(near, loose[k], window, horizontal,
+                         max(8, int(p.line_min * extent)), extent)
              for k, (horizontal, extent) in enumerate(((True, iw), (False, ih)))]
     if not (found[0].segs or found[1].segs):
         return np.zeros((h, w), bool), []
@@ -276,7 +338,7 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
             # opening too, and join the box into one ring)
             across = max((s.box_thick for s in found[1 - k].segs if s.box_thick <= 2 * thick_max),
                          default=0)
-            ticks = _candidates(on, loose[k], horizontal,
+            ticks = _candidates(near, loose[k], window, horizontal,
                                 max(5, int(p.tick_min * extent), across + 1)).segs
             short[k] = [s for s in ticks if s.length >= 3 * s.box_thick]
 
