@@ -32,12 +32,17 @@ class Components:
 
     def mask(self, ids, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
         """Boolean mask of the components ``ids``, over the whole image or a box (x0, y0, x1, y1)."""
+        lab = self.labels if box is None else self.labels[box[1]:box[3], box[0]:box[2]]
+        if len(ids) == 1:  # (one piece, most often: a comparison, not a table look-up)
+            return lab == int(ids[0]) + 1
         lut = np.zeros(self.n + 1, bool)
         lut[np.asarray(ids, dtype=np.int64) + 1] = True
-        lab = self.labels if box is None else self.labels[box[1]:box[3], box[0]:box[2]]
         return lut[lab]
 
     def box(self, ids) -> tuple[int, int, int, int]:
+        if len(ids) == 1:
+            i = int(ids[0])
+            return int(self.x0[i]), int(self.y0[i]), int(self.x1[i]), int(self.y1[i])
         ids = np.asarray(ids, dtype=np.int64)
         return (int(self.x0[ids].min()), int(self.y0[ids].min()),
                 int(self.x1[ids].max()), int(self.y1[ids].max()))

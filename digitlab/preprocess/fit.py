@@ -7,6 +7,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .ink import clip01
 from .params import Params
 
 
@@ -34,7 +35,7 @@ def fit(patch: np.ndarray, stroke: float, p: Params) -> tuple[np.ndarray, dict[s
     nw, nh = max(1, round(pw * s)), max(1, round(ph * s))
     box = cv2.resize(patch.astype(np.float32, copy=False), (nw, nh),
                      interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-    np.clip(box, 0.0, 1.0, out=box)
+    clip01(box)
     stages["fitted"] = box
     total = float(box.sum())
     if total <= 0:

@@ -27,6 +27,12 @@ class Ink:
     reason: str | None
 
 
+def clip01(a: np.ndarray) -> np.ndarray:
+    """Clip a float array (no NaN) to [0, 1] in place: np.clip's argument handling costs
+    several us a call, more than the clipping of a working-size image."""
+    return np.minimum(np.maximum(a, 0.0, out=a), 1.0, out=a)
+
+
 def flatten_alpha(a: np.ndarray) -> np.ndarray:
     """RGBA -> RGB on a backdrop that contrasts with the opaque pixels (a canvas exports black
     strokes on transparent black; white strokes on transparent must stay visible too)."""
@@ -297,7 +303,7 @@ def ink_map(a: np.ndarray, crop: bool, p: Params, tiny: bool = False) -> Ink:
             np.subtract(1.0, np.divide(g, np.maximum(ink, 0.04, out=ink), out=ink), out=ink)
         else:  # g - field
             np.subtract(g, ink, out=ink)
-    np.clip(ink, 0.0, 1.0, out=ink)
+    clip01(ink)
     # Statistics from a 256-bin histogram: one pass, no sorting of the whole image.
     hist = cv2.calcHist([cv2.convertScaleAbs(ink, alpha=255.0)], [0], None, [256],
                         [0, 256]).ravel()
@@ -323,5 +329,5 @@ def ink_map(a: np.ndarray, crop: bool, p: Params, tiny: bool = False) -> Ink:
     level = (first + float(np.searchsorted(strong_cum, strong_cum[-1] // 2))) / 255.0
     level = max(level, 1.0 / 255.0)
     ink *= 1.0 / level
-    np.clip(ink, 0.0, 1.0, out=ink)
+    clip01(ink)
     return Ink(ink, g, dark, level, (med + sigma) / level, None)
