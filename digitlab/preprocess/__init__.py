@@ -31,7 +31,7 @@ import numpy as np
 
 from . import components as cc
 from .components import Components
-from .decode import ImageSource, load_image, plain_mode, to_working
+from .decode import ImageSource, image_size, load_image, load_pixels, plain_mode, to_working
 from .fit import fit, to_u8
 from .ink import Ink, ink_map
 from .lines import find_printed, remove_remnants
@@ -87,13 +87,13 @@ class _Analysis:
 
 
 def _analyse(source: ImageSource, p: Params) -> _Analysis:
-    img = load_image(source, draft=2 * int(p.work_area ** 0.5))
-    size = img.size
+    img = load_pixels(source, draft=2 * int(p.work_area ** 0.5))
+    size = image_size(img)
     crop = min(size) < p.crop_px or max(size) <= p.crop_long_px
     work, scale = to_working(img, p)
     mnist = None
     if size == (p.size, p.size) and work.shape[2] == 1:
-        g = np.array(plain_mode(img), dtype=np.uint8)
+        g = np.array(img if isinstance(img, np.ndarray) else plain_mode(img), dtype=np.uint8)
         ring = np.concatenate([g[:2].ravel(), g[-2:].ravel(), g[:, :2].ravel(), g[:, -2:].ravel()])
         mnist = g if ring.mean() < 128 else None  # MNIST format: a dark background
     ink = ink_map(work, crop, p, tiny=max(size) < p.tiny_px)
