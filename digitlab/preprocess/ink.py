@@ -329,5 +329,5 @@ def ink_map(a: np.ndarray, crop: bool, p: Params, tiny: bool = False) -> Ink:
     level = (first + float(np.searchsorted(strong_cum, strong_cum[-1] // 2))) / 255.0
     level = max(level, 1.0 / 255.0)
     ink *= 1.0 / level
-    clip01(ink)
+    np.minimum(ink, 1.0, out=ink)  # (it is >= 0 already)
     return Ink(ink, g, dark, level, (med + sigma) / level, None)

@@ -151,6 +151,11 @@ def _line_kernel(horizontal: bool, length: int) -> np.ndarray:
 _VECTOR = 32
 
 
+@lru_cache(maxsize=64)
+def _square(size: int) -> np.ndarray:
+    return np.ones((size, size), np.uint8)
+
+
 @dataclass
 class _Window:
     """Where runs are searched for: the faint ink's bounding box, with at least a pixel of
@@ -310,7 +315,7 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
     # the hysteresis's low level: a white top-hat limited to the tint, so strokes and the grid
     # lines under them stay whole), so that the lines round a tinted cell stand out and the
     # tint itself never runs as a line
-    wide = np.ones((2 * thick_max + 1, 2 * thick_max + 1), np.uint8)
+    wide = _square(2 * thick_max + 1)
     _, plateau = cv2.threshold(cv2.morphologyEx(ink8, cv2.MORPH_OPEN, wide),
                                int(p.low * 255), 0, cv2.THRESH_TOZERO_INV)
     ink8 = cv2.subtract(ink8, plateau)

@@ -45,6 +45,8 @@ def select_digit(c: Components, keep: np.ndarray, shape: tuple[int, int], p: Par
                  ) -> list[int]:
     """The main blob and the pieces that belong to it (near it, not specks)."""
     h, w = shape
+    if len(keep) == 1:  # (most images: one piece, nothing to join)
+        return [int(keep[0])]
     # Clutter along the edges (a table beyond the paper, a shadow) counts for less.
     border = (c.x0[keep] == 0) | (c.y0[keep] == 0) | (c.x1[keep] == w) | (c.y1[keep] == h)
     score = c.area[keep] * np.where(border, 0.3, 1.0)
