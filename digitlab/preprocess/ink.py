@@ -173,9 +173,10 @@ def _segments(h: int, w: int, k: int) -> list[np.ndarray]:
     tb = [idx[rows, :4 * qw].reshape(k, 4, qw).transpose(1, 0, 2).reshape(4, -1)
           for rows in (slice(0, k), slice(h - k, h))]
     lr = [idx[:4 * qh, cols].reshape(4, qh * k) for cols in (slice(0, k), slice(w - k, w))]
-    if qw == qh:
-        return [np.concatenate(tb + lr)]
-    return [np.concatenate(tb), np.concatenate(lr)]
+    out = [np.concatenate(tb + lr)] if qw == qh else [np.concatenate(tb), np.concatenate(lr)]
+    for a in out:
+        a.flags.writeable = False  # (cached: shared by every call)
+    return out
 
 
 @lru_cache(maxsize=64)
@@ -250,7 +251,9 @@ def _paper_field(g: np.ndarray, dark: bool, tint_max: float) -> np.ndarray:
 
 @lru_cache(maxsize=64)
 def _square(size: int) -> np.ndarray:
-    return cv2.getStructuringElement(cv2.MORPH_RECT, (size, size))
+    k = cv2.getStructuringElement(cv2.MORPH_RECT, (size, size))
+    k.flags.writeable = False  # (cached: shared by every call)
+    return k
 
 
 def _closing(g: np.ndarray, size: int) -> np.ndarray:
@@ -274,7 +277,9 @@ def _by_deviation(m: int) -> tuple[np.ndarray, np.ndarray]:
     ``m`` (stable), and those distances in that order."""
     dev = np.abs(np.arange(256, dtype=np.float32) / 255.0 - float(m) / 255.0)
     order = np.argsort(dev, kind="stable")
-    return order, dev[order]
+    dev = dev[order]
+    order.flags.writeable = dev.flags.writeable = False  # (cached: shared by every call)
+    return order, dev
 
 
 def ink_map(a: np.ndarray, crop: bool, p: Params, tiny: bool = False) -> Ink:

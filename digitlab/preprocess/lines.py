@@ -141,9 +141,14 @@ def _band(seg: _Seg, shape: tuple[int, int], pad: float) -> tuple[slice, slice, 
     return slice(seg.y0, seg.y1), slice(lo, hi), np.abs(across - centre[:, None]) <= half
 
 
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False  # (cached: shared by every call)
+    return a
+
+
 @lru_cache(maxsize=256)
 def _line_kernel(horizontal: bool, length: int) -> np.ndarray:
-    return np.ones((1, length) if horizontal else (length, 1), np.uint8)
+    return _frozen(np.ones((1, length) if horizontal else (length, 1), np.uint8))
 
 
 # OpenCV's morphology handles rows in 32-byte vectors and the rest pixel by pixel: on 8-bit
@@ -153,7 +158,7 @@ _VECTOR = 32
 
 @lru_cache(maxsize=64)
 def _square(size: int) -> np.ndarray:
-    return np.ones((size, size), np.uint8)
+    return _frozen(np.ones((size, size), np.uint8))
 
 
 @dataclass
