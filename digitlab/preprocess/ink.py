@@ -265,7 +265,12 @@ def _closing(g: np.ndarray, size: int) -> np.ndarray:
     if half:
         u8 = cv2.resize(u8, (max(1, w // 2), max(1, h // 2)), interpolation=cv2.INTER_AREA)
         size //= 2
-    c = cv2.morphologyEx(u8, cv2.MORPH_CLOSE, _square(size | 1), borderType=cv2.BORDER_REPLICATE)
+    # (a closing is a dilation, then an erosion; when the dilation is white throughout - strokes
+    # thinner than the square on white paper - the erosion leaves it so)
+    k = _square(size | 1)
+    c = cv2.dilate(u8, k, borderType=cv2.BORDER_REPLICATE)
+    if cv2.minMaxLoc(c)[0] < 255:
+        c = cv2.erode(c, k, borderType=cv2.BORDER_REPLICATE)
     if half:
         c = cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR)
     return np.multiply(c, np.float32(1.0 / 255.0), dtype=np.float32)

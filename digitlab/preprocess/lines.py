@@ -320,10 +320,14 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
     # the hysteresis's low level: a white top-hat limited to the tint, so strokes and the grid
     # lines under them stay whole), so that the lines round a tinted cell stand out and the
     # tint itself never runs as a line
+    # (an opening is an erosion, then a dilation: around strokes thinner than the square, the
+    # erosion leaves nothing, and there is no plateau)
     wide = _square(2 * thick_max + 1)
-    _, plateau = cv2.threshold(cv2.morphologyEx(ink8, cv2.MORPH_OPEN, wide),
-                               int(p.low * 255), 0, cv2.THRESH_TOZERO_INV)
-    ink8 = cv2.subtract(ink8, plateau)
+    core = cv2.erode(ink8, wide)
+    if cv2.countNonZero(core):
+        _, plateau = cv2.threshold(cv2.dilate(core, wide), int(p.low * 255), 0,
+                                   cv2.THRESH_TOZERO_INV)
+        ink8 = cv2.subtract(ink8, plateau)
     _, on = cv2.threshold(ink8, int(p.line_faint * 255), 1, cv2.THRESH_BINARY)
     if not cv2.countNonZero(on):
         return np.zeros((h, w), bool), []
