@@ -220,7 +220,8 @@ def preprocess(image: ImageSource, *, keep_stages: bool = False, params: Params 
         return out
     if same is not None:
         stages = {**_common_stages(an), "output": same} if keep_stages else {}
-        return Preprocessed(same, None, stages, _bbox(an, an.comps.selection(group).box), _polarity(an),
+        box = an.comps.selection(group).box
+        return Preprocessed(same, None, stages, _bbox(an, box), _polarity(an),
                             an.ink_fraction, len(group), an.size)
     return _digit_from(an, group, keep_stages, None, p)
 

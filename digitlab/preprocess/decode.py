@@ -99,7 +99,9 @@ def _plain_png(data: bytes) -> np.ndarray | None:
     while pos + 12 <= n and len(kinds) < 1024:
         length, kind = struct.unpack_from(">I4s", data, pos)
         end = pos + 12 + length
-        if end > n or zlib.crc32(view[pos + 4:end - 4]) != struct.unpack_from(">I", data, end - 4)[0]:
+        if end > n:
+            return None
+        if zlib.crc32(view[pos + 4:end - 4]) != struct.unpack_from(">I", data, end - 4)[0]:
             return None
         kinds.append(kind)
         pos = end
