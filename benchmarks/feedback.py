@@ -14,6 +14,7 @@ looked at while choosing them. A correction the app refuses (a blot it cannot re
 counted, as a user's would be, and not stored.
 
     .venv/bin/python benchmarks/feedback.py
+    .venv/bin/python benchmarks/feedback.py --writers tune tune2 --model-dir DIR   # a candidate
 """
 
 from __future__ import annotations
@@ -95,10 +96,10 @@ def run_writer(name: str, x: np.ndarray, y: np.ndarray, work: Path, args) -> dic
 
     images, labels = writer_digits(name, x, y)
     corrections, held = slice(0, 50), slice(50, 200)
-    before = accuracy(None, images[held], labels[held])
+    before = accuracy(args.model_dir, images[held], labels[held])
     db = work / f"{name}.db"
     stored = 0
-    with TestClient(create_app(None, Settings(feedback_db=str(db), feedback_rate=1e6,
+    with TestClient(create_app(args.model_dir, Settings(feedback_db=str(db), feedback_rate=1e6,
                                               feedback_burst=1000))) as client:
         for png, label in zip(images[corrections], labels[corrections]):
             r = client.post("/api/feedback", files={"file": ("digit.png", png, "image/png")},
@@ -108,7 +109,8 @@ def run_writer(name: str, x: np.ndarray, y: np.ndarray, work: Path, args) -> dic
             stored += r.status_code == 201
     out = work / f"{name}-finetuned"
     cmd = [sys.executable, "-m", "digitlab", "finetune", "--feedback-db", str(db), "--out",
-           str(out), "--quiet", *args.finetune_args]
+           str(out), "--quiet", *(["--model-dir", args.model_dir] if args.model_dir else []),
+           *args.finetune_args]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
@@ -118,7 +120,7 @@ def run_writer(name: str, x: np.ndarray, y: np.ndarray, work: Path, args) -> dic
             "train_seconds": result["train_seconds"],
             "mnist_before": result["before"]["mnist_test"],
             "mnist_after": result["after"]["mnist_test"],
-            "shipped": default_model_dir().name, "stored": stored}
+            "base": args.model_dir or str(default_model_dir()), "stored": stored}
 
 
 def main() -> None:
@@ -126,6 +128,7 @@ def main() -> None:
     ap.add_argument("--writers", nargs="*", default=list(WRITERS), choices=list(WRITERS))
     ap.add_argument("--finetune-args", nargs=argparse.REMAINDER, default=[],
                     help="extra `digitlab finetune` options (last on the line)")
+    ap.add_argument("--model-dir", help="the model the writer starts with (default: shipped)")
     ap.add_argument("--save-samples", metavar="DIR", help="also write the first 20 digits as PNGs")
     args = ap.parse_args()
 

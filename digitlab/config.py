@@ -36,8 +36,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # augmentation, so that it reads real drawings and photos (see docs/predict.md).
     # It also trains through preprocessing: 24,000 training digits rendered into form boxes,
     # graph and ruled paper and low-resolution crops (renderer A, digitlab/synth.py) as
-    # preprocessing hands them over, and 20,000 look-alike non-digits (letters and signs in the
-    # training fonts, doodles) among the outliers.
+    # preprocessing hands them over (some 7s crossed), and 20,000 look-alike non-digits
+    # (letters and signs in the training fonts, doodles) among the outliers.
     "robust": dict(model="cnn", epochs=15, batch_size=256, lr=0.1, augment="robust",
                    situations=24000, lookalikes=20000, clean_epochs=0),
 }

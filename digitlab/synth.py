@@ -9,7 +9,8 @@ form boxes (a printed rectangle, sometimes a comb field's ticks), graph paper, r
 low-resolution crops (8-16 px cells, ink touching the borders, sometimes upscaled and blurred).
 ``lookalike`` renders a non-digit (letters, signs, arrows, a check mark, a smiley) from the
 training fonts (``TRAINING_FONTS``) or as pen strokes; ``boxed_number`` writes several digits
-into a row of boxes.
+into a row of boxes. The training pool also writes some 7s crossed (``crossed_seven``), as
+much of Europe writes them and MNIST's writers rarely did.
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ PAPERS = [(255, 255, 255), (248, 246, 238), (242, 238, 215), (230, 238, 248), (2
 PENS = [(10, 10, 10), (25, 35, 130), (10, 70, 190), (170, 25, 25), (40, 40, 40)]
 PRINT = [(0, 0, 0), (60, 60, 60), (30, 60, 150), (150, 40, 40)]
 GRID = [(150, 190, 230), (170, 170, 170), (150, 210, 170), (235, 160, 160), (120, 160, 210)]
-# Letters and signs that no careful reader takes for a digit. Left out as ambiguous: O o D Q
-# (0), I l i j J | (1), Z z (2), S s (5), G b (6), T (7), B (8), g q (9), y (4 or 9).
-LOOKALIKE_CHARS = "ACEFHKLMNPRUVWXYacefhkmnprtuvwx+=%#&@*?!<>$"
+# Letters and signs that no careful reader takes for a digit: B, D and T too (a straight
+# stem beside bowls or under a centred bar; the issue's own list of look-alikes names B).
+# Left out as ambiguous: O o Q (0), I l i j J | (1), Z z (2), S s (5), G b (6), g q (9),
+# y (4 or 9).
+LOOKALIKE_CHARS = "ABCDEFHKLMNPRTUVWXYacefhkmnprtuvwx+=%#&@*?!<>$"
 
 
 def pen(digit: np.ndarray, height: int, level: float) -> np.ndarray:
@@ -332,7 +335,8 @@ def _strokes(rng: np.random.Generator, size: int) -> Image.Image:
     d = ImageDraw.Draw(img)
     w = max(2, int(size * rng.uniform(0.04, 0.12)))
     s = size
-    kind = int(rng.integers(12))
+    kind = int(rng.integers(14))
+    kind = 2 if kind >= 12 else kind  # arrows point anywhere: three shares
     j = lambda: rng.uniform(-0.05, 0.05) * s  # noqa: E731 - a writer's wobble
 
     def line(pts):
@@ -342,10 +346,29 @@ def _strokes(rng: np.random.Generator, size: int) -> Image.Image:
     elif kind == 1:
         line([(0.15, 0.15), (0.85, 0.85)])
         line([(0.85, 0.15), (0.15, 0.85)])
-    elif kind == 2:
-        y = 0.5 + rng.uniform(-0.1, 0.1)
-        line([(0.1, y), (0.9, y)])
-        line([(0.6, y - 0.25), (0.9, y), (0.6, y + 0.25)])
+    elif kind == 2:  # an arrow: straight, double-headed or curved, pointing anywhere
+        a = rng.uniform(0, 2 * np.pi)
+        cos, sin = np.cos(a), np.sin(a)
+
+        def turned(pts):  # about the centre, kept inside the square
+            return [(0.5 + 0.8 * ((x - 0.5) * cos - (y - 0.5) * sin),
+                     0.5 + 0.8 * ((x - 0.5) * sin + (y - 0.5) * cos)) for x, y in pts]
+        head = rng.uniform(0.15, 0.3)
+        if rng.random() < 0.25:
+            t = np.linspace(np.pi, 0.15 * np.pi, 16)
+            shaft = [(0.5 + 0.4 * np.cos(ti), 0.65 - 0.35 * np.sin(ti)) for ti in t]
+        else:
+            shaft = [(0.1, 0.5), (0.9, 0.5)]
+        line(turned(shaft))
+        (ex, ey), (px, py) = shaft[-1], shaft[-2]
+        dx, dy = (ex - px, ey - py) / np.hypot(ex - px, ey - py)
+        line(turned([(ex - head * (dx - dy), ey - head * (dy + dx)), (ex, ey),
+                     (ex - head * (dx + dy), ey - head * (dy - dx))]))
+        if rng.random() < 0.25:  # double-headed
+            (sx, sy), (qx, qy) = shaft[0], shaft[1]
+            dx, dy = (sx - qx, sy - qy) / np.hypot(sx - qx, sy - qy)
+            line(turned([(sx - head * (dx - dy), sy - head * (dy + dx)), (sx, sy),
+                         (sx - head * (dx + dy), sy - head * (dy - dx))]))
     elif kind == 3:
         d.ellipse([0.1 * s, 0.1 * s, 0.9 * s, 0.9 * s], outline=255, width=w)
         d.ellipse([0.3 * s, 0.3 * s, 0.4 * s, 0.42 * s], fill=255)
@@ -459,6 +482,36 @@ def _on_page(rng: np.random.Generator, glyph: Image.Image) -> bytes:
                    jpeg=rng.random() < 0.3)
 
 
+CROSSED_SEVENS = 0.3  # of the pool's 7s: written with a bar through the stem
+
+
+def crossed_seven(rng: np.random.Generator, digit: np.ndarray) -> np.ndarray:
+    """A 28x28 MNIST 7 as much of Europe writes it: a short bar through the stem, a little
+    above or below halfway down, level or slightly tilted, as wide as the pen."""
+    ys, xs = np.nonzero(digit > 100)
+    if len(ys) == 0:
+        return digit
+    top, bottom = ys.min(), ys.max()
+    y = int(round(top + (bottom - top) * rng.uniform(0.4, 0.62)))
+    row = np.nonzero(digit[y] > 100)[0]
+    if len(row) == 0:
+        return digit
+    half = (xs.max() - xs.min() + 1) * rng.uniform(0.18, 0.35)
+    cx, dy = row.mean() + rng.uniform(-0.1, 0.1) * half, rng.uniform(-0.15, 0.15) * half
+    bar = np.zeros_like(digit)
+    s = 16  # sub-pixel end points (cv2's shift: 4 fractional bits)
+    cv2.line(bar, (int((cx - half) * s), int((y + dy) * s)), (int((cx + half) * s),
+             int((y - dy) * s)), 255, int(rng.integers(2, 4)), cv2.LINE_AA, shift=4)
+    return np.maximum(digit, bar)
+
+
+def _hand_style(rng: np.random.Generator, digit: np.ndarray, label: int) -> np.ndarray:
+    """Writing habits MNIST's writers rarely show, given to some of the pool's digits."""
+    if label == 7 and rng.random() < CROSSED_SEVENS:
+        return crossed_seven(rng, digit)
+    return digit
+
+
 # ---------------------------------------------------------------------------------------------
 # Training pools: renders passed through preprocessing, as the model will see them
 
@@ -482,7 +535,8 @@ def _chunk(task: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         pick = rng.choice(len(images), n)
         # every sixth a printed digit (the label's), the rest handwritten ones in situations
         items = [printed_digit(rng, int(labels[i])) if k % 6 == 5
-                 else kinds[k % len(kinds)](rng, images[i]) for k, i in enumerate(pick)]
+                 else kinds[k % len(kinds)](rng, _hand_style(rng, images[i], int(labels[i])))
+                 for k, i in enumerate(pick)]
     else:
         pick = np.zeros(n, np.int64)
         items = [lookalike(rng) for _ in range(n)]
@@ -524,8 +578,9 @@ def _pool(kind: str, images: np.ndarray | None, labels: np.ndarray | None, n: in
 def situation_pool(images: np.ndarray, labels: np.ndarray, n: int, seed: int,
                    progress: Callable[[int], None] | None = None
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` of ``images`` (training digits only) rendered into the situations in turn (and
-    every sixth label printed as ``printed_digit``) and passed through preprocessing:
+    """``n`` of ``images`` (training digits only) rendered into the situations in turn (every
+    sixth label printed as ``printed_digit``, ``CROSSED_SEVENS`` of the 7s crossed) and passed
+    through preprocessing:
     (N, 28, 28) uint8 and their labels, the renders that preprocessing declined left out
     (training on what the model will be shown)."""
     x, pick = _pool("situations", images, np.asarray(labels), n, seed, progress)
