@@ -391,8 +391,8 @@ def main(argv=None) -> int:
         for key, label, fmt in (("rps", "requests/s", "{:.0f}"), ("p50_ms", "p50 ms", "{:.2f}"),
                                 ("p99_ms", "p99 ms", "{:.2f}"), ("errors", "errors", "{}"),
                                 ("server_cpu_ms_per_request", "server CPU ms/request", "{:.2f}")):
-            ratio = res[key] / base[key] if base[key] else float("nan")
-            print(f"| {label} | {fmt.format(res[key])} | {fmt.format(base[key])} | {ratio:.2f}x |")
+            ratio = f"{res[key] / base[key]:.2f}x" if base[key] else "-"  # (0 errors both)
+            print(f"| {label} | {fmt.format(res[key])} | {fmt.format(base[key])} | {ratio} |")
     return 0 if alive and res["errors"] == 0 else 1
 
 
