@@ -391,6 +391,32 @@ def test_shapes_without_a_digit_have_reasons():
     assert preprocess(bar).reason == "a horizontal line, not a digit"
 
 
+def _pen(strokes, dots, slant=0.0):
+    """Dark pen strokes ((x0, y0, x1, y1), 12 px wide) and round dots on a 300x300 page."""
+    img = Image.new("L", (300, 300), 255)
+    d = ImageDraw.Draw(img)
+    for x0, y0, x1, y1 in strokes:
+        d.line([(x0 + slant * (150 - y0), y0), (x1 + slant * (150 - y1), y1)], fill=0, width=12)
+    for x, y, r in dots:
+        d.ellipse([x + slant * (150 - y) - r, y - r, x + slant * (150 - y) + r, y + r], fill=0)
+    return img
+
+
+@pytest.mark.parametrize("slant", [0.0, 0.2])
+def test_a_stroke_with_a_dot_beyond_its_end_is_no_digit(slant):
+    bang = _pen([(150, 40, 150, 200)], [(150, 240, 11)], slant)  # !
+    i = _pen([(150, 110, 150, 260)], [(150, 70, 10)], slant)  # i
+    for img in (bang, i):
+        assert preprocess(img).reason == "a stroke and a dot (! or i), not a digit"
+    # the same stroke alone is a 1, and so is a 1 that a skipping pen broke (a stroke's piece,
+    # longer than wide, hardly apart), or a 1 beside a full stop (a dot beside it, not beyond)
+    one = _pen([(150, 40, 150, 200)], [], slant)
+    broken = _pen([(150, 40, 150, 160), (150, 166, 150, 200)], [], slant)
+    stop = _pen([(150, 40, 150, 200)], [(185, 195, 8)], slant)
+    for img in (one, broken, stop):
+        assert preprocess(img).ok, preprocess(img).reason
+
+
 def test_a_ruled_line_with_only_specks_left_is_no_digit():
     # Once the line is erased nothing but one-pixel specks is left: a reason, not a crash
     # (this raised ValueError in both modes, a 500 in the web service).

@@ -173,6 +173,8 @@ def shape_reason(c: Components, group: list[int], shape: tuple[int, int], crop: 
     if any_holes <= 0 and (fill > 0.6 and stroke > 0.35 or fill > 0.9 and stroke > 0.28) and (
             ink is None or not cc.holes(sel & (ink[y0:y1, x0:x1] > SOLID_CORE), loop_min)):
         return "a solid blob, not a pen stroke"
+    if not number_mode and dotted_stroke(c, group, digit.stroke_width):
+        return "a stroke and a dot (! or i), not a digit"
     if any_holes >= 5 and stroke < 0.11:  # digits: <= 2 loops at this stroke width
         # count again after closing pinholes (dithered scans, noisy strokes are full of them)
         loops = cc.holes(cc.close3(sel))
@@ -185,6 +187,26 @@ def shape_reason(c: Components, group: list[int], shape: tuple[int, int], crop: 
     if loops >= 5:  # an 8 has two loops (a hasty one 3 or 4); grids and hatching have many
         return f"{loops} enclosed loops (a grid or scribble)"
     return None
+
+
+def dotted_stroke(c: Components, group: list[int], stroke: float) -> bool:
+    """A straight upright stroke with a round dot just beyond one end, in line with it: an
+    exclamation mark or an i, which no digit is. ``stroke``: the pen's width (px). A 1 broken
+    by a skipping pen leaves a stroke's piece, longer than wide, hardly apart from the rest."""
+    if len(group) != 2:
+        return False
+    a, b = sorted(group, key=lambda i: -int(c.area[i]))
+    mw, mh = int(c.x1[a] - c.x0[a]), int(c.y1[a] - c.y0[a])
+    dw, dh = int(c.x1[b] - c.x0[b]), int(c.y1[b] - c.y0[b])
+    if mh < 1.5 * mw or not 0.5 * dh <= dw <= 2.0 * dh or max(dw, dh) > 0.5 * mh:
+        return False
+    if c.area[b] < 0.5 * dw * dh:  # filled: a dot, not a ring or a hook
+        return False
+    gap = max(int(c.y0[b] - c.y1[a]), int(c.y0[a] - c.y1[b]))  # below the stroke or above it
+    if not max(1.0, 0.5 * stroke) <= gap <= 0.5 * mh:
+        return False
+    centre = 0.5 * (c.x0[b] + c.x1[b])
+    return bool(c.x0[a] - dw <= centre <= c.x1[a] + dw)
 
 
 def neighbour_reason(c: Components, keep: np.ndarray, group: list[int]) -> str | None:
