@@ -359,16 +359,16 @@ def _strokes(rng: np.random.Generator, size: int) -> Image.Image:
             shaft = [(0.5 + 0.4 * np.cos(ti), 0.65 - 0.35 * np.sin(ti)) for ti in t]
         else:
             shaft = [(0.1, 0.5), (0.9, 0.5)]
+
+        def arrowhead(tip, before):  # two barbs back from the tip, away from ``before``
+            (ex, ey), (px, py) = tip, before
+            dx, dy = (ex - px, ey - py) / np.hypot(ex - px, ey - py)
+            line(turned([(ex - head * (dx - dy), ey - head * (dy + dx)), (ex, ey),
+                         (ex - head * (dx + dy), ey - head * (dy - dx))]))
         line(turned(shaft))
-        (ex, ey), (px, py) = shaft[-1], shaft[-2]
-        dx, dy = (ex - px, ey - py) / np.hypot(ex - px, ey - py)
-        line(turned([(ex - head * (dx - dy), ey - head * (dy + dx)), (ex, ey),
-                     (ex - head * (dx + dy), ey - head * (dy - dx))]))
+        arrowhead(shaft[-1], shaft[-2])
         if rng.random() < 0.25:  # double-headed
-            (sx, sy), (qx, qy) = shaft[0], shaft[1]
-            dx, dy = (sx - qx, sy - qy) / np.hypot(sx - qx, sy - qy)
-            line(turned([(sx - head * (dx - dy), sy - head * (dy + dx)), (sx, sy),
-                         (sx - head * (dx + dy), sy - head * (dy - dx))]))
+            arrowhead(shaft[0], shaft[1])
     elif kind == 3:
         d.ellipse([0.1 * s, 0.1 * s, 0.9 * s, 0.9 * s], outline=255, width=w)
         d.ellipse([0.3 * s, 0.3 * s, 0.4 * s, 0.42 * s], fill=255)

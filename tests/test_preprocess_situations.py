@@ -44,6 +44,17 @@ def plain_reference(d28: np.ndarray) -> np.ndarray:
     return out.image
 
 
+def read_like_plain(x: np.ndarray, render) -> list[float]:
+    """Each digit of ``x`` drawn by ``render`` is read (or the test fails with the reason), and
+    how much its 28x28 looks like the same digit's on plain paper."""
+    scores = []
+    for d in x:
+        out = preprocess(render(d))
+        assert out.ok, out.reason
+        scores.append(corr(out.image, plain_reference(d)))
+    return scores
+
+
 def test_digit_in_a_form_box(digits):
     x, _ = digits
     scores = []
@@ -59,14 +70,10 @@ def test_digit_in_a_form_box(digits):
 
 def test_a_digit_touching_and_crossing_its_box_keeps_its_strokes(digits):
     x, _ = digits
-    scores = []
-    for d in x[:20]:
-        # the digit fills the box and its strokes run into the box's lower and left sides
-        img = with_lines(scene(d, (130, 130), 110, (6, 18)),
-                         lambda g: g.rectangle([12, 8, 118, 122], outline=(40, 40, 40), width=2))
-        out = preprocess(img)
-        assert out.ok, out.reason
-        scores.append(corr(out.image, plain_reference(d)))
+    # the digit fills the box and its strokes run into the box's lower and left sides
+    scores = read_like_plain(x[:20], lambda d: with_lines(
+        scene(d, (130, 130), 110, (6, 18)),
+        lambda g: g.rectangle([12, 8, 118, 122], outline=(40, 40, 40), width=2)))
     assert np.mean(scores) > 0.85, scores
 
 
@@ -296,16 +303,12 @@ def test_a_bold_askew_box_round_a_small_cell_is_removed(digits):
     # for at the corners is long: the ticks joined into one ring with them, no corner was
     # found, and the box stayed round the digit
     x, _ = digits
-    scores = []
-    for d in x[:10]:
-        lines = Image.new("L", (99, 94), 255)
-        ImageDraw.Draw(lines).rectangle([15, 14, 83, 79], outline=0, width=6)
-        lines = lines.rotate(1, resample=Image.Resampling.BILINEAR, fillcolor=255)
-        img = scene(d, (99, 94), 44, (33, 24))
-        img = Image.fromarray(np.minimum(np.asarray(img), np.asarray(lines.convert("RGB"))))
-        out = preprocess(img)
-        assert out.ok, out.reason
-        scores.append(corr(out.image, plain_reference(d)))
+    lines = Image.new("L", (99, 94), 255)
+    ImageDraw.Draw(lines).rectangle([15, 14, 83, 79], outline=0, width=6)
+    lines = np.asarray(lines.rotate(1, resample=Image.Resampling.BILINEAR,
+                                    fillcolor=255).convert("RGB"))
+    scores = read_like_plain(x[:10], lambda d: Image.fromarray(
+        np.minimum(np.asarray(scene(d, (99, 94), 44, (33, 24))), lines)))
     assert min(scores) > 0.7 and np.mean(scores) > 0.85, scores
 
 
@@ -313,13 +316,9 @@ def test_a_small_cell_cut_with_its_bold_box_is_read_without_the_box(digits):
     # a form cell cut out with its box, 64x60 px: the box's sides (5 px) are bolder than a
     # line may be in so small an image, but they come in pairs at opposite edges
     x, _ = digits
-    scores = []
-    for d in x[:10]:
-        img = with_lines(scene(d, (64, 60), 32, (18, 14)),
-                         lambda g: g.rectangle([5, 4, 58, 55], outline=(30, 60, 150), width=5))
-        out = preprocess(img)
-        assert out.ok, out.reason
-        scores.append(corr(out.image, plain_reference(d)))
+    scores = read_like_plain(x[:10], lambda d: with_lines(
+        scene(d, (64, 60), 32, (18, 14)),
+        lambda g: g.rectangle([5, 4, 58, 55], outline=(30, 60, 150), width=5)))
     assert min(scores) > 0.7 and np.mean(scores) > 0.85, scores
 
 
@@ -328,15 +327,11 @@ def test_what_a_cut_leaves_of_a_box_along_the_image_edge_is_removed(digits):
     # part of the way (62-77%) and leaves it before the corner - neither a line across the
     # image nor a box's side with its corners
     x, _ = digits
-    scores = []
-    for d in x[:10]:
-        img = with_lines(scene(d, (150, 150), 80, (45, 35)), lambda g: [
+    scores = read_like_plain(x[:10], lambda d: with_lines(
+        scene(d, (150, 150), 80, (45, 35)), lambda g: [
             g.line(xy, fill=(0, 0, 0), width=5) for xy in (
                 [(0, 2), (115, 4)], [(146, 0), (147, 93)], [(2, 34), (3, 149)],
-                [(34, 147), (149, 146)])])
-        out = preprocess(img)
-        assert out.ok, out.reason
-        scores.append(corr(out.image, plain_reference(d)))
+                [(34, 147), (149, 146)])]))
     assert min(scores) > 0.7 and np.mean(scores) > 0.85, scores
 
 
@@ -344,14 +339,10 @@ def test_a_small_cell_whose_box_is_bolder_on_two_sides_is_read_without_the_box(d
     # a 57x46 cell cut with its box, whose right and bottom sides print bolder (4-5 px) than
     # its top and left: each bold side's twin across the cell is a thin one
     x, _ = digits
-    scores = []
-    for d in x[:10]:
-        def box(g):
-            g.rectangle([2, 2, 54, 43], outline=(150, 40, 40), width=2)
-            g.line([(53, 2), (53, 43)], fill=(150, 40, 40), width=5)
-            g.line([(2, 42), (54, 42)], fill=(150, 40, 40), width=5)
-        img = with_lines(scene(d, (57, 46), 28, (16, 9)), box)
-        out = preprocess(img)
-        assert out.ok, out.reason
-        scores.append(corr(out.image, plain_reference(d)))
+
+    def box(g):
+        g.rectangle([2, 2, 54, 43], outline=(150, 40, 40), width=2)
+        g.line([(53, 2), (53, 43)], fill=(150, 40, 40), width=5)
+        g.line([(2, 42), (54, 42)], fill=(150, 40, 40), width=5)
+    scores = read_like_plain(x[:10], lambda d: with_lines(scene(d, (57, 46), 28, (16, 9)), box))
     assert min(scores) > 0.7 and np.mean(scores) > 0.85, scores

@@ -4,13 +4,27 @@ the shape measures the later stages ask of a set of them (holes, stroke width, b
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import cv2
 import numpy as np
 
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
-_SQUARE = np.ones((3, 3), np.uint8)
+
+
+def frozen(a: np.ndarray) -> np.ndarray:
+    """``a``, read-only: for arrays cached and shared by every call (and by threads)."""
+    a.flags.writeable = False
+    return a
+
+
+@lru_cache(maxsize=64)
+def square(size: int) -> np.ndarray:
+    """A ``size`` x ``size`` square structuring element (cached, read-only)."""
+    return frozen(np.ones((size, size), np.uint8))
+
+
+_SQUARE = square(3)
 
 
 @dataclass
@@ -54,9 +68,7 @@ class Components:
         sel = self._selections.get(key)
         if sel is None:
             box = self.box(key)
-            mask = self.mask(key, box)
-            mask.flags.writeable = False  # shared by its users
-            sel = self._selections[key] = Selection(box, mask)
+            sel = self._selections[key] = Selection(box, frozen(self.mask(key, box)))
         return sel
 
 
@@ -136,8 +148,7 @@ def grow(mask: np.ndarray, r: int = 1) -> np.ndarray:
     """Binary dilation (of a bool mask) by a (2r+1) square."""
     if r <= 0:
         return mask
-    square = _SQUARE if r == 1 else np.ones((2 * r + 1, 2 * r + 1), np.uint8)
-    return cv2.dilate(mask.view(np.uint8), square).view(bool)
+    return cv2.dilate(mask.view(np.uint8), square(2 * r + 1)).view(bool)
 
 
 def stroke_width(mask: np.ndarray) -> float:

@@ -14,6 +14,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from .components import frozen, square
 from .params import Params
 
 
@@ -173,10 +174,9 @@ def _segments(h: int, w: int, k: int) -> list[np.ndarray]:
     tb = [idx[rows, :4 * qw].reshape(k, 4, qw).transpose(1, 0, 2).reshape(4, -1)
           for rows in (slice(0, k), slice(h - k, h))]
     lr = [idx[:4 * qh, cols].reshape(4, qh * k) for cols in (slice(0, k), slice(w - k, w))]
-    out = [np.concatenate(tb + lr)] if qw == qh else [np.concatenate(tb), np.concatenate(lr)]
-    for a in out:
-        a.flags.writeable = False  # (cached: shared by every call)
-    return out
+    if qw == qh:
+        return [frozen(np.concatenate(tb + lr))]
+    return [frozen(np.concatenate(tb)), frozen(np.concatenate(lr))]
 
 
 @lru_cache(maxsize=64)
@@ -249,13 +249,6 @@ def _paper_field(g: np.ndarray, dark: bool, tint_max: float) -> np.ndarray:
     return field
 
 
-@lru_cache(maxsize=64)
-def _square(size: int) -> np.ndarray:
-    k = cv2.getStructuringElement(cv2.MORPH_RECT, (size, size))
-    k.flags.writeable = False  # (cached: shared by every call)
-    return k
-
-
 def _closing(g: np.ndarray, size: int) -> np.ndarray:
     """A grey closing of ``g`` (in [0, 1]) with a square about ``size`` px wide, on 8-bit data
     (several times faster than float) and at half resolution for images over 200 px."""
@@ -267,7 +260,7 @@ def _closing(g: np.ndarray, size: int) -> np.ndarray:
         size //= 2
     # (a closing is a dilation, then an erosion; when the dilation is white throughout - strokes
     # thinner than the square on white paper - the erosion leaves it so)
-    k = _square(size | 1)
+    k = square(size | 1)
     c = cv2.dilate(u8, k, borderType=cv2.BORDER_REPLICATE)
     if cv2.minMaxLoc(c)[0] < 255:
         c = cv2.erode(c, k, borderType=cv2.BORDER_REPLICATE)
@@ -282,9 +275,7 @@ def _by_deviation(m: int) -> tuple[np.ndarray, np.ndarray]:
     ``m`` (stable), and those distances in that order."""
     dev = np.abs(np.arange(256, dtype=np.float32) / 255.0 - float(m) / 255.0)
     order = np.argsort(dev, kind="stable")
-    dev = dev[order]
-    order.flags.writeable = dev.flags.writeable = False  # (cached: shared by every call)
-    return order, dev
+    return frozen(order), frozen(dev[order])
 
 
 def ink_map(a: np.ndarray, crop: bool, p: Params, tiny: bool = False) -> Ink:

@@ -141,24 +141,14 @@ def _band(seg: _Seg, shape: tuple[int, int], pad: float) -> tuple[slice, slice, 
     return slice(seg.y0, seg.y1), slice(lo, hi), np.abs(across - centre[:, None]) <= half
 
 
-def _frozen(a: np.ndarray) -> np.ndarray:
-    a.flags.writeable = False  # (cached: shared by every call)
-    return a
-
-
 @lru_cache(maxsize=256)
 def _line_kernel(horizontal: bool, length: int) -> np.ndarray:
-    return _frozen(np.ones((1, length) if horizontal else (length, 1), np.uint8))
+    return cc.frozen(np.ones((1, length) if horizontal else (length, 1), np.uint8))
 
 
 # OpenCV's morphology handles rows in 32-byte vectors and the rest pixel by pixel: on 8-bit
 # images a multiple of this many pixels wide, a long kernel runs up to twice as fast.
 _VECTOR = 32
-
-
-@lru_cache(maxsize=64)
-def _square(size: int) -> np.ndarray:
-    return _frozen(np.ones((size, size), np.uint8))
 
 
 @dataclass
@@ -322,7 +312,7 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
     # tint itself never runs as a line
     # (an opening is an erosion, then a dilation: around strokes thinner than the square, the
     # erosion leaves nothing, and there is no plateau)
-    wide = _square(2 * thick_max + 1)
+    wide = cc.square(2 * thick_max + 1)
     core = cv2.erode(ink8, wide)
     if cv2.countNonZero(core):
         _, plateau = cv2.threshold(cv2.dilate(core, wide), int(p.low * 255), 0,

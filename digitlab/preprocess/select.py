@@ -37,8 +37,9 @@ def keep_pieces(c: Components, h: int, w: int, only_specks: str = "blank: only s
     return keep, None
 
 
-def touches_border(c: Components, i: int, h: int, w: int) -> bool:
-    return bool(c.x0[i] == 0 or c.y0[i] == 0 or c.x1[i] == w or c.y1[i] == h)
+def touches_border(c: Components, i, h: int, w: int):
+    """Does component ``i`` touch the image's border (elementwise for an array of ids)?"""
+    return (c.x0[i] == 0) | (c.y0[i] == 0) | (c.x1[i] == w) | (c.y1[i] == h)
 
 
 def select_digit(c: Components, keep: np.ndarray, shape: tuple[int, int], p: Params
@@ -48,8 +49,7 @@ def select_digit(c: Components, keep: np.ndarray, shape: tuple[int, int], p: Par
     if len(keep) == 1:  # (most images: one piece, nothing to join)
         return [int(keep[0])]
     # Clutter along the edges (a table beyond the paper, a shadow) counts for less.
-    border = (c.x0[keep] == 0) | (c.y0[keep] == 0) | (c.x1[keep] == w) | (c.y1[keep] == h)
-    score = c.area[keep] * np.where(border, 0.3, 1.0)
+    score = c.area[keep] * np.where(touches_border(c, keep, h, w), 0.3, 1.0)
     main = int(keep[int(np.argmax(score))])
     group = [main]
     bx0, by0, bx1, by1 = c.x0[main], c.y0[main], c.x1[main], c.y1[main]
