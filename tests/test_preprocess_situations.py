@@ -346,3 +346,48 @@ def test_a_small_cell_whose_box_is_bolder_on_two_sides_is_read_without_the_box(d
         g.line([(2, 42), (54, 42)], fill=(150, 40, 40), width=5)
     scores = read_like_plain(x[:10], lambda d: with_lines(scene(d, (57, 46), 28, (16, 9)), box))
     assert min(scores) > 0.7 and np.mean(scores) > 0.85, scores
+
+
+def _frame_under(img: Image.Image, draw, degrees: float = 0.0) -> Image.Image:
+    """``img`` with a printed frame drawn by ``draw`` under the ink, turned by ``degrees``
+    about the image's centre (a form photographed or scanned askew)."""
+    lines = Image.new("L", img.size, 255)
+    draw(ImageDraw.Draw(lines))
+    lines = lines.rotate(degrees, resample=Image.Resampling.BILINEAR, fillcolor=255)
+    return Image.fromarray(np.minimum(np.asarray(img), np.asarray(lines.convert("RGB"))))
+
+
+def test_a_box_turned_askew_round_a_digit_is_removed(digits):
+    # a thin box turned 9 degrees: no row or column holds a long straight run of it, so the
+    # line search finds nothing; its outline is still a rectangle round the writing
+    x, _ = digits
+    scores = []
+    for d in x[:10]:
+        out = preprocess(_frame_under(scene(d, (140, 140), 70, (40, 34)), lambda g: g.rectangle(
+            [20, 20, 119, 119], outline=0, width=3), degrees=9), keep_stages=True)
+        assert out.ok, out.reason
+        assert "printed" in out.stages
+        scores.append(corr(out.image, plain_reference(d)))
+    assert min(scores) > 0.7 and np.mean(scores) > 0.85, scores
+
+
+def test_a_box_with_round_corners_round_a_digit_is_removed(digits):
+    # corners rounded with a fifth of the side as radius, the box a little askew: the sides'
+    # straight parts are too short to be taken for a box's sides
+    x, _ = digits
+    scores = read_like_plain(x[:10], lambda d: _frame_under(
+        scene(d, (120, 120), 62, (32, 26)),
+        lambda g: g.rounded_rectangle([14, 14, 105, 105], radius=20, outline=0, width=3),
+        degrees=4))
+    assert min(scores) > 0.7 and np.mean(scores) > 0.85, scores
+
+
+def test_digits_alone_are_never_taken_for_frames(digits):
+    # a 0 is a closed ring round paper, some are nearly rectangular: with nothing written
+    # inside, no ring is a frame, and no digit loses ink to the frame search
+    x, y = digits
+    for d in x[y == 0][:6].tolist() + x[:20].tolist():
+        out = preprocess(scene(np.asarray(d, np.uint8), (120, 120), 80, (20, 20)),
+                         keep_stages=True)
+        assert out.ok, out.reason
+        assert "printed" not in out.stages

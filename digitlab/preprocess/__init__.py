@@ -11,7 +11,8 @@ paper, cut out of a scan as a tiny cell. ``preprocess`` bridges the two, one sta
 2. ``ink``: polarity, one channel in which any pen stands out from any paper, the paper level
    divided out or subtracted, stroke contrast normalised to 1; blank and noise recognised;
 3. ``lines``: printed structure (form boxes, comb fields, ruled lines, grids) found as long
-   straight thin lines and removed, strokes crossing them kept;
+   straight thin lines and removed, strokes crossing them kept; ``frames``: the boxes that
+   search misses (askew, rounded, small) found by their outline and removed the same way;
 4. ``components`` and ``select``: 8-connected pieces, the digit as the main blob and the pieces
    that belong to it; shapeless inputs get a reason instead;
 5. ``fit``: crop, fit into 20x20 and centre by mass in 28x28, as MNIST did.
@@ -33,6 +34,7 @@ from . import components as cc
 from .components import Components
 from .decode import ImageSource, image_size, load_image, load_pixels, plain_mode, to_working
 from .fit import fit, to_u8
+from .frames import find_frames
 from .ink import Ink, ink_map
 from .lines import find_printed, remove_remnants
 from .params import PARAMS, Params
@@ -119,15 +121,23 @@ def _analyse(source: ImageSource, p: Params) -> _Analysis:
     # (most often every region holds a seed, and the seeded regions are all of ``low``)
     printed, lines = find_printed(
         ink.ink, low if seeded.all() else low & comps.mask(np.nonzero(seeded)[0]), pad, p)
+    rest, comps_rest = low, comps
     if printed.any():
         printed |= remove_remnants(low & ~printed, printed, lines, p)
         rest = low & ~printed
         comps_rest = cc.label(rest, high & rest)
+    # a box the line search missed (tilted, rounded, small): a closed frame round the writing
+    framed = find_frames(comps_rest, high, pad, p)
+    if framed.any():
+        printed |= framed
+        rest = low & ~printed
+        comps_rest = cc.label(rest, high & rest)
+    if printed.any():
         if (comps_rest.strong > 0).any():
             low, comps = rest, comps_rest
             # the soft edges of a removed line are not stroke ink either
             ink.ink = np.where(cc.grow(printed) & ~cc.grow(low), 0.0, ink.ink).astype(np.float32)
-        elif len(lines) > 1:  # a grid or a form with nothing written in it
+        elif len(lines) > 1 or framed.any():  # a grid or a form with nothing written in it
             return _Analysis(work, scale, pad, crop, size, ink, rest, printed, comps_rest, empty,
                              ink_fraction, "only printed lines", mnist)
         else:  # one straight stroke and nothing else: a 1 or a dash, judged as it is
