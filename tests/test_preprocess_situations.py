@@ -391,3 +391,30 @@ def test_digits_alone_are_never_taken_for_frames(digits):
                          keep_stages=True)
         assert out.ok, out.reason
         assert "printed" not in out.stages
+
+
+def test_ticks_standing_on_a_lone_baseline_are_removed(digits):
+    # a comb field of one printed baseline with a tick at each end of the cell, the ticks a
+    # quarter of the image tall: the baseline goes across the image, the ticks are far taller
+    # than that line is thick, and stayed beside the digit; two alike are print
+    x, _ = digits
+
+    def comb(g):
+        g.line([(0, 100), (119, 100)], fill=(0, 0, 0), width=2)
+        for tx in (22, 97):
+            g.line([(tx, 72), (tx, 100)], fill=(0, 0, 0), width=2)
+    scores = read_like_plain(x[:10], lambda d: with_lines(scene(d, (120, 120), 64, (32, 30)),
+                                                          comb))
+    assert min(scores) > 0.7 and np.mean(scores) > 0.85, scores
+
+
+def test_a_one_standing_on_a_ruled_line_keeps_its_stroke(digits):
+    # one thin upright stroke on a line across the image has no twin: it is the digit
+    x, y = digits
+    ones = x[y == 1][:5]
+    for d in ones:
+        img = with_lines(scene(d, (120, 120), 40, (40, 60)),
+                         lambda g: g.line([(0, 100), (119, 100)], fill=(0, 0, 0), width=2))
+        out = preprocess(img)
+        assert out.ok, out.reason
+        assert corr(out.image, plain_reference(d)) > 0.8

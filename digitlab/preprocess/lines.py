@@ -469,12 +469,23 @@ def remove_remnants(mask: np.ndarray, removed: np.ndarray, lines: list[_Seg], p:
     near = cv2.dilate(removed.view(np.uint8), np.ones((3, 3), np.uint8)) > 0
     touching = np.unique(lab[near & mask])
     drop = []
+    # ticks hanging off a lone line (a comb field's baseline) are measured against the image:
+    # there is no frame's height; two or more alike, printed the same (one stroke of a 1
+    # standing on a ruled line has no twin)
+    straight = [(int(i), bh >= bw, max(bw, bh), min(bw, bh)) for i, (x, y, bw, bh, area)
+                in ((i, st[i]) for i in touching[touching > 0])
+                if 3 * min(bw, bh) <= max(bw, bh) and area >= 0.6 * bw * bh
+                and min(bw, bh) <= thick + 2]
+    paired = {i for i, up, long_, short in straight if sum(
+        u == up and abs(ln - long_) <= 0.15 * long_ and abs(sh - short) <= 1
+        for _, u, ln, sh in straight) >= 2
+        and long_ <= p.tick_max * (mask.shape[0] if up else mask.shape[1])}
     for i in touching[touching > 0]:
         x, y, bw, bh, area = st[i]
         long_, short = max(bw, bh), min(bw, bh)
         limit = p.tick_max * (frame_h if bh >= bw else frame_w)
         tick = (long_ <= limit and short * 3 <= long_ and area >= 0.6 * long_ * short
-                and short <= thick + 2)
+                and short <= thick + 2) or int(i) in paired
         # a corner's arc: small, thin, and all of it near the end of a box's side
         cx, cy = x + bw / 2, y + bh / 2
         corner = area <= 2 * (thick + 2) * long_ and any(
