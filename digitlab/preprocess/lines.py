@@ -469,13 +469,15 @@ def remove_remnants(mask: np.ndarray, removed: np.ndarray, lines: list[_Seg], p:
     near = cv2.dilate(removed.view(np.uint8), np.ones((3, 3), np.uint8)) > 0
     touching = np.unique(lab[near & mask])
     drop = []
-    # ticks hanging off a lone line (a comb field's baseline) are measured against the image:
-    # there is no frame's height; two or more alike, printed the same (one stroke of a 1
-    # standing on a ruled line has no twin)
+    # ticks hanging off a lone line (a comb field's baseline), across it, are measured against
+    # the image: there is no frame's height; two or more alike, printed the same (one stroke
+    # of a 1 standing on a ruled line has no twin). Not off a box's sides: the arcs of a
+    # printed 0 whose straight sides were taken for a box's are alike too.
+    across = {s.horizontal for s in lines if not s.side}
     straight = [(int(i), bh >= bw, max(bw, bh), min(bw, bh)) for i, (x, y, bw, bh, area)
                 in ((i, st[i]) for i in touching[touching > 0])
-                if 3 * min(bw, bh) <= max(bw, bh) and area >= 0.6 * bw * bh
-                and min(bw, bh) <= thick + 2]
+                if (bh >= bw) in across and 3 * min(bw, bh) <= max(bw, bh)
+                and area >= 0.6 * bw * bh and min(bw, bh) <= thick + 2]
     paired = {i for i, up, long_, short in straight if sum(
         u == up and abs(ln - long_) <= 0.15 * long_ and abs(sh - short) <= 1
         for _, u, ln, sh in straight) >= 2
