@@ -44,27 +44,24 @@ def plain_reference(d28: np.ndarray) -> np.ndarray:
     return out.image
 
 
-def read_like_plain(x: np.ndarray, render) -> list[float]:
+def read_like_plain(x: np.ndarray, render, printed: bool = False) -> list[float]:
     """Each digit of ``x`` drawn by ``render`` is read (or the test fails with the reason), and
-    how much its 28x28 looks like the same digit's on plain paper."""
+    how much its 28x28 looks like the same digit's on plain paper; ``printed``: printed
+    structure was found and removed in each (the debug stage that shows it, for --debug-dir)."""
     scores = []
     for d in x:
-        out = preprocess(render(d))
+        out = preprocess(render(d), keep_stages=printed)
         assert out.ok, out.reason
+        assert not printed or "printed" in out.stages
         scores.append(corr(out.image, plain_reference(d)))
     return scores
 
 
 def test_digit_in_a_form_box(digits):
     x, _ = digits
-    scores = []
-    for d in x[:20]:
-        img = with_lines(scene(d, (160, 160), 100, (30, 28)),
-                         lambda g: g.rectangle([10, 10, 149, 149], outline=(0, 0, 0), width=3))
-        out = preprocess(img, keep_stages=True)
-        assert out.ok, out.reason
-        assert "printed" in out.stages  # the removed box, for --debug-dir
-        scores.append(corr(out.image, plain_reference(d)))
+    scores = read_like_plain(x[:20], lambda d: with_lines(
+        scene(d, (160, 160), 100, (30, 28)),
+        lambda g: g.rectangle([10, 10, 149, 149], outline=(0, 0, 0), width=3)), printed=True)
     assert min(scores) > 0.8 and np.mean(scores) > 0.92, scores
 
 
@@ -361,13 +358,9 @@ def test_a_box_turned_askew_round_a_digit_is_removed(digits):
     # a thin box turned 9 degrees: no row or column holds a long straight run of it, so the
     # line search finds nothing; its outline is still a rectangle round the writing
     x, _ = digits
-    scores = []
-    for d in x[:10]:
-        out = preprocess(_frame_under(scene(d, (140, 140), 70, (40, 34)), lambda g: g.rectangle(
-            [20, 20, 119, 119], outline=0, width=3), degrees=9), keep_stages=True)
-        assert out.ok, out.reason
-        assert "printed" in out.stages
-        scores.append(corr(out.image, plain_reference(d)))
+    scores = read_like_plain(x[:10], lambda d: _frame_under(
+        scene(d, (140, 140), 70, (40, 34)),
+        lambda g: g.rectangle([20, 20, 119, 119], outline=0, width=3), degrees=9), printed=True)
     assert min(scores) > 0.7 and np.mean(scores) > 0.85, scores
 
 
