@@ -1,14 +1,15 @@
-"""Closed frames: a form box that the line search missed (tilted, rounded, small, faint), found
-as a piece of ink whose outline is a quadrilateral and whose pixels form a ring of even width
-along it, with the writing inside.
+"""Closed frames: a form box that the line search missed (turned askew, rounded, small), found
+as a piece of ink whose outline is nearly a rectangle and whose pixels form a ring of even
+width along it, with the writing inside.
 
 The line search (``lines``) finds long straight runs along the image's rows and columns; a box
-tilted by more than a pixel per run length, one with corners rounded away to short sides, or one
-in a small cell escapes it. Its outline does not: ``cv2.approxPolyDP`` reduces the outer contour
-of a frame to four corners whatever its tilt and rounding. The frame's width is read off the
-distance to that outline (the ring of pixels within ``t`` of it is solid ink, what lies further
-in is mostly paper), and only that ring is taken out: a digit touching the box from inside
-keeps all but the pixels it shares with it.
+turned by more than a pixel per run length, one with corners rounded away to short sides, or one
+in a small cell escapes it. Its outline does not: it fills its smallest enclosing rectangle at
+any tilt (``cv2.minAreaRect``) but for the rounded corners, where a digit's outline fills far
+less (an ellipse 79%). The frame's width is read off the distance to that outline (the ring of
+pixels within ``t`` of it is solid ink, what lies further in is mostly paper), and only that
+ring is taken out: a digit touching the box from inside keeps all but the pixels it shares
+with it.
 """
 
 from __future__ import annotations

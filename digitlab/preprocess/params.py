@@ -63,11 +63,12 @@ class Params:
     # A candidate within `edge_margin` of the image's edge, along it, is a box's side that the
     # cut left there
     edge_margin: float = 0.03
-    # A closed frame the line search missed (tilted, rounded, small): a piece of ink at least
-    # `frame_min` of the image across each way whose outline reduces to four corners (within
-    # `frame_corner_eps` of its perimeter), `frame_straight` of the outline near the sides, that
-    # is solid ink (`frame_solid` of the pixels) from the outline in up to `frame_max_thick`,
-    # and at most `frame_fill` ink further in: taken out when strong ink lies inside
+    # A closed frame the line search missed (askew, rounded, small): a piece of ink at least
+    # `frame_min` of the image across each way whose outline fills `frame_rect` of its
+    # smallest enclosing rectangle (any tilt) and lies near that rectangle's sides for
+    # `frame_straight` of its length, that is solid ink (`frame_solid` of the pixels) from the
+    # outline in for at most `frame_max_thick` of the image, and at most `frame_fill` ink
+    # further in: its ring is taken out when strong ink lies inside
     frame_min: float = 0.35
     frame_rect: float = 0.9
     frame_straight: float = 0.6
