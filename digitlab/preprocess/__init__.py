@@ -121,17 +121,20 @@ def _analyse(source: ImageSource, p: Params) -> _Analysis:
     # (most often every region holds a seed, and the seeded regions are all of ``low``)
     printed, lines = find_printed(
         ink.ink, low if seeded.all() else low & comps.mask(np.nonzero(seeded)[0]), pad, p)
+
+    def without(printed: np.ndarray) -> tuple[np.ndarray, Components]:
+        rest = low & ~printed
+        return rest, cc.label(rest, high & rest)
+
     rest, comps_rest = low, comps
     if printed.any():
         printed |= remove_remnants(low & ~printed, printed, lines, p)
-        rest = low & ~printed
-        comps_rest = cc.label(rest, high & rest)
+        rest, comps_rest = without(printed)
     # a box the line search missed (tilted, rounded, small): a closed frame round the writing
     framed = find_frames(comps_rest, high, pad, p)
     if framed.any():
         printed |= framed
-        rest = low & ~printed
-        comps_rest = cc.label(rest, high & rest)
+        rest, comps_rest = without(printed)
     if printed.any():
         if (comps_rest.strong > 0).any():
             low, comps = rest, comps_rest

@@ -468,26 +468,29 @@ def remove_remnants(mask: np.ndarray, removed: np.ndarray, lines: list[_Seg], p:
         else (((s.x0 + s.x1) / 2, s.y0), ((s.x0 + s.x1) / 2, s.y1)))]
     near = cv2.dilate(removed.view(np.uint8), np.ones((3, 3), np.uint8)) > 0
     touching = np.unique(lab[near & mask])
-    drop = []
+    ids = touching[touching > 0]
+    # straight, thin pieces, printed like the lines (no thicker): (upright, long, short side)
+    thin = {}
+    for i in ids:
+        bw, bh, area = st[i, 2:5]
+        long_, short = max(bw, bh), min(bw, bh)
+        if short * 3 <= long_ and area >= 0.6 * long_ * short and short <= thick + 2:
+            thin[int(i)] = (bool(bh >= bw), int(long_), int(short))
     # ticks hanging off a lone line (a comb field's baseline), across it, are measured against
     # the image: there is no frame's height; two or more alike, printed the same (one stroke
     # of a 1 standing on a ruled line has no twin). Not off a box's sides: the arcs of a
     # printed 0 whose straight sides were taken for a box's are alike too.
     across = {s.horizontal for s in lines if not s.side}
-    straight = [(int(i), bh >= bw, max(bw, bh), min(bw, bh)) for i, (x, y, bw, bh, area)
-                in ((i, st[i]) for i in touching[touching > 0])
-                if (bh >= bw) in across and 3 * min(bw, bh) <= max(bw, bh)
-                and area >= 0.6 * bw * bh and min(bw, bh) <= thick + 2]
-    paired = {i for i, up, long_, short in straight if sum(
-        u == up and abs(ln - long_) <= 0.15 * long_ and abs(sh - short) <= 1
-        for _, u, ln, sh in straight) >= 2
-        and long_ <= p.tick_max * (mask.shape[0] if up else mask.shape[1])}
-    for i in touching[touching > 0]:
+    paired = {i for i, (up, long_, short) in thin.items()
+              if up in across and long_ <= p.tick_max * mask.shape[0 if up else 1]
+              and sum(u == up and abs(ln - long_) <= 0.15 * long_ and abs(sh - short) <= 1
+                      for u, ln, sh in thin.values()) >= 2}
+    drop = []
+    for i in ids:
         x, y, bw, bh, area = st[i]
-        long_, short = max(bw, bh), min(bw, bh)
-        limit = p.tick_max * (frame_h if bh >= bw else frame_w)
-        tick = (long_ <= limit and short * 3 <= long_ and area >= 0.6 * long_ * short
-                and short <= thick + 2) or int(i) in paired
+        long_ = max(bw, bh)
+        tick = int(i) in thin and (long_ <= p.tick_max * (frame_h if bh >= bw else frame_w)
+                                   or int(i) in paired)
         # a corner's arc: small, thin, and all of it near the end of a box's side
         cx, cy = x + bw / 2, y + bh / 2
         corner = area <= 2 * (thick + 2) * long_ and any(
