@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 from conftest import encode, on_paper
 from digitlab.errors import ImageError
 from digitlab.preprocess import Preprocessed, load_image, preprocess, segment_digits
+from digitlab.preprocess.decode import load_pixels, plain_mode
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +83,37 @@ def test_formats_as_bytes_and_paths(tmp_path, seven, fmt, kw):
         out = preprocess(source)
         assert out.reason is None, fmt
         assert corr(out.image, ref) > 0.95, fmt
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "LA", "RGBA"])
+def test_plain_pngs_are_decoded_as_pillow_decodes_them(mode):
+    """A plain 8-bit PNG, alpha or not, takes OpenCV's one call, with Pillow's pixels."""
+    a = np.random.default_rng(0).integers(0, 256, (37, 53, len(mode)), dtype=np.uint8)
+    data = encode(Image.fromarray(a[:, :, 0] if mode == "L" else a, mode))
+    fast = load_pixels(data)
+    assert isinstance(fast, np.ndarray)  # (Pillow's way gives a PIL image)
+    assert np.array_equal(fast, np.asarray(plain_mode(Image.open(io.BytesIO(data)))))
+
+
+def test_a_picture_without_colour_reads_the_same_however_it_is_stored(digits):
+    """Grey ink on grey, noisy paper stored as grey, RGB, opaque RGBA or grey with alpha (a
+    canvas's export), as a file's bytes, a PIL image or an array: the same answer to the
+    pixel, because the one channel there is is what gets analysed."""
+    x, _ = digits
+    rng = np.random.default_rng(3)
+    for a in x[:8]:
+        grey = np.asarray(on_paper(a, size=160, paper=(225,) * 3, pen=(60,) * 3).convert("L"))
+        grey = np.clip(grey + rng.normal(0, 8, grey.shape), 0, 255).astype(np.uint8)
+        ref = preprocess(grey)
+        assert ref.reason is None
+        img = Image.fromarray(grey)
+        for mode in ("RGB", "RGBA", "LA"):
+            stored = img.convert(mode)
+            sources = [encode(stored), stored] + ([np.asarray(stored)] if mode != "LA" else [])
+            for source in sources:
+                out = preprocess(source)
+                assert (out.reason, out.bbox) == (ref.reason, ref.bbox), mode
+                assert np.array_equal(out.image, ref.image), (mode, type(source))
 
 
 def test_gif_first_frame_is_used(seven):

@@ -96,6 +96,8 @@ def _analyse(source: ImageSource, p: Params) -> _Analysis:
     mnist = None
     if size == (p.size, p.size) and work.shape[2] == 1:
         g = np.array(img if isinstance(img, np.ndarray) else plain_mode(img), dtype=np.uint8)
+        if g.ndim == 3:  # grey stored as RGB(A): its one channel
+            g = g[:, :, 0]
         ring = np.concatenate([g[:2].ravel(), g[-2:].ravel(), g[:, :2].ravel(), g[:, -2:].ravel()])
         mnist = g if ring.mean() < 128 else None  # MNIST format: a dark background
     ink = ink_map(work, crop, p, tiny=max(size) < p.tiny_px)

@@ -3,8 +3,9 @@
 Every format Pillow reads (first frame, EXIF orientation applied), 1/8/16-bit, grey, RGB(A),
 palette, CMYK. Big images shrink to a working size with area interpolation; crops (form cells,
 thumbnails) are enlarged instead, so that 8-16 px digits have strokes to measure. A plain PNG
-(8-bit grey or RGB, nothing but its pixels) is decoded by OpenCV in one call instead: the same
-pixels, without Pillow's Python per chunk and its copies.
+(8-bit grey, RGB or either with alpha, nothing but its pixels) is decoded by OpenCV in one call
+instead: the same pixels, without Pillow's Python per chunk and its copies. An image with no
+colour in it (grey stored as RGB, a canvas's dark strokes on white) goes on as one channel.
 """
 
 from __future__ import annotations
@@ -81,13 +82,17 @@ _PLAIN_ANCILLARY = {b"pHYs", b"tIME"}
 # A file read whole to look at it as a plain PNG (bigger ones are photos, where the decoding
 # itself dominates)
 _PLAIN_PNG_MAX_BYTES = 1 << 20
+# PNG colour types decoded that way, and the channels of what comes back: grey; RGB; grey with
+# alpha and RGBA both as RGBA, as ``plain_mode`` makes Pillow's LA and RGBA (a canvas's export)
+_PLAIN_CHANNELS = {0: 1, 2: 3, 4: 4, 6: 4}
 
 
 def _plain_png(data: bytes) -> np.ndarray | None:
-    """The pixels of a plain PNG - 8-bit grey or RGB, not interlaced; IHDR, then only physical
-    size or time chunks, then one run of image data, then IEND, every CRC right - decoded by
-    OpenCV's libpng in one call: (H, W) or (H, W, 3) RGB uint8, what Pillow decodes from such a
-    file. None for anything else (palettes, transparency, 16 bits, colour profiles, text, EXIF,
+    """The pixels of a plain PNG - 8-bit grey, RGB, grey with alpha or RGBA, not interlaced;
+    IHDR, then only physical size or time chunks, then one run of image data, then IEND, every
+    CRC right - decoded by OpenCV's libpng in one call: (H, W), (H, W, 3) RGB or (H, W, 4) RGBA
+    uint8, what Pillow decodes from such a file (``plain_mode``'s RGBA for grey with alpha).
+    None for anything else (palettes, transparency chunks, 16 bits, colour profiles, text, EXIF,
     animation, damage, a size over Pillow's limit): those take Pillow's way, whose messages and
     behaviour stay the reference."""
     n = len(data)
@@ -118,16 +123,19 @@ def _plain_png(data: bytes) -> np.ndarray | None:
         return None
     length, _, w, h, depth, colour, compression, filtering, interlace = struct.unpack_from(
         ">I4sIIBBBBB", data, 8)
-    if (length != 13 or depth != 8 or colour not in (0, 2) or compression or filtering
+    if (length != 13 or depth != 8 or colour not in _PLAIN_CHANNELS or compression or filtering
             or interlace or not 0 < w * h <= (Image.MAX_IMAGE_PIXELS or 0)):
         return None
     try:
         a = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error:
         return None
-    if a is None or a.dtype != np.uint8 or a.shape != ((h, w) if colour == 0 else (h, w, 3)):
+    channels = _PLAIN_CHANNELS[colour]
+    if a is None or a.dtype != np.uint8 or a.shape != ((h, w) if channels == 1 else (h, w, channels)):
         return None
-    return a if colour == 0 else cv2.cvtColor(a, cv2.COLOR_BGR2RGB)
+    if channels == 1:
+        return a
+    return cv2.cvtColor(a, cv2.COLOR_BGR2RGB if channels == 3 else cv2.COLOR_BGRA2RGBA)
 
 
 def load_pixels(source: ImageSource, *, draft: int | None = None) -> Image.Image | np.ndarray:
@@ -202,9 +210,31 @@ def plain_mode(img: Image.Image) -> Image.Image:
     return img
 
 
+def one_channel(a: np.ndarray) -> np.ndarray:
+    """An 8-bit RGB(A) image with no colour in it - grey stored as RGB, a canvas's dark strokes
+    on white, opaque throughout - as its one channel, so that it is read as the same picture
+    stored as grey is (and without the colour analysis: about 20% of a small image's time).
+    Anything else is returned as it is."""
+    if a.ndim != 3 or a.dtype != np.uint8:
+        return a
+    if a.shape[2] == 4:
+        if a[:, :, 3].min() < 255:  # (translucent: the backdrop is chosen later)
+            return a
+    elif a.shape[2] != 3:
+        return a
+    r, g, b = a[:, :, 0], a[:, :, 1], a[:, :, 2]
+    # (the first row first: a colour image nearly always shows it there, for a few us)
+    if not (np.array_equal(r[0], g[0]) and np.array_equal(g[0], b[0])):
+        return a
+    if not (np.array_equal(r, g) and np.array_equal(g, b)):
+        return a
+    return np.ascontiguousarray(r)
+
+
 def to_working(img: Image.Image | np.ndarray, p: Params) -> tuple[np.ndarray, float]:
     """PIL image (or a plain PNG's pixels, from ``load_pixels``) -> float32 (H, W, C) in [0, 1]
-    at working size, C in {1, 3, 4}, and the scale (working px per decoded px): photos shrink
+    at working size, C in {1, 3, 4} (1 for an image with no colour in it, see ``one_channel``),
+    and the scale (working px per decoded px): photos shrink
     (area interpolation), tiny crops are enlarged by a whole factor (bilinear: an 8 px digit
     becomes a smooth 64 px one)."""
     if isinstance(img, np.ndarray):
@@ -226,6 +256,7 @@ def to_working(img: Image.Image | np.ndarray, p: Params) -> tuple[np.ndarray, fl
         k = max(2, -(-p.tiny_target_px // max(w, h)))
         a = cv2.resize(a, (w * k, h * k), interpolation=cv2.INTER_LINEAR)
     scale = a.shape[1] / w
+    a = one_channel(a)
     a = np.multiply(a, np.float32(1.0 / 255.0), dtype=np.float32)  # (no float copy first)
     if a.ndim == 2:
         a = a[:, :, None]
