@@ -475,11 +475,17 @@ def sweep(predictor, images, labels, n: int, seed: int) -> list[tuple[float, flo
     dconf = np.array([p.confidence if p.probabilities else -1.0 for p in dp])
     jconf = np.array([p.confidence if p.probabilities else -1.0 for p in jp])
     rows = []
-    for t in np.round(np.arange(0.0, 0.96, 0.05), 2):
+    for t in np.round(np.arange(0.0, 0.96, 0.01), 2):
         # confidence -1 marks a rejection by preprocessing, so "< t" counts those too
         rows.append((float(t), float(np.mean(dconf[:n_clean] < max(t, 1e-9))),
                      float(np.mean(dconf < max(t, 1e-9))), float(np.mean(jconf >= max(t, 1e-9)))))
     return rows
+
+
+def rule_threshold(rows: list[tuple[float, float, float, float]]) -> tuple[float, float, float, float]:
+    """The rejection threshold's rule, applied to ``sweep``'s rows (0.01 apart): the highest
+    threshold that rejects under 1% of the clean digits and under 1% of all digit sets."""
+    return max((r for r in rows if r[1] < 0.01 and r[2] < 0.01), key=lambda r: r[0])
 
 
 def all_digits(predictor, x: np.ndarray, y: np.ndarray, styles: list[str], seed: int,
@@ -537,11 +543,18 @@ def main(argv: list[str] | None = None) -> int:
     ds = load_dataset("mnist")
     if args.sweep:
         rows = sweep(predictor, *validation_digits(ds), args.n, args.seed)
+        rule = rule_threshold(rows)
         print("| threshold | clean MNIST rejected | all digit sets rejected | junk accepted |")
         print("|---:|---:|---:|---:|")
-        for t, cr, dr, ja in rows:
-            mark = " (current)" if abs(t - predictor.reject_threshold) < 1e-9 else ""
-            print(f"| {t:.2f}{mark} | {cr:.2%} | {dr:.2%} | {ja:.2%} |")
+        for row in rows:  # every 0.05, and the current threshold and the rule's
+            t, cr, dr, ja = row
+            marks = [m for m, on in (("current", abs(t - predictor.reject_threshold) < 1e-9),
+                                     ("the rule's", row == rule)) if on]
+            if marks or round(t * 100) % 5 == 0:
+                mark = f" ({', '.join(marks)})" if marks else ""
+                print(f"| {t:.2f}{mark} | {cr:.2%} | {dr:.2%} | {ja:.2%} |")
+        print(f"\nthe rule (the highest threshold, 0.01 apart, rejecting under 1% of the clean "
+              f"digits and of all digit sets): {rule[0]:.2f}")
         return 0
 
     x, y = ds.test_images.numpy(), ds.test_labels.numpy()
