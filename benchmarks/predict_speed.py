@@ -5,6 +5,8 @@ Measured for this checkout and, with ``--baseline REV``, for that commit's code 
 into a temporary folder and imported from there by a child process running this script):
 
 1. preprocessing one 100x100 PNG (a digit, dark ink on paper; decoding included): median us;
+   and one 280x280 RGBA PNG as the drawing page sends it (dark strokes on an opaque white
+   canvas);
 2. a 12 MP phone photo (4000x3000 JPEG file) -> digit, in process: median ms;
 3. a 1000x1000 photo (decoded image) -> digit, in process: median ms;
 4. ``digitlab predict one.png`` in a new process (imports and model load included): median s;
@@ -37,6 +39,7 @@ import realworld  # noqa: E402  (renderers shared with the accuracy benchmark)
 
 ROWS = [
     ("prep", "preprocess one 100x100 PNG (decode included)", "us", "<= 300 us"),
+    ("canvas", "preprocess the drawing page's 280x280 RGBA canvas PNG (decode included)", "us", ""),
     ("photo12", "12 MP phone photo, JPEG file -> digit (in process)", "ms", "<= 25 ms"),
     ("photo1", "1000x1000 photo, decoded image -> digit (in process)", "ms", ""),
     ("cli1", "`digitlab predict one.png`, new process", "s", ""),
@@ -59,6 +62,18 @@ def small_png(digit: np.ndarray) -> bytes:
     img = Image.fromarray(255 - digit).resize((100, 100), Image.Resampling.BICUBIC)
     buf = io.BytesIO()
     img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def canvas_png(digit: np.ndarray) -> bytes:
+    """A digit as the drawing page sends it: #111 strokes on an opaque white 280x280 canvas,
+    exported as an RGBA PNG."""
+    m = np.asarray(Image.fromarray(digit).resize((200, 200), Image.Resampling.BICUBIC),
+                   np.float32)[:, :, None] / 255.0
+    c = np.full((280, 280, 4), 255.0, np.float32)
+    c[40:240, 40:240, :3] = 255.0 - m * (255.0 - 17.0)
+    buf = io.BytesIO()
+    Image.fromarray(c.astype(np.uint8), "RGBA").save(buf, "PNG")
     return buf.getvalue()
 
 
@@ -86,6 +101,12 @@ def measure(work: Path, repeats: int, n_folder: int) -> dict[str, float]:
         for b in pngs:
             preprocess(b)
     out["prep"] = median_of(prep_all, repeats) / len(pngs) * 1e6
+    canvases = [canvas_png(a) for a in x[:20]]
+
+    def canvas_all():
+        for b in canvases:
+            preprocess(b)
+    out["canvas"] = median_of(canvas_all, repeats) / len(canvases) * 1e6
 
     predictor = Predictor()
     Image.fromarray(photo(x[0], (4000, 3000))).save(work / "big.jpg", quality=90)
