@@ -319,6 +319,17 @@ def test_a_small_cell_cut_with_its_bold_box_is_read_without_the_box(digits):
     assert min(scores) > 0.7 and np.mean(scores) > 0.85, scores
 
 
+def test_a_bold_box_along_the_edge_of_a_colour_page_is_not_taken_for_its_paper(digits):
+    # a cell cut out tightly with its bold box (5 px of 84, 3 px in), in colour: the box fills
+    # most of the border ring where a page's paper colour is measured, and every stroke,
+    # lighter than the box, then read as paper (the page was blank but for the box)
+    x, _ = digits
+    scores = read_like_plain(x[:10], lambda d: with_lines(
+        scene(d, (97, 84), 52, (25, 16)),
+        lambda g: g.rectangle([3, 3, 93, 80], outline=(0, 0, 0), width=5)))
+    assert min(scores) > 0.7 and np.mean(scores) > 0.85, scores
+
+
 def test_what_a_cut_leaves_of_a_box_along_the_image_edge_is_removed(digits):
     # a cell cut out a little askew, its box cut with it: each side runs along an image edge
     # part of the way (62-77%) and leaves it before the corner - neither a line across the

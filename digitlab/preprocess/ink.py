@@ -203,22 +203,37 @@ def _plane_grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
 
 def _channel(rgb: np.ndarray, dark: bool, paper: np.ndarray | None) -> np.ndarray:
     """One channel in which every ink colour stands out. Dark ink: each channel divided by the
-    paper's colour (the median of ``paper`` pixels, else of the border), the darkest kept, so a
-    yellow or red pen on white or tinted paper is as dark as a black one. Bright ink on a dark
-    ground: the brightest channel."""
+    paper's colour (the median of the ``paper`` pixels), the darkest kept, so a yellow or red
+    pen on white or tinted paper is as dark as a black one. Bright ink on a dark ground (no
+    ``paper`` needed): the brightest channel."""
     # (channel by channel: a min or max over a length-3 axis is ~20x slower in numpy)
     r, g, b = rgb[:, :, 0], rgb[:, :, 1], rgb[:, :, 2]
     if not dark:
         return np.maximum(np.maximum(r, g), b)
-    if paper is None:
-        k = _ring(rgb.shape)
-        paper = np.zeros(rgb.shape[:2], bool)
-        paper[:k], paper[-k:], paper[:, :k], paper[:, -k:] = True, True, True, True
+    assert paper is not None
     inv = [1.0 / max(_median(c, paper), 0.05) for c in (r, g, b)]
     out = r * np.float32(inv[0])
     np.minimum(out, g * np.float32(inv[1]), out=out)
     np.minimum(out, b * np.float32(inv[2]), out=out)
     return np.minimum(out, 1.0, out=out)
+
+
+def _border_paper(lum: np.ndarray, dark_ring: float) -> np.ndarray:
+    """Where a page's paper colour is measured: the border ring (``_ring``), unless its median
+    is under ``dark_ring`` times the page's light level (the 99th percentile) - a bold box
+    printed along the edge of a cell cut out tightly fills the ring - when it is the light
+    class of an Otsu split instead."""
+    shape = lum.shape
+    k = _ring(shape)
+    ring = np.zeros(shape[:2], bool)
+    ring[:k], ring[-k:], ring[:, :k], ring[:, -k:] = True, True, True, True
+    u8 = cv2.convertScaleAbs(lum, alpha=255.0)
+    cum = np.cumsum(cv2.calcHist([u8], [0], None, [256], [0, 256]).ravel())
+    light = float(np.searchsorted(cum, 0.99 * cum[-1]))  # (the 99th percentile, of 255)
+    if _median(lum, ring) * 255.0 >= dark_ring * light:
+        return ring
+    t, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    return u8 > t
 
 
 def _paper_field(g: np.ndarray, dark: bool, tint_max: float) -> np.ndarray:
@@ -297,7 +312,8 @@ def ink_map(a: np.ndarray, crop: bool, p: Params, tiny: bool = False) -> Ink:
                  else 1.4826 * _median(np.abs(g - level), core))
     else:
         dark = _dark_ink_page(lum)
-        g = lum if a.shape[2] == 1 else _channel(a, dark, None)
+        g = lum if a.shape[2] == 1 else _channel(
+            a, dark, _border_paper(lum, p.dark_ring) if dark else None)
         # (in place: the field is this call's own)
         ink = _paper_field(g, dark, p.tint_max)
         if dark:  # 1 - g / max(field, 0.04)

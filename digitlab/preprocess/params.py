@@ -40,6 +40,9 @@ class Params:
     # A paper level up to this much darker than its surroundings, over a region wider than
     # any stroke, is a tint of the paper (a shaded form cell, a shadow's edge), not ink
     tint_max: float = 0.25
+    # A page's paper colour is measured on its border ring, unless the ring's median is under
+    # `dark_ring` of the page's light level (a bold box printed along the edge fills the ring)
+    dark_ring: float = 0.5
     # Hysteresis, as fractions of the normalised stroke contrast: seeds and region
     high: float = 0.5
     low: float = 0.3
