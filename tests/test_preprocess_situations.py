@@ -309,24 +309,22 @@ def test_a_bold_askew_box_round_a_small_cell_is_removed(digits):
     assert min(scores) > 0.7 and np.mean(scores) > 0.85, scores
 
 
-def test_a_small_cell_cut_with_its_bold_box_is_read_without_the_box(digits):
-    # a form cell cut out with its box, 64x60 px: the box's sides (5 px) are bolder than a
-    # line may be in so small an image, but they come in pairs at opposite edges
+# A form cell cut out with its bold box (5 px):
+# * "small cell": 64x60 px, a crop; the box's sides are bolder than a line may be in so small
+#   an image, but they come in pairs at opposite edges;
+# * "colour page": 97x84 px, 3 px in from the edge, in colour; the box fills most of the
+#   border ring where a page's paper colour is measured, and every stroke, lighter than the
+#   box, then read as paper (the page was blank but for the box).
+@pytest.mark.parametrize("size,digit_h,at,box,colour", [
+    ((64, 60), 32, (18, 14), [5, 4, 58, 55], (30, 60, 150)),
+    ((97, 84), 52, (25, 16), [3, 3, 93, 80], (0, 0, 0)),
+], ids=["small cell", "colour page"])
+def test_a_cell_cut_with_its_bold_box_is_read_without_the_box(digits, size, digit_h, at, box,
+                                                              colour):
     x, _ = digits
     scores = read_like_plain(x[:10], lambda d: with_lines(
-        scene(d, (64, 60), 32, (18, 14)),
-        lambda g: g.rectangle([5, 4, 58, 55], outline=(30, 60, 150), width=5)))
-    assert min(scores) > 0.7 and np.mean(scores) > 0.85, scores
-
-
-def test_a_bold_box_along_the_edge_of_a_colour_page_is_not_taken_for_its_paper(digits):
-    # a cell cut out tightly with its bold box (5 px of 84, 3 px in), in colour: the box fills
-    # most of the border ring where a page's paper colour is measured, and every stroke,
-    # lighter than the box, then read as paper (the page was blank but for the box)
-    x, _ = digits
-    scores = read_like_plain(x[:10], lambda d: with_lines(
-        scene(d, (97, 84), 52, (25, 16)),
-        lambda g: g.rectangle([3, 3, 93, 80], outline=(0, 0, 0), width=5)))
+        scene(d, size, digit_h, at),
+        lambda g: g.rectangle(box, outline=colour, width=5)))
     assert min(scores) > 0.7 and np.mean(scores) > 0.85, scores
 
 
