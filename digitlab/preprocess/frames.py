@@ -57,6 +57,7 @@ def find_frames(comps: cc.Components, high: np.ndarray, pad: int, p: Params) -> 
     h, w = comps.labels.shape
     ih, iw = h - 2 * pad, w - 2 * pad
     removed = np.zeros((h, w), bool)
+    max_width = max(1, int(p.frame_max_thick * min(ih, iw)))
     big = np.nonzero((comps.x1 - comps.x0 >= p.frame_min * iw)
                      & (comps.y1 - comps.y0 >= p.frame_min * ih))[0]
     for i in big:
@@ -81,7 +82,6 @@ def find_frames(comps: cc.Components, high: np.ndarray, pad: int, p: Params) -> 
         # (distance to the outside: a 1 px border of zeros round the piece's box)
         dist = cv2.distanceTransform(cv2.copyMakeBorder(filled, 1, 1, 1, 1, cv2.BORDER_CONSTANT,
                                                         value=0), cv2.DIST_L2, 3)[1:-1, 1:-1]
-        max_width = max(1, int(p.frame_max_thick * min(ih, iw)))
         width = _ring_width(comp, dist, max_width, p.frame_solid)
         if not width:
             continue

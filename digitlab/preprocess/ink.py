@@ -152,10 +152,16 @@ def _dark_ink_page(g: np.ndarray) -> bool:
 def _median(v: np.ndarray, where: np.ndarray) -> float:
     """The median of ``v`` (in [0, 1]) where ``where`` holds, to 1/255, from a histogram: one
     pass (np.median sorts, or slows down ~10x on blank paper's one repeated value)."""
-    hist = cv2.calcHist([cv2.convertScaleAbs(v, alpha=255.0)], [0], where.view(np.uint8), [256],
+    return _quantile_u8(cv2.convertScaleAbs(v, alpha=255.0), 0.5, where) / 255.0
+
+
+def _quantile_u8(u8: np.ndarray, q: float, where: np.ndarray | None = None) -> float:
+    """The ``q`` quantile (a grey level, 0-255) of an 8-bit image where ``where`` holds (all of
+    it for None), from its histogram."""
+    hist = cv2.calcHist([u8], [0], None if where is None else where.view(np.uint8), [256],
                         [0, 256]).ravel()
     cum = np.cumsum(hist)
-    return float(np.searchsorted(cum, cum[-1] / 2.0)) / 255.0
+    return float(np.searchsorted(cum, q * cum[-1]))
 
 
 def _medians(rows: np.ndarray) -> np.ndarray:
@@ -223,14 +229,11 @@ def _border_paper(lum: np.ndarray, dark_ring: float) -> np.ndarray:
     is under ``dark_ring`` times the page's light level (the 99th percentile) - a bold box
     printed along the edge of a cell cut out tightly fills the ring - when it is the light
     class of an Otsu split instead."""
-    shape = lum.shape
-    k = _ring(shape)
-    ring = np.zeros(shape[:2], bool)
+    k = _ring(lum.shape)
+    ring = np.zeros(lum.shape, bool)
     ring[:k], ring[-k:], ring[:, :k], ring[:, -k:] = True, True, True, True
     u8 = cv2.convertScaleAbs(lum, alpha=255.0)
-    cum = np.cumsum(cv2.calcHist([u8], [0], None, [256], [0, 256]).ravel())
-    light = float(np.searchsorted(cum, 0.99 * cum[-1]))  # (the 99th percentile, of 255)
-    if _median(lum, ring) * 255.0 >= dark_ring * light:
+    if _quantile_u8(u8, 0.5, ring) >= dark_ring * _quantile_u8(u8, 0.99):
         return ring
     t, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
     return u8 > t
