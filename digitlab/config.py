@@ -77,6 +77,8 @@ class TrainConfig:
                                         # towards uniform (default: with --augment robust)
     val_size: int = 5000                # training images held out for validation (seeded)
     seed: int = 0                       # seeds init, split, shuffling and augmentation
+    split_seed: int | None = None       # seeds the validation split instead (default: seed), so
+                                        # runs of other seeds can hold out the same digits
     device: str = "auto"                # auto | cpu | cuda
     precision: str | None = None        # auto (bf16 where fast) | fp32 | bf16 autocast
     subset: int | None = None           # smoke runs: use only the first N training images

@@ -217,7 +217,8 @@ def setup(cfg: TrainConfig, out: Path, dataset: Dataset | None, resume: bool,
     if cfg.subset:
         xall, yall = xall[:cfg.subset], yall[:cfg.subset]
     val_size = min(cfg.val_size, len(xall) // 10) if cfg.subset else cfg.val_size
-    xtr, ytr, xva, yva = split_train_val(xall, yall, val_size, cfg.seed)
+    xtr, ytr, xva, yva = split_train_val(
+        xall, yall, val_size, cfg.seed if cfg.split_seed is None else cfg.split_seed)
     xtr, ytr, hard = _through_preprocessing(xtr, ytr, cfg, on_note)
 
     net = create_model(cfg.model, num_classes=ds.num_classes, **cfg.model_kwargs)

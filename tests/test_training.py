@@ -48,6 +48,23 @@ def test_same_seed_same_metrics(mnist, tmp_path):
     assert strip(a["history"]) != strip(c["history"])
 
 
+def test_split_seed_holds_out_another_seeds_validation_digits(mnist, tmp_path, monkeypatch):
+    import digitlab.training as training
+    held_out = []
+
+    def spy(*args, **kw):
+        out = split(*args, **kw)
+        held_out.append(out[2])
+        return out
+
+    split = training.split_train_val
+    monkeypatch.setattr(training, "split_train_val", spy)
+    for name, kw in (("a", {}), ("b", {"seed": 6, "split_seed": 5}), ("c", {"seed": 6})):
+        train(_cfg(max_steps=1, **kw), out=tmp_path / name, dataset=mnist, evaluate_test=False)
+    assert torch.equal(held_out[0], held_out[1])  # seed 6 held out seed 5's digits
+    assert not torch.equal(held_out[0], held_out[2])
+
+
 def test_resume_after_interrupt_continues_from_checkpoint(mnist, tmp_path):
     full = train(_cfg(), out=tmp_path / "full", dataset=mnist, evaluate_test=False)
     seen = []

@@ -70,6 +70,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                         "the outliers (default 0; robust uses 10000)")
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--split-seed", type=int, metavar="SEED",
+                   help="hold out the validation digits that seed SEED holds out (default: --seed), "
+                        "e.g. for ensemble members that are compared on the same digits")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     g.add_argument("--precision", choices=PRECISIONS, help="auto uses bf16 autocast where the hardware is fast at it")
     g.add_argument("--tta", action="store_true", help="test-time augmentation (shifts) in the final evaluation")
@@ -97,7 +100,7 @@ def train_config_from_args(args):
         momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
         warmup=args.warmup, label_smoothing=args.label_smoothing, augment=args.augment,
         clean_epochs=args.clean_epochs, situations=args.situations, lookalikes=args.lookalikes,
-        val_size=args.val_size, seed=args.seed,
+        val_size=args.val_size, seed=args.seed, split_seed=args.split_seed,
         device=args.device, precision=args.precision, subset=args.subset,
         max_steps=args.max_steps, tta=args.tta, sync_bn=args.sync_bn)
 
