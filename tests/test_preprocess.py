@@ -13,6 +13,7 @@ from conftest import encode, on_paper
 from digitlab.errors import ImageError
 from digitlab.preprocess import Preprocessed, load_image, preprocess, segment_digits
 from digitlab.preprocess.decode import load_pixels, plain_mode
+from digitlab.preprocess.params import Params
 
 
 @pytest.fixture(scope="module")
@@ -213,6 +214,27 @@ def test_exif_orientation_is_applied(digits):
     assert stored.size == (240, 320) and load_image(data).size == (320, 240)
     assert corr(preprocess(data).image, ref) > 0.95
     assert corr(preprocess(encode(stored, "JPEG", quality=92)).image, ref) < 0.8
+
+
+@pytest.mark.parametrize("sideways", [False, True])
+def test_a_big_jpeg_decodes_small_and_reads_as_the_whole_picture(digits, sideways):
+    x, _ = digits
+    img = on_paper(x[0], (2400, 1800), paper=(245, 240, 225), pen=(20, 30, 120), offset=(300, 0))
+    kw = {}
+    if sideways:  # stored as a phone sensor would, turned back by its EXIF
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        kw["exif"] = exif
+    data = encode(img.transpose(Image.Transpose.ROTATE_90) if sideways else img, "JPEG",
+                  quality=92, **kw)
+    area = Params().work_area
+    # the smallest of the JPEG's free scales (1/2, 1/4, 1/8) that keeps the working area
+    assert load_pixels(data, draft=area).size == (600, 450)  # 1/8 would be 300x225 < area
+    whole, drafted = preprocess(img), preprocess(data)  # (a PIL image has no draft)
+    assert drafted.reason is None and corr(drafted.image, whole.image) > 0.97
+    # size and box in the picture's own pixels, as if it had been decoded whole
+    assert drafted.size == whole.size == (2400, 1800)
+    assert np.abs(np.subtract(drafted.bbox, whole.bbox)).max() <= 2400 / 150
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,7 +32,8 @@ import numpy as np
 
 from . import components as cc
 from .components import Components
-from .decode import ImageSource, image_size, load_image, load_pixels, plain_mode, to_working
+from .decode import (ImageSource, full_size, image_size, load_image, load_pixels, plain_mode,
+                     to_working)
 from .fit import fit, to_u8
 from .frames import find_frames
 from .ink import Ink, ink_map
@@ -56,11 +57,12 @@ class Preprocessed:
     image: np.ndarray  # (28, 28) uint8, bright ink on dark; all zeros if nothing was found
     reason: str | None = None  # why no digit could be found, else None
     stages: dict[str, np.ndarray] = field(default_factory=dict)  # name -> uint8 image
-    bbox: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 in the decoded image's pixels
+    bbox: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 in the input's pixels (as size)
     polarity: str = ""  # "dark-on-light" or "light-on-dark" (as found in the input)
     ink_fraction: float = 0.0  # share of the analysed image covered by ink
     components: int = 0  # ink pieces (specks excluded) that make up the digit
-    size: tuple[int, int] = (0, 0)  # width, height of the decoded input
+    size: tuple[int, int] = (0, 0)  # width, height of the input (EXIF turn applied; a big JPEG
+                                    # decoded at reduced scale still gives its full size)
 
     @property
     def ok(self) -> bool:
@@ -70,10 +72,10 @@ class Preprocessed:
 @dataclass
 class _Analysis:
     work: np.ndarray  # working-size image (H, W, C) float
-    scale: float  # working px per decoded px
+    scale: float  # working px per picture px
     pad: int  # margin added around a crop's ink map (working px)
     crop: bool
-    size: tuple[int, int]  # decoded width, height
+    size: tuple[int, int]  # the picture's width, height (see Preprocessed.size)
     ink: Ink
     low: np.ndarray  # bool mask (hysteresis region), printed lines removed
     printed: np.ndarray  # bool mask of the removed printed structure
@@ -89,10 +91,13 @@ class _Analysis:
 
 
 def _analyse(source: ImageSource, p: Params) -> _Analysis:
-    img = load_pixels(source, draft=2 * int(p.work_area ** 0.5))
+    img = load_pixels(source, draft=p.work_area)
     size = image_size(img)
     crop = min(size) < p.crop_px or max(size) <= p.crop_long_px
     work, scale = to_working(img, p)
+    full = full_size(img)  # boxes and sizes are reported in the picture's own pixels
+    if full != size:
+        scale *= size[0] / full[0]
     mnist = None
     if size == (p.size, p.size) and work.shape[2] == 1:
         g = np.array(img if isinstance(img, np.ndarray) else plain_mode(img), dtype=np.uint8)
@@ -109,7 +114,7 @@ def _analyse(source: ImageSource, p: Params) -> _Analysis:
     none = np.zeros((h, w), bool)
     empty = np.zeros(0, np.int64)
     if ink.reason:
-        return _Analysis(work, scale, pad, crop, size, ink, none, none, cc.label(none), empty,
+        return _Analysis(work, scale, pad, crop, full, ink, none, none, cc.label(none), empty,
                          0.0, ink.reason, mnist)
     high = ink.ink > p.high
     low = ink.ink > max(p.low, min(3.0 * ink.noise, p.high - 0.05))
@@ -118,7 +123,7 @@ def _analyse(source: ImageSource, p: Params) -> _Analysis:
     seeded = comps.strong > 0
     ink_fraction = int(comps.area[seeded].sum()) / float(h * w)
     if not seeded.any():
-        return _Analysis(work, scale, pad, crop, size, ink, low, none, comps, empty, 0.0,
+        return _Analysis(work, scale, pad, crop, full, ink, low, none, comps, empty, 0.0,
                          "blank: no ink found", mnist)
     # (most often every region holds a seed, and the seeded regions are all of ``low``)
     printed, lines = find_printed(
@@ -143,7 +148,7 @@ def _analyse(source: ImageSource, p: Params) -> _Analysis:
             # the soft edges of a removed line are not stroke ink either
             ink.ink = np.where(cc.grow(printed) & ~cc.grow(low), 0.0, ink.ink).astype(np.float32)
         elif len(lines) > 1 or framed.any():  # a grid or a form with nothing written in it
-            return _Analysis(work, scale, pad, crop, size, ink, rest, printed, comps_rest, empty,
+            return _Analysis(work, scale, pad, crop, full, ink, rest, printed, comps_rest, empty,
                              ink_fraction, "only printed lines", mnist)
         else:  # one straight stroke and nothing else: a 1 or a dash, judged as it is
             printed = none
@@ -154,7 +159,7 @@ def _analyse(source: ImageSource, p: Params) -> _Analysis:
             reason = "noise: the image has no clear background"
         elif ink_fraction > 0.45:
             reason = "noise: ink covers most of the image (texture or a photo, not a digit)"
-    return _Analysis(work, scale, pad, crop, size, ink, low, printed, comps, keep,
+    return _Analysis(work, scale, pad, crop, full, ink, low, printed, comps, keep,
                      ink_fraction, reason, mnist)
 
 
@@ -171,7 +176,7 @@ def _common_stages(an: _Analysis) -> dict[str, np.ndarray]:
 
 
 def _bbox(an: _Analysis, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
-    """A box in analysis pixels -> decoded-image pixels (crop margin removed, clipped)."""
+    """A box in analysis pixels -> the picture's pixels (crop margin removed, clipped)."""
     x0, y0, x1, y1 = (v - an.pad for v in box)
     inv, (w, h) = 1.0 / an.scale, an.size
     return (min(w, max(0, int(x0 * inv))), min(h, max(0, int(y0 * inv))),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 import struct
 import zlib
@@ -31,17 +32,31 @@ log = logging.getLogger(__name__)
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
 
 
+# Where a JPEG decoded at reduced scale keeps its own size (width, height, EXIF turn applied)
+_FULL_SIZE = "digitlab.full_size"
+
+
 def _open_stream(fp: Any, name: str, draft: int | None) -> Image.Image:
     """Open one of the formats digitlab reads (``imageformats.open_image``: an explicit format
     list, frame counts bounded) at its first frame; decode it, EXIF orientation applied."""
     img = open_image(fp, name)
     try:
         if draft and img.format == "JPEG":
-            # JPEG decodes at 1/2..1/8 scale for free; still at least `draft` px on each side.
-            img.draft(img.mode if img.mode in ("L", "RGB") else "RGB", (draft, draft))
+            # JPEG decodes at 1/2..1/8 scale for free (each 8x8 block's transform scaled down:
+            # an area average); the scale kept leaves at least `draft` pixels, shaped as the
+            # image is, so that shrinking to the working size still averages areas.
+            w, h = img.size
+            s = min(1.0, (draft / max(1, w * h)) ** 0.5)
+            img.draft(img.mode if img.mode in ("L", "RGB") else "RGB",
+                      (max(1, math.ceil(w * s)), max(1, math.ceil(h * s))))
+            if img.size != (w, h):
+                img.info[_FULL_SIZE] = (w, h)
         img.load()
         if "exif" in img.info or img.format in ("TIFF", "MPO"):  # parsing EXIF costs ~30 us
-            img = ImageOps.exif_transpose(img)
+            turned = ImageOps.exif_transpose(img)
+            if _FULL_SIZE in img.info and turned.size != img.size:  # a quarter turn
+                turned.info[_FULL_SIZE] = img.info[_FULL_SIZE][::-1]
+            img = turned
     except Image.DecompressionBombError:
         raise ImageError(f"{name}: image too large") from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds on corrupt data
@@ -164,10 +179,18 @@ def image_size(img: Image.Image | np.ndarray) -> tuple[int, int]:
     return (img.shape[1], img.shape[0]) if isinstance(img, np.ndarray) else img.size
 
 
+def full_size(img: Image.Image | np.ndarray) -> tuple[int, int]:
+    """Width and height of the picture itself: a JPEG decoded at reduced scale (``draft``)
+    reports the size it is stored at, so that boxes can be given in its own pixels."""
+    if isinstance(img, Image.Image) and _FULL_SIZE in img.info:
+        return img.info[_FULL_SIZE]
+    return image_size(img)
+
+
 def load_image(source: ImageSource, *, draft: int | None = None) -> Image.Image:
     """Decode a path, bytes, PIL image or array into a PIL image (first frame, EXIF applied).
 
-    ``draft`` lets big JPEGs decode at reduced scale (never below ``draft`` px a side).
+    ``draft`` lets big JPEGs decode at reduced scale (never below ``draft`` pixels in all).
     Raises ``ImageError`` with a one-line message for anything that is not a readable image.
     """
     if isinstance(source, Image.Image):
