@@ -454,32 +454,76 @@ def validation_digits(ds) -> tuple[np.ndarray, np.ndarray]:
     return xv.numpy(), yv.numpy()
 
 
-def sweep(predictor, images, labels, n: int, seed: int) -> list[tuple[float, float, float]]:
-    """Rejection trade-off on validation data: MNIST *training* digits held out of training,
-    re-rendered in every user style and in renderer A's situations, plus clean, against junk
-    and renderer A's look-alikes from a different seed than the benchmark's.
-    Returns (threshold, clean digits rejected, all digits rejected, junk accepted) rows."""
+def sweep_sets(images, labels, n: int, seed: int) -> dict[str, tuple[list[Any], list[Any], str]]:
+    """The sweep's validation sets: MNIST *training* digits held out of training, re-rendered
+    in every user style and in renderer A's situations, plus clean, against junk and renderer
+    A's look-alikes from a different seed than the benchmark's."""
     from digitlab import synth
     sets = build_sets(images, labels, n, seed + 1)
     sets.update(renderer_sets("A", synth, images, labels, n, seed + 1))
-    digit_items = [x for name, (xs, _, k) in sets.items() if k == "digit" for x in xs]
-    n_clean = len(sets["clean_mnist (28x28 arrays)"][0])  # the first digit set
-    junk_items = [x for name, (xs, _, k) in sets.items() if k == "junk" for x in xs]
-    saved = predictor.reject_threshold
-    predictor.reject_threshold = 0.0
-    try:
-        dp = predictor.predict(digit_items)
-        jp = predictor.predict(junk_items)
-    finally:
-        predictor.reject_threshold = saved
-    dconf = np.array([p.confidence if p.probabilities else -1.0 for p in dp])
-    jconf = np.array([p.confidence if p.probabilities else -1.0 for p in jp])
+    return {name: s for name, s in sets.items() if s[2] in ("digit", "junk")}
+
+
+def sweep_inputs(sets) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, str]]:
+    """Each set preprocessed once, as ``Predictor.predict`` would before its model, so that
+    several models are scored on the same 28x28s: name -> (28x28s, read by preprocessing,
+    labels, kind)."""
+    from digitlab.errors import ImageError
+    from digitlab.preprocess import preprocess
+    out = {}
+    for name, (items, labels, kind) in sets.items():
+        x = np.zeros((len(items), 28, 28), np.uint8)
+        ok = np.zeros(len(items), bool)
+        for i, item in enumerate(items):
+            try:
+                pre = preprocess(item)
+            except ImageError:
+                continue
+            if pre.ok:
+                x[i], ok[i] = pre.image, True
+        out[name] = (x, ok, np.asarray(labels if kind == "digit" else [-1] * len(items)), kind)
+    return out
+
+
+def sweep(predictor, inputs) -> tuple[list[tuple[float, float, float, float]], dict[str, Any]]:
+    """Rejection trade-off of one model on ``sweep_inputs``. Returns (threshold, clean digits
+    rejected, all digits rejected, junk accepted) rows, 0.01 apart, and per set: the top
+    probabilities (-1 where preprocessing found no digit) and, for digits, whether the first
+    choice is right."""
+    per_set = {}
+    for name, (x, ok, y, kind) in inputs.items():
+        probs = predictor.probabilities(x[ok]) if ok.any() else np.zeros((0, 10), np.float32)
+        conf = np.full(len(x), -1.0)
+        conf[ok] = probs.max(1)
+        right = np.zeros(len(x), bool)
+        right[ok] = probs.argmax(1) == y[ok]
+        per_set[name] = (conf, right, kind)
+    digits = [name for name, (_, _, kind) in per_set.items() if kind == "digit"]
+    clean = per_set[digits[0]][0]  # the first digit set: clean 28x28 digits
+    dconf = np.concatenate([per_set[name][0] for name in digits])
+    jconf = np.concatenate([c for c, _, kind in per_set.values() if kind == "junk"])
     rows = []
     for t in np.round(np.arange(0.0, 0.96, 0.01), 2):
         # confidence -1 marks a rejection by preprocessing, so "< t" counts those too
-        rows.append((float(t), float(np.mean(dconf[:n_clean] < max(t, 1e-9))),
+        rows.append((float(t), float(np.mean(clean < max(t, 1e-9))),
                      float(np.mean(dconf < max(t, 1e-9))), float(np.mean(jconf >= max(t, 1e-9)))))
-    return rows
+    return rows, per_set
+
+
+def compare_models(first, others, inputs) -> None:
+    """One row per model at the threshold the rule gives it: digits rejected, each junk set
+    accepted, and the mean top-1 accuracy over the digit sets."""
+    junk = [name for name, v in inputs.items() if v[3] == "junk"]
+    print("\n| model | the rule's threshold | clean rejected | all digit sets rejected | "
+          + " | ".join(f"accepted: {name}" for name in junk) + " | top-1, mean of the digit sets |")
+    print("|---|---:|---:|---:|" + "---:|" * len(junk) + "---:|")
+    for predictor in [first, *others]:
+        rows, per_set = sweep(predictor, inputs)
+        t, cr, dr, _ = rule_threshold(rows)
+        accepted = [float(np.mean(per_set[name][0] >= t)) for name in junk]
+        top1 = np.mean([right.mean() for _, right, kind in per_set.values() if kind == "digit"])
+        print(f"| {predictor.model_dir} ({predictor.backend}) | {t:.2f} | {cr:.2%} | {dr:.2%} | "
+              + " | ".join(f"{a:.2%}" for a in accepted) + f" | {top1:.2%} |", flush=True)
 
 
 def rule_threshold(rows: list[tuple[float, float, float, float]]) -> tuple[float, float, float, float]:
@@ -519,6 +563,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep", action="store_true",
                     help="print the rejection-threshold trade-off (validation digits in every "
                          "style and renderer A situation vs junk and renderer A look-alikes)")
+    ap.add_argument("--compare", nargs="+", metavar="MODEL_DIR",
+                    help="with --sweep: also score these model directories on the same "
+                         "preprocessed validation images, one row each at the rule's threshold")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--all-digits", nargs="+", metavar="STYLE", choices=USER_STYLES,
                     help="instead: render all 10,000 test digits in these user styles and "
@@ -542,7 +589,8 @@ def main(argv: list[str] | None = None) -> int:
     predictor = Predictor(args.model_dir)
     ds = load_dataset("mnist")
     if args.sweep:
-        rows = sweep(predictor, *validation_digits(ds), args.n, args.seed)
+        inputs = sweep_inputs(sweep_sets(*validation_digits(ds), args.n, args.seed))
+        rows, _ = sweep(predictor, inputs)
         rule = rule_threshold(rows)
         print("| threshold | clean MNIST rejected | all digit sets rejected | junk accepted |")
         print("|---:|---:|---:|---:|")
@@ -555,6 +603,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"| {t:.2f}{mark} | {cr:.2%} | {dr:.2%} | {ja:.2%} |")
         print(f"\nthe rule (the highest threshold, 0.01 apart, rejecting under 1% of the clean "
               f"digits and of all digit sets): {rule[0]:.2f}")
+        if args.compare:
+            compare_models(predictor, [Predictor(d) for d in args.compare], inputs)
         return 0
 
     x, y = ds.test_images.numpy(), ds.test_labels.numpy()
