@@ -517,6 +517,7 @@ def compare_models(first, others, inputs) -> None:
     print("\n| model | the rule's threshold | clean rejected | all digit sets rejected | "
           + " | ".join(f"accepted: {name}" for name in junk) + " | top-1, mean of the digit sets |")
     print("|---|---:|---:|---:|" + "---:|" * len(junk) + "---:|")
+    rejected = {}
     for predictor in [first, *others]:
         rows, per_set = sweep(predictor, inputs)
         t, cr, dr, _ = rule_threshold(rows)
@@ -524,6 +525,15 @@ def compare_models(first, others, inputs) -> None:
         top1 = np.mean([right.mean() for _, right, kind in per_set.values() if kind == "digit"])
         print(f"| {predictor.model_dir} ({predictor.backend}) | {t:.2f} | {cr:.2%} | {dr:.2%} | "
               + " | ".join(f"{a:.2%}" for a in accepted) + f" | {top1:.2%} |", flush=True)
+        rejected[predictor.model_dir] = {name: float(np.mean(conf < t))
+                                         for name, (conf, _, kind) in per_set.items()
+                                         if kind == "digit"}
+    names = list(next(iter(rejected.values())))
+    print("\ndigits rejected, set by set, at each model's threshold:\n\n| set | "
+          + " | ".join(str(d) for d in rejected) + " |")
+    print("|---|" + "---:|" * len(rejected))
+    for name in names:
+        print(f"| {name} | " + " | ".join(f"{r[name]:.2%}" for r in rejected.values()) + " |")
 
 
 def rule_threshold(rows: list[tuple[float, float, float, float]]) -> tuple[float, float, float, float]:
