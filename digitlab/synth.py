@@ -405,7 +405,8 @@ def _strokes(rng: np.random.Generator, size: int) -> Image.Image:
 
 def _glyph(rng: np.random.Generator, size: int, ch: str | None = None) -> Image.Image:
     """A character (by default a random look-alike, or a doodle a third of the time) from a
-    random training font, slanted, thickened and distorted a little like handwriting."""
+    random training font (``PEN_SHARE`` of them redrawn with a pen along the glyph's skeleton),
+    slanted, thickened and distorted a little like handwriting."""
     families = fonts()
     if ch is None and (not families or rng.random() < 0.35):
         return _strokes(rng, size)
@@ -421,9 +422,10 @@ def _glyph(rng: np.random.Generator, size: int, ch: str | None = None) -> Image.
     d = ImageDraw.Draw(img)
     d.text((size // 3, size // 3), ch, fill=255, font=font)
     box = img.getbbox()
-    img = img.crop(box) if box else img
+    a = np.asarray(img.crop(box) if box else img)
+    if rng.random() < PEN_SHARE:
+        a = _pen_redrawn(rng, cv2.copyMakeBorder(a, 4, 4, 4, 4, cv2.BORDER_CONSTANT), size)
     shear = rng.uniform(-0.25, 0.25)
-    a = np.asarray(img)
     h, w = a.shape
     M = np.float32([[1, shear, max(0.0, -shear * h)], [0, 1, 0]])
     a = cv2.warpAffine(a, M, (w + int(abs(shear) * h) + 1, h))
@@ -433,6 +435,44 @@ def _glyph(rng: np.random.Generator, size: int, ch: str | None = None) -> Image.
     if rng.random() < 0.5:
         a = _wobble(rng, a)
     return Image.fromarray(a)
+
+
+PEN_SHARE = 0.3  # of the characters ``_glyph`` draws from fonts (letters and digits alike)
+
+
+def _pen_redrawn(rng: np.random.Generator, a: np.ndarray, size: int) -> np.ndarray:
+    """A font's glyph (uint8, bright on black) redrawn as a pen would: its skeleton traced
+    with a round pen of a random width, so that bold and thin faces alike give single-line
+    letters and digits."""
+    skel = _thinned(a > 127)
+    pen = max(2, int(size * rng.uniform(0.03, 0.09))) | 1
+    out = cv2.dilate(skel.view(np.uint8) * np.uint8(255),
+                     cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (pen, pen)))
+    return cv2.GaussianBlur(out, (3, 3), 0)
+
+
+def _thinned(m: np.ndarray) -> np.ndarray:
+    """Zhang and Suen's thinning (1984) of a bool mask: the one-pixel-wide, connected centre
+    lines of its strokes (OpenCV has it only in its contrib modules)."""
+    m = np.pad(m, 1)
+    while True:
+        changed = False
+        for step in (0, 1):
+            # the 8 neighbours, clockwise from north: P2 .. P9
+            p = [m[:-2, 1:-1], m[:-2, 2:], m[1:-1, 2:], m[2:, 2:],
+                 m[2:, 1:-1], m[2:, :-2], m[1:-1, :-2], m[:-2, :-2]]
+            b = sum(x.astype(np.uint8) for x in p)
+            a = sum((~p[i] & p[(i + 1) % 8]).astype(np.uint8) for i in range(8))
+            if step == 0:
+                cond = ~(p[0] & p[2] & p[4]) & ~(p[2] & p[4] & p[6])
+            else:
+                cond = ~(p[0] & p[2] & p[6]) & ~(p[0] & p[4] & p[6])
+            drop = m[1:-1, 1:-1] & (b >= 2) & (b <= 6) & (a == 1) & cond
+            if drop.any():
+                m[1:-1, 1:-1] &= ~drop
+                changed = True
+        if not changed:
+            return m[1:-1, 1:-1]
 
 
 def _wobble(rng: np.random.Generator, a: np.ndarray) -> np.ndarray:
