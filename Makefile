@@ -48,12 +48,12 @@ browser-deps: ## install Chromium for the browser test if missing (root + apt)
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
 	  echo "note: chromium not installed; the browser test will be skipped"
 
-# The font packages that renderer A prints training look-alikes with (digitlab.synth.TRAINING_FONTS)
+# The font packages that renderer A prints training look-alikes with (digitlab.glyphs.TRAINING_FONTS)
 # and those the benchmarks score with (benchmarks/realworld.py SCORING_FONTS). Only rebuilding the
 # shipped model and running the benchmarks need them; without them both use what is installed.
 fonts: venv ## install the fonts the shipped model's recipe and the benchmarks print with (root + apt)
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	  $$($(BIN)/python -c "import sys; sys.path.insert(0, 'benchmarks'); from realworld import SCORING_FONTS; from digitlab.synth import TRAINING_FONTS; print(*sorted({*TRAINING_FONTS.values(), *SCORING_FONTS.values()}))")
+	  $$($(BIN)/python -c "import sys; sys.path.insert(0, 'benchmarks'); from realworld import SCORING_FONTS; from digitlab.glyphs import TRAINING_FONTS; print(*sorted({*TRAINING_FONTS.values(), *SCORING_FONTS.values()}))")
 
 test: dev browser-deps ## run the whole test suite (sets itself up)
 	$(BIN)/python -m pytest -q

@@ -206,7 +206,7 @@ USER_STYLES = ("ink_on_white", "tinted_colour_pen", "big_canvas_off_centre", "ro
 
 # The font families that scoring prints with (printed digits here, renderer B's look-alikes):
 # the folder under the font roots -> its Debian package (`make fonts` installs them). Fonts
-# installed for training (digitlab.synth.TRAINING_FONTS) never reach the benchmark, so the two
+# installed for training (digitlab.glyphs.TRAINING_FONTS) never reach the benchmark, so the two
 # stay apart (DejaVu apart, which every machine has and both use).
 SCORING_FONTS = {"dejavu": "fonts-dejavu-core", "liberation": "fonts-liberation",
                  "freefont": "fonts-freefont-otf", "urw-base35": "fonts-urw-base35",

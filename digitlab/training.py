@@ -187,8 +187,8 @@ def _fonts_record(cfg: TrainConfig) -> dict:
     """The font packages the rendered pools printed with (what a rebuild must install)."""
     if not cfg.situations and not cfg.lookalikes:
         return {}
-    from . import synth
-    return {"fonts": synth.font_families()}
+    from . import glyphs
+    return {"fonts": glyphs.font_families()}
 
 
 RESUMABLE = ("continue", "restart", "report")  # resume_plan's answers --resume acts on

@@ -256,8 +256,8 @@ def test_training_through_preprocessing_adds_situations_and_hard_negatives(mnist
     cfg = load_model(tmp_path / "t")[1]
     assert cfg["training"]["situations"] == 40 and cfg["training"]["lookalikes"] == 20
     # the font packages the renders printed with, for whoever rebuilds the model
-    from digitlab import synth
-    assert cfg["training"]["fonts"] == synth.font_families()
+    from digitlab import glyphs
+    assert cfg["training"]["fonts"] == glyphs.font_families()
     # 270 training images (30 held out) plus the renders preprocessing accepted
     assert 270 + 30 <= cfg["dataset"]["train_images"] <= 270 + 40
     assert hard_seen and all(h is not None and h[1:] == (28, 28) and 5 <= h[0] <= 20
