@@ -158,7 +158,9 @@ def pen_redrawn(rng: np.random.Generator, a: np.ndarray, size: int) -> np.ndarra
 
 def thinned(m: np.ndarray) -> np.ndarray:
     """Zhang and Suen's thinning (1984) of a bool mask: the one-pixel-wide, connected centre
-    lines of its strokes (OpenCV has it only in its contrib modules)."""
+    lines of its strokes. (OpenCV has it only in its contrib build, which replaces the whole
+    package; scikit-image's ``skeletonize`` would bring SciPy and three more packages for this
+    one use in rendering training data.)"""
     m = np.pad(m, 1)
     while True:
         changed = False
