@@ -148,8 +148,8 @@ def doodle(rng: np.random.Generator, size: int) -> Image.Image:
 def pen_redrawn(rng: np.random.Generator, a: np.ndarray, size: int) -> np.ndarray:
     """A font's glyph (uint8, bright on black) redrawn as a pen would: its skeleton traced
     with a round pen of a random width, so that bold and thin faces alike give single-line
-    letters and digits."""
-    skel = thinned(a > 127)
+    letters and digits. (A margin of 4 px is added first, for the pen to draw into.)"""
+    skel = thinned(cv2.copyMakeBorder(a, 4, 4, 4, 4, cv2.BORDER_CONSTANT) > 127)
     pen = max(2, int(size * rng.uniform(0.03, 0.09))) | 1
     out = cv2.dilate(skel.view(np.uint8) * np.uint8(255),
                      cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (pen, pen)))

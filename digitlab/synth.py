@@ -290,7 +290,7 @@ def _glyph(rng: np.random.Generator, size: int, ch: str | None = None) -> Image.
     box = img.getbbox()
     a = np.asarray(img.crop(box) if box else img)
     if rng.random() < PEN_SHARE:
-        a = pen_redrawn(rng, cv2.copyMakeBorder(a, 4, 4, 4, 4, cv2.BORDER_CONSTANT), size)
+        a = pen_redrawn(rng, a, size)
     shear = rng.uniform(-0.25, 0.25)
     h, w = a.shape
     M = np.float32([[1, shear, max(0.0, -shear * h)], [0, 1, 0]])
