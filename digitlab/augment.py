@@ -154,3 +154,13 @@ def outlier_loss(logits: torch.Tensor, y: torch.Tensor, junk: torch.Tensor | Non
     ce = F.cross_entropy(logits[real], y[real], label_smoothing=label_smoothing, reduction="sum")
     uniform = -logits[junk].log_softmax(-1).mean(-1).sum()
     return (ce + OUTLIER_WEIGHT * uniform) / len(y)
+
+
+def distill_loss(logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float
+                 ) -> torch.Tensor:
+    """Knowledge distillation (Hinton, Vinyals and Dean, 2015): the KL divergence from the
+    teachers' softened probabilities to the student's softened ones, times T^2 so that its
+    gradients keep their scale whatever the temperature; averaged over the batch, outliers
+    included (teachers trained towards uniform on non-digits pass that on)."""
+    log_student = (logits / temperature).log_softmax(-1)
+    return F.kl_div(log_student, teacher_probs, reduction="batchmean") * temperature ** 2

@@ -91,6 +91,10 @@ class TrainConfig:
                                         # (fine-tuning); same architecture and classes
     sync_bn: bool = False               # distributed runs on GPUs: batch-norm statistics over
                                         # all processes' batches (SyncBatchNorm)
+    teachers: list = field(default_factory=list)  # knowledge distillation: model directories
+                                        # whose mean softened probabilities the run also learns
+    distill_weight: float = 0.5         # the teachers' share of the loss (the labels' is the rest)
+    distill_temperature: float = 2.0    # softening of teacher and student outputs (Hinton's T)
 
     def resolved(self) -> "TrainConfig":
         """Fill unset fields from the preset, then the model's defaults; validate everything."""
@@ -146,6 +150,12 @@ class TrainConfig:
         need(self.val_size >= 0, "validation size must be >= 0")
         need(self.subset is None or self.subset >= 1, "subset must be >= 1")
         need(self.max_steps is None or self.max_steps >= 1, "max steps must be >= 1")
+        need(isinstance(self.teachers, list) and all(isinstance(t, str) for t in self.teachers),
+             "teachers must be a list of model directories")
+        need(0 < self.distill_weight <= 1,
+             f"distillation weight must be in (0, 1] (got {self.distill_weight})")
+        need(self.distill_temperature > 0,
+             f"distillation temperature must be > 0 (got {self.distill_temperature})")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":

@@ -114,6 +114,7 @@ def finetune(model_dir: str | os.PathLike, feedback: Dataset, out: str | os.Path
     cfg.augment = augment or cfg.augment
     cfg.lr = lr if lr is not None else (cfg.lr or 0.05) * LR_SCALE
     cfg.situations = cfg.lookalikes = 0  # the feedback is the situation now
+    cfg.teachers = []  # the users' labels teach it now, not the base model's teachers
     cfg.val_size, cfg.subset, cfg.max_steps, cfg.tta = 0, None, None, False
     cfg.init_from, cfg.data = str(model_dir), f"feedback:{feedback.source or feedback.name}"
 

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .artifacts import build_config, load_model, read_config, save_model_dir
-from .augment import add_outliers, augment_batch, outlier_loss
+from .artifacts import WEIGHTS, build_config, load_model, read_config, save_model_dir
+from .augment import add_outliers, augment_batch, distill_loss, outlier_loss
 from .checkpoint import CHECKPOINT, TRAIN_CONFIG, load_checkpoint, resume_plan, save_checkpoint
 from .config import TrainConfig
 from .data import Dataset, load_dataset, split_train_val
@@ -111,6 +111,7 @@ class Run:
     xva: torch.Tensor                   # validation split (uint8, CPU)
     yva: torch.Tensor
     hard: torch.Tensor | None           # look-alike negatives for outlier exposure (uint8)
+    teachers: list[nn.Module]           # knowledge distillation: models in eval mode (or none)
     batch: int                          # images per step, all processes together
     conv: bool                          # channels-last batches
     bf16: bool                          # autocast
@@ -245,7 +246,8 @@ def setup(cfg: TrainConfig, out: Path, dataset: Dataset | None, resume: bool,
     run = Run(cfg=cfg, out=out, dataset=ds, dist=dist, device=device, model=model, net=net,
               opt=make_optimizer(net, cfg), gen=gen,
               # data lives on the device for the whole run (MNIST is 47 MB as uint8)
-              xtr=xtr.to(device), ytr=ytr.to(device), xva=xva, yva=yva, hard=hard, batch=batch,
+              xtr=xtr.to(device), ytr=ytr.to(device), xva=xva, yva=yva, hard=hard,
+              teachers=_load_teachers(cfg, ds, device), batch=batch,
               conv=conv, bf16=bf16_enabled(cfg.precision, device, conv))
     if resume:
         state, exact = load_checkpoint(out / CHECKPOINT, net, run.opt, run.gen, dist.rank)
@@ -300,8 +302,13 @@ def train_epoch(run: Run, t_start: float,
                 x = x.contiguous(memory_format=torch.channels_last)
             y = run.ytr[idx]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=run.bf16):
+                soft = _teacher_probs(run.teachers, x, cfg.distill_temperature)
                 logits = model(x)
                 loss = outlier_loss(logits.float(), y, junk, cfg.label_smoothing)
+                if soft is not None:
+                    w = cfg.distill_weight
+                    loss = (1 - w) * loss + w * distill_loss(logits.float(), soft,
+                                                             cfg.distill_temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -328,6 +335,39 @@ def train_epoch(run: Run, t_start: float,
     run.step_in_epoch, run.loss_sum, run.correct, run.seen = 0, 0.0, 0.0, 0
     run.train_seconds = time.perf_counter() - t_start
     return row
+
+
+def _teacher_probs(teachers: list[nn.Module], x: torch.Tensor, temperature: float
+                   ) -> torch.Tensor | None:
+    """The teachers' mean probabilities at ``temperature`` for a batch (None without teachers).
+    An ensemble teacher's outputs are log-probabilities, which soften the same way."""
+    if not teachers:
+        return None
+    with torch.no_grad():
+        probs = [(t(x).float() / temperature).softmax(-1) for t in teachers]
+        return torch.stack(probs).mean(0)
+
+
+def _load_teachers(cfg: TrainConfig, ds: Dataset, device: torch.device) -> list[nn.Module]:
+    """The distillation teachers of ``cfg``, in eval mode on ``device``; each must read this
+    dataset's classes from the same 28x28 input."""
+    teachers = []
+    for directory in cfg.teachers:
+        net, tcfg = load_model(directory)
+        if list(tcfg["classes"]) != list(ds.classes):
+            raise ConfigError(f"teacher {directory}: classes {tcfg['classes']}; this run trains "
+                              f"on {ds.classes}")
+        teachers.append(prepare(net, device).eval())
+    return teachers
+
+
+def _teacher_record(cfg: TrainConfig) -> dict:
+    """Which weights taught the run (their ids, as ``/api/model`` shows them): the directories'
+    paths alone do not say, once they are moved or retrained."""
+    if not cfg.teachers:
+        return {}
+    from .onnxrt import model_id
+    return {"teacher_ids": [model_id(Path(t) / WEIGHTS) for t in cfg.teachers]}
 
 
 def _val_metrics(run: Run) -> tuple[float, float]:
@@ -364,7 +404,7 @@ def finish(run: Run, evaluate_test: bool) -> dict:
                   "backend": run.dist.backend,
                   "machine": f"{platform.machine()} {os.cpu_count()} cores, "
                              f"{torch.get_num_threads()} threads, {run.device.type}",
-                  **_fonts_record(cfg)},
+                  **_fonts_record(cfg), **_teacher_record(cfg)},
         dataset={"name": ds.name, "checksum": ds.checksum, "train_images": len(run.xtr),
                  "val_images": len(run.xva), "source": ds.source},
         history=history,

@@ -85,6 +85,20 @@ def test_finetune_keeps_the_base_models_rejection_threshold(small_model_dir, fee
     assert tuned["training"]["init_from"] == str(base)  # the rest is the new run's own
 
 
+def test_finetune_of_a_distilled_model_does_not_need_its_teachers(small_model_dir, feedback_dir,
+                                                                 tmp_path, mnist):
+    # the shipped model records the teachers it was distilled from; they need not exist here
+    import shutil
+    base = tmp_path / "base"
+    shutil.copytree(small_model_dir, base)
+    cfg = json.loads((base / "config.json").read_text())
+    cfg["training"] = {**cfg["training"], "teachers": [str(tmp_path / "gone")]}
+    (base / "config.json").write_text(json.dumps(cfg))
+    finetune(base, load_dataset(feedback_dir), tmp_path / "tuned", epochs=1, mnist=mnist)
+    tuned = json.loads((tmp_path / "tuned" / "config.json").read_text())
+    assert tuned["training"]["teachers"] == [] and "teacher_ids" not in tuned["training"]
+
+
 def test_finetune_refuses_what_it_cannot_use(small_model_dir, feedback_dir, tmp_path, mnist):
     ds = load_dataset(feedback_dir)
     with pytest.raises(ConfigError, match="replay"):

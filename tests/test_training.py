@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from digitlab.artifacts import load_model
 from digitlab.errors import ConfigError, DigitlabError
 from digitlab.augment import (OUTLIER_WEIGHT, _affine_grid, add_outliers, augment_batch,
-                              outlier_images, outlier_loss)
+                              distill_loss, outlier_images, outlier_loss)
 from digitlab.checkpoint import CHECKPOINT, resume_plan
 from digitlab.config import TrainConfig
 from digitlab.models import get_spec
@@ -115,6 +115,8 @@ def test_max_steps_and_subset_smoke(mnist, tmp_path):
     (dict(preset="nope"), "unknown preset"), (dict(label_smoothing=1.5), "label smoothing"),
     (dict(clean_epochs=-1), "clean epochs"), (dict(situations=-5), "situations"),
     (dict(lookalikes=10, augment="standard"), "lookalikes are outliers of --augment robust"),
+    (dict(distill_weight=0.0), "distillation weight"), (dict(distill_weight=1.5), "distillation weight"),
+    (dict(distill_temperature=0.0), "distillation temperature"),
 ])
 def test_invalid_config_is_refused(bad, msg):
     with pytest.raises(ConfigError, match=msg):
@@ -230,6 +232,62 @@ def test_outlier_loss_is_cross_entropy_plus_a_pull_to_uniform():
     expected = (F.cross_entropy(flat[3:], y[3:], reduction="sum") + OUTLIER_WEIGHT * 3 * math.log(10)) / 8
     assert torch.isclose(outlier_loss(flat, y, junk, 0.0), expected)
     assert outlier_loss(peaked, y, junk, 0.0) > outlier_loss(flat, y, junk, 0.0)
+
+
+def test_distill_loss_is_tempered_kl_to_the_teachers_scaled_by_t_squared():
+    torch.manual_seed(0)
+    student = torch.randn(6, 10, requires_grad=True)
+    teacher = torch.randn(6, 10)
+    for t in (1.0, 2.0, 4.0):
+        soft = (teacher / t).softmax(-1)
+        # as the textbook writes it: sum p_teacher * (log p_teacher - log p_student), per image
+        kl = (soft * (soft.log() - (student / t).log_softmax(-1))).sum(-1).mean()
+        assert torch.isclose(distill_loss(student, soft, t), kl * t * t)
+        # nothing to learn from a teacher that already agrees: zero loss, zero gradient
+        same = distill_loss(teacher * 1.0, soft, t)
+        assert same.abs() < 1e-6
+    student.grad = None
+    distill_loss(student, (teacher / 2).softmax(-1), 2.0).backward()
+    assert student.grad.abs().sum() > 0
+
+
+def test_distillation_learns_from_the_teachers_and_records_them(mnist, tmp_path):
+    from safetensors.torch import load_file, save_file
+    from digitlab.onnxrt import model_id
+    # a teacher with an opinion of its own: it says 3, whatever it is shown
+    teacher = tmp_path / "teacher"
+    train(TrainConfig(model="mlp100", subset=300, batch_size=64, max_steps=1), out=teacher,
+          dataset=mnist, evaluate_test=False)
+    weights = load_file(teacher / "model.safetensors")
+    last = sorted(k for k in weights if k.endswith(".bias"))[-1]  # the output layer's
+    weights[last.replace(".bias", ".weight")].zero_()
+    weights[last].zero_()
+    weights[last][3] = 20.0
+    save_file(weights, teacher / "model.safetensors")
+    runs = {"labels": _cfg(epochs=1, seed=9),
+            "distilled": _cfg(epochs=1, seed=9, teachers=[str(teacher)], distill_weight=1.0)}
+    threes = {}
+    for name, cfg in runs.items():
+        train(cfg, out=tmp_path / name, dataset=mnist, evaluate_test=False)
+        net, saved = load_model(tmp_path / name)
+        threes[name] = (predict_logits(net, mnist.test_images[:500]).argmax(1) == 3).float().mean()
+    assert threes["distilled"] > 0.9 and threes["labels"] < 0.3, threes
+    training = saved["training"]
+    assert training["teachers"] == [str(teacher)]
+    assert training["teacher_ids"] == [model_id(teacher / "model.safetensors")]
+    assert "teacher_ids" not in load_model(tmp_path / "labels")[1]["training"]
+
+
+def test_a_teacher_with_other_classes_is_refused_before_anything_is_written(mnist, tmp_path):
+    import json
+    teacher = tmp_path / "teacher"
+    train(_cfg(epochs=1, max_steps=2), out=teacher, dataset=mnist, evaluate_test=False)
+    cfg = json.loads((teacher / "config.json").read_text())
+    cfg["classes"] = [f"c{i}" for i in range(10)]
+    (teacher / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match="teacher .*classes"):
+        train(_cfg(teachers=[str(teacher)]), out=tmp_path / "s", dataset=mnist, evaluate_test=False)
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
 
 
 @pytest.mark.parametrize("schedule", ["constant", "onecycle", "cosine"])

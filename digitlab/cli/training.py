@@ -68,6 +68,14 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lookalikes", type=_nonneg_int, metavar="N",
                    help="with --augment robust: N look-alike non-digits (letters, signs) among "
                         "the outliers (default 0; robust uses 10000)")
+    g = p.add_argument_group("knowledge distillation (see docs/training.md)")
+    g.add_argument("--teacher", action="append", default=[], metavar="DIR", dest="teachers",
+                   help="a model directory whose predictions the new model also learns (its "
+                        "probabilities softened, averaged over every --teacher); repeatable")
+    g.add_argument("--distill-weight", type=_positive_float, default=0.5, metavar="W",
+                   help="the teachers' share of the loss, in (0, 1] (default 0.5)")
+    g.add_argument("--distill-temperature", type=_positive_float, default=2.0, metavar="T",
+                   help="softening of teacher and student outputs (default 2)")
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--split-seed", type=int, metavar="SEED",
@@ -102,7 +110,8 @@ def train_config_from_args(args):
         clean_epochs=args.clean_epochs, situations=args.situations, lookalikes=args.lookalikes,
         val_size=args.val_size, seed=args.seed, split_seed=args.split_seed,
         device=args.device, precision=args.precision, subset=args.subset,
-        max_steps=args.max_steps, tta=args.tta, sync_bn=args.sync_bn)
+        max_steps=args.max_steps, tta=args.tta, sync_bn=args.sync_bn, teachers=args.teachers,
+        distill_weight=args.distill_weight, distill_temperature=args.distill_temperature)
 
 
 class _TrainingOutput:
