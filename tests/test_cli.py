@@ -60,6 +60,8 @@ def test_train_then_evaluate_smoke(tmp_path, capsys):
     (["train", "--lr", "abc"], "expected a number"),
     (["evaluate", "--model-dir", "/no/such/model"], "model directory not found"),
     (["train", "--resume"], "--resume needs --out"),
+    (["train", "--teacher", "/no/such/model", "--max-steps", "1"], "model directory not found"),
+    (["train", "--distill-weight", "2", "--max-steps", "1"], "distillation weight"),
     (["frobnicate"], "invalid choice"),
 ])
 def test_bad_arguments_give_one_line_errors(capsys, args, needle):

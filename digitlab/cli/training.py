@@ -166,6 +166,9 @@ def cmd_train(args) -> int:
     if args.resume and not args.out:
         raise DigitlabError("--resume needs --out DIR (the interrupted run's directory)")
     resolved = cfg.resolved()  # validate before any work
+    from ..artifacts import read_config
+    for teacher in resolved.teachers:  # (each is a readable model directory)
+        read_config(teacher)
     if not args.out and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise DigitlabError(DISTRIBUTED_OUT)
     out = Path(args.out) if args.out else default_out_dir(resolved.model)
