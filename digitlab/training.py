@@ -112,6 +112,7 @@ class Run:
     yva: torch.Tensor
     hard: torch.Tensor | None           # look-alike negatives for outlier exposure (uint8)
     teachers: list[nn.Module]           # knowledge distillation: models in eval mode (or none)
+    teacher_ids: list[str]              # ... and the ids of the weights they were loaded from
     batch: int                          # images per step, all processes together
     conv: bool                          # channels-last batches
     bf16: bool                          # autocast
@@ -241,13 +242,14 @@ def setup(cfg: TrainConfig, out: Path, dataset: Dataset | None, resume: bool,
         from torch.nn.parallel import DistributedDataParallel
         model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda"
                                         else None)
+    teachers, teacher_ids = _load_teachers(cfg, ds, device)
     # rank 0 augments with the generator a single process would use
     gen = torch.Generator().manual_seed(cfg.seed + 1 + 7919 * dist.rank)
     run = Run(cfg=cfg, out=out, dataset=ds, dist=dist, device=device, model=model, net=net,
               opt=make_optimizer(net, cfg), gen=gen,
               # data lives on the device for the whole run (MNIST is 47 MB as uint8)
               xtr=xtr.to(device), ytr=ytr.to(device), xva=xva, yva=yva, hard=hard,
-              teachers=_load_teachers(cfg, ds, device), batch=batch,
+              teachers=teachers, teacher_ids=teacher_ids, batch=batch,
               conv=conv, bf16=bf16_enabled(cfg.precision, device, conv))
     if resume:
         state, exact = load_checkpoint(out / CHECKPOINT, net, run.opt, run.gen, dist.rank)
@@ -348,26 +350,21 @@ def _teacher_probs(teachers: list[nn.Module], x: torch.Tensor, temperature: floa
         return torch.stack(probs).mean(0)
 
 
-def _load_teachers(cfg: TrainConfig, ds: Dataset, device: torch.device) -> list[nn.Module]:
-    """The distillation teachers of ``cfg``, in eval mode on ``device``; each must read this
-    dataset's classes from the same 28x28 input."""
-    teachers = []
+def _load_teachers(cfg: TrainConfig, ds: Dataset, device: torch.device
+                   ) -> tuple[list[nn.Module], list[str]]:
+    """The distillation teachers of ``cfg``, in eval mode on ``device``, and the ids of their
+    weights (as ``/api/model`` shows them: a directory's path does not say which weights it
+    held once it is moved or retrained); each must read this dataset's classes."""
+    from .onnxrt import model_id
+    teachers, ids = [], []
     for directory in cfg.teachers:
         net, tcfg = load_model(directory)
         if list(tcfg["classes"]) != list(ds.classes):
             raise ConfigError(f"teacher {directory}: classes {tcfg['classes']}; this run trains "
                               f"on {ds.classes}")
         teachers.append(prepare(net, device).eval())
-    return teachers
-
-
-def _teacher_record(cfg: TrainConfig) -> dict:
-    """Which weights taught the run (their ids, as ``/api/model`` shows them): the directories'
-    paths alone do not say, once they are moved or retrained."""
-    if not cfg.teachers:
-        return {}
-    from .onnxrt import model_id
-    return {"teacher_ids": [model_id(Path(t) / WEIGHTS) for t in cfg.teachers]}
+        ids.append(model_id(Path(directory) / WEIGHTS))
+    return teachers, ids
 
 
 def _val_metrics(run: Run) -> tuple[float, float]:
@@ -404,7 +401,8 @@ def finish(run: Run, evaluate_test: bool) -> dict:
                   "backend": run.dist.backend,
                   "machine": f"{platform.machine()} {os.cpu_count()} cores, "
                              f"{torch.get_num_threads()} threads, {run.device.type}",
-                  **_fonts_record(cfg), **_teacher_record(cfg)},
+                  **_fonts_record(cfg),
+                  **({"teacher_ids": run.teacher_ids} if run.teacher_ids else {})},
         dataset={"name": ds.name, "checksum": ds.checksum, "train_images": len(run.xtr),
                  "val_images": len(run.xva), "source": ds.source},
         history=history,
