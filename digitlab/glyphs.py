@@ -70,6 +70,12 @@ def font_families() -> list[str]:
     return [TRAINING_FONTS[f] for f in _font_table()]
 
 
+def missing_font_packages() -> list[str]:
+    """The packages of ``TRAINING_FONTS`` whose faces this machine lacks (``make fonts``
+    installs them all): renderer A then prints with fewer faces than the shipped model's."""
+    return sorted(set(TRAINING_FONTS.values()) - set(font_families()))
+
+
 def doodle(rng: np.random.Generator, size: int) -> Image.Image:
     """A non-digit drawn with a pen: a check mark, cross, arrow, smiley, star, plus, wave,
     asterisk, hash, triangle, spiral or heart - the doodles people draw where a digit goes."""

@@ -15,6 +15,7 @@ metrics are summed over the processes, and only rank 0 writes files.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import platform
@@ -40,6 +41,8 @@ from .io import require_empty_dir, write_json
 from .models import create_model, get_spec
 from .nets import Normalize, count_parameters
 from .runtime import bf16_enabled, is_conv, predict_logits, prepare, resolve_device, to_input
+
+log = logging.getLogger(__name__)
 
 DISTRIBUTED_OUT = ("a distributed run needs --out DIR: every process must write to the same "
                    "model directory")
@@ -167,6 +170,14 @@ def _through_preprocessing(xtr: torch.Tensor, ytr: torch.Tensor, cfg: TrainConfi
     if not cfg.situations and not cfg.lookalikes:
         return xtr, ytr, None
     from . import synth  # renders with PIL/OpenCV fonts; only this recipe needs it
+    from .glyphs import TRAINING_FONTS, missing_font_packages
+    missing = missing_font_packages()
+    if missing and int(os.environ.get("RANK", "0")) == 0:
+        # the renders still work (DejaVu is everywhere), but they are not the recipe's
+        log.warning("warning: %d of the %d font packages renderer A prints letters and "
+                    "printed digits with are not installed (%s): this run learns from fewer "
+                    "faces than the shipped model did; `make fonts` installs them",
+                    len(missing), len(set(TRAINING_FONTS.values())), " ".join(missing))
 
     def note(what: str, total: int) -> Callable[[int], None] | None:
         return on_note(what, total) if on_note else None

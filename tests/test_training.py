@@ -325,6 +325,30 @@ def test_training_through_preprocessing_adds_situations_and_hard_negatives(mnist
     assert TrainConfig().resolved().situations == 0
 
 
+def test_training_says_which_of_the_recipes_fonts_are_missing(mnist, tmp_path, monkeypatch,
+                                                               caplog):
+    # on a machine with DejaVu alone the renders still work, but not as the recipe's did
+    from digitlab import glyphs
+    table = glyphs._font_table()
+    monkeypatch.setattr(glyphs, "_font_table", lambda: {k: v for k, v in table.items()
+                                                         if k == "dejavu"})
+    assert "fonts-kristi" in glyphs.missing_font_packages()
+    assert "fonts-dejavu-core" not in glyphs.missing_font_packages()
+    cfg = TrainConfig(model="convnet", subset=300, batch_size=64, max_steps=1, augment="robust",
+                      situations=0, lookalikes=10)
+    with caplog.at_level("WARNING", logger="digitlab.training"):
+        train(cfg, out=tmp_path / "few", dataset=mnist, evaluate_test=False)
+    [warning] = [r.getMessage() for r in caplog.records if "font packages" in r.getMessage()]
+    assert "fonts-kristi" in warning and "make fonts" in warning
+    assert load_model(tmp_path / "few")[1]["training"]["fonts"] == ["fonts-dejavu-core"]
+    caplog.clear()
+    monkeypatch.setattr(glyphs, "_font_table", lambda: table)
+    if not glyphs.missing_font_packages():  # (where `make fonts` has run: no warning)
+        with caplog.at_level("WARNING", logger="digitlab.training"):
+            train(cfg, out=tmp_path / "all", dataset=mnist, evaluate_test=False)
+        assert not [r for r in caplog.records if "font packages" in r.getMessage()]
+
+
 def test_add_outliers_draws_a_tenth_three_quarters_of_them_hard_negatives():
     g = torch.Generator().manual_seed(0)
     x = torch.zeros(4000, 1, 28, 28)
