@@ -226,14 +226,6 @@ def find_fonts() -> list[str]:
     return sorted(f for f in set(found) if scoring_font(f))
 
 
-def missing_fonts() -> list[str]:
-    """The font packages renderer A prints its look-alikes and printed digits with
-    (``digitlab.glyphs.TRAINING_FONTS``; the sweep and the renderer A rows) that this machine
-    lacks: without them those sets are other images than the documented runs'."""
-    from digitlab.glyphs import missing_font_packages
-    return missing_font_packages()
-
-
 def font_digit(rng: np.random.Generator, fonts: list[str], label: int) -> bytes:
     H, W = rng.integers(120, 400, 2)
     size = int(min(H, W) * rng.uniform(0.4, 0.8))
@@ -607,7 +599,9 @@ def main(argv: list[str] | None = None) -> int:
 
     predictor = Predictor(args.model_dir)
     ds = load_dataset("mnist")
-    if missing := missing_fonts():
+    from digitlab.glyphs import missing_font_packages
+    # (renderer A's look-alikes and printed digits, in the sweep and its rows, use these fonts)
+    if missing := missing_font_packages():
         print(f"warning: {len(missing)} of renderer A's font packages are not installed "
               f"({' '.join(missing)}): its look-alikes and printed digits are drawn with fewer "
               f"faces, and its figures are not comparable with the documented ones; `make "

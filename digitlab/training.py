@@ -232,6 +232,8 @@ def setup(cfg: TrainConfig, out: Path, dataset: Dataset | None, resume: bool,
     val_size = min(cfg.val_size, len(xall) // 10) if cfg.subset else cfg.val_size
     xtr, ytr, xva, yva = split_train_val(
         xall, yall, val_size, cfg.seed if cfg.split_seed is None else cfg.split_seed)
+    # (the teachers first: a teacher that does not fit is refused before minutes of rendering)
+    teachers, teacher_ids = _load_teachers(cfg, ds, device)
     xtr, ytr, hard = _through_preprocessing(xtr, ytr, cfg, on_note)
 
     net = create_model(cfg.model, num_classes=ds.num_classes, **cfg.model_kwargs)
@@ -253,7 +255,6 @@ def setup(cfg: TrainConfig, out: Path, dataset: Dataset | None, resume: bool,
         from torch.nn.parallel import DistributedDataParallel
         model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda"
                                         else None)
-    teachers, teacher_ids = _load_teachers(cfg, ds, device)
     # rank 0 augments with the generator a single process would use
     gen = torch.Generator().manual_seed(cfg.seed + 1 + 7919 * dist.rank)
     run = Run(cfg=cfg, out=out, dataset=ds, dist=dist, device=device, model=model, net=net,
