@@ -162,3 +162,38 @@ def test_a_kept_alive_connection_still_works_and_head_has_no_body(live):
         assert (body == b"") == (method == "HEAD")
         assert int(r.headers["content-length"]) > 0
     conn.close()
+
+
+def test_a_graceful_stop_answers_a_request_that_was_on_its_way(small_model_dir):
+    """CI, stop 29: while uvicorn replaced a worker, a client's new connection was closed with
+    no answer. The stopping worker had accepted it, then closed every connection between
+    requests before the request arrived. Now a request that arrives within the grace is
+    answered (Connection: close), and a connection that stays idle is closed after it."""
+    port = free_port()
+    app = create_app(small_model_dir, Settings(limits=LIMITS))
+    server = uvicorn.Server(uvicorn.Config(app, **uvicorn_options("127.0.0.1", port, "warning")))
+    with server_in_thread(server):
+        fresh = socket.create_connection(("127.0.0.1", port))
+        idle = socket.create_connection(("127.0.0.1", port))
+        kept = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        kept.request("GET", "/api/health")
+        assert kept.getresponse().read()
+        deadline = time.monotonic() + 10
+        while len(server.server_state.connections) < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        server.should_exit = True
+        while any(s.is_serving() for s in server.servers):  # the stop has begun
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.05)
+        with fresh, idle:
+            fresh.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            data, _ = read_until_closed(fresh, 10)
+            assert data.startswith(b"HTTP/1.1 200") and b"connection: close" in data.lower()
+            kept.request("GET", "/api/health")  # a kept-alive connection's next request
+            r = kept.getresponse()
+            assert r.status == 200 and r.headers["connection"] == "close"
+            kept.close()
+            data, took = read_until_closed(idle, 10)
+            assert data == b"" and took < 5  # closed after the grace, not the header timeout

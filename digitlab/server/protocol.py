@@ -13,6 +13,13 @@ sends nothing, or one header byte every few seconds, holds it forever. ``Guarded
 is uvicorn's httptools protocol with one timer more: a request's headers must be complete within
 ``HEADER_TIMEOUT`` seconds of the connection opening or of the previous response, or the
 connection is closed. Body read timeouts are the app's (``inputs.BodyLimitMiddleware``).
+
+A graceful stop (SIGTERM, or uvicorn replacing a worker) closes the connections that are between
+requests at once, in uvicorn. A client's new connection that the stopping worker had just
+accepted was closed before its request arrived, and the client saw "disconnected without a
+response" while the other workers were answering. ``GuardedHttpToolsProtocol`` gives such a
+connection ``SHUTDOWN_GRACE`` seconds: a request that arrives in time is answered with
+``Connection: close``; a connection still idle then is closed.
 """
 
 from __future__ import annotations
@@ -32,12 +39,17 @@ KEEP_ALIVE_TIMEOUT = 5  # seconds an idle keep-alive connection is kept (uvicorn
 WORKER_START_TIMEOUT = 60  # seconds a new worker process may take to start serving
 # Seconds in-flight requests get to finish after SIGTERM: a batch of 32 photos takes a few.
 GRACEFUL_TIMEOUT = 10.0
+# Seconds a connection between requests gets, once a graceful stop begins, for a request that
+# is already on its way.
+SHUTDOWN_GRACE = 1.0
 PROTOCOL = f"{__name__}:GuardedHttpToolsProtocol"  # by name, so worker processes import it
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     header_timeout = HEADER_TIMEOUT
+    shutdown_grace = SHUTDOWN_GRACE
     _header_timer: asyncio.TimerHandle | None = None
+    _stopping = False
 
     def _arm_header_timer(self) -> None:
         self._disarm_header_timer()
@@ -60,6 +72,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm_header_timer()
         super().on_headers_complete()
+        if self._stopping and self.cycle is not None:
+            self.cycle.keep_alive = False  # answered, then closed
+
+    def shutdown(self) -> None:
+        """A graceful stop has begun: a request in flight is finished and the connection closed
+        (as uvicorn does); a connection between requests is closed after ``shutdown_grace``
+        seconds unless a request arrives first."""
+        self._stopping = True
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False
+        elif not self.transport.is_closing():
+            self.loop.call_later(self.shutdown_grace, self._close_if_idle)
+
+    def _close_if_idle(self) -> None:
+        if (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing():
+            self.transport.close()
 
     def on_response_complete(self) -> None:
         pipelined = bool(self.pipeline)  # the next request's headers are already in
