@@ -420,3 +420,25 @@ def test_a_one_standing_on_a_ruled_line_keeps_its_stroke(digits):
         out = preprocess(img)
         assert out.ok, out.reason
         assert corr(out.image, plain_reference(d)) > 0.8
+
+
+def test_a_bold_digit_filling_a_tightly_cut_cell_is_dark_ink(digits):
+    """A cell cut out along its printed box, a bold digit running into every side: the border
+    shows box, ink and paper in turn, no paper level, and a plane through it took the white
+    inside for bright ink on a dark page ("noise"). The whole image's median decides then:
+    before, 35 of these 60 were judged dark ink and 34 read; the inverted cells stay mostly
+    light-on-dark (58 before)."""
+    x, _ = digits
+
+    def cell(d):
+        a = np.asarray(on_paper(d, 180, paper=(252, 252, 250), pen=(10, 60, 200),
+                                digit_px=180)).copy()
+        a = np.ascontiguousarray(a[36:152, 42:138])  # cut so that the digit runs off it
+        cv2.rectangle(a, (0, 0), (a.shape[1] - 1, a.shape[0] - 1), (0, 0, 0), 3)
+        return a
+
+    outs = [preprocess(cell(d)) for d in x]
+    assert sum(o.polarity == "dark-on-light" for o in outs) >= 50
+    assert sum(o.ok for o in outs) >= 45
+    inverted = [preprocess(255 - cell(d)) for d in x]
+    assert sum(o.polarity == "light-on-dark" for o in inverted) >= 50

@@ -116,13 +116,16 @@ def _wider_class(bright: np.ndarray, ratio: float) -> bool | None:
     return None
 
 
-def _dark_ink_page(g: np.ndarray) -> bool:
+def _dark_ink_page(g: np.ndarray, border_spread: float) -> bool:
     """Polarity of a page: is the ink darker than the paper?
 
     The paper is what the border shows: a plane fitted to the medians of 16 border segments
     follows uneven lighting, and a bold digit rarely covers much of the border. The ink is the
     side of the residual histogram with more contrast mass beyond the paper's own spread
-    (mass, not quantiles: a small digit is < 1% of a photo).
+    (mass, not quantiles: a small digit is < 1% of a photo). When the segments stray from the
+    plane by more than ``border_spread`` (a cell cut out tightly, its box and a bold digit
+    both along the edges: white, ink and box segments), the border shows no paper level, and
+    the whole image's median stands in for the plane: the paper is most of a page.
     """
     h, w = g.shape
     # The paper level from the border, seen at low resolution (a printed frame along the edge
@@ -139,17 +142,21 @@ def _dark_ink_page(g: np.ndarray) -> bool:
     coef = pinv @ v
     res = np.abs(v - A @ coef)
     spread = float(np.sort(res)[8])
-    margin = max(0.04, 4.0 * spread)
     # the masses on the same low-resolution view (averaged, not strided: a strided sample can
     # miss every 1 px line of a grid; a small digit is still some dozens of pixels there)
-    xx, yy = _plane_grid(small.shape)
-    r = small - (coef[0] + coef[1] * xx + coef[2] * yy)
+    if spread > border_spread:
+        margin = 0.04
+        r = small - _median(small, None)
+    else:
+        margin = max(0.04, 4.0 * spread)
+        xx, yy = _plane_grid(small.shape)
+        r = small - (coef[0] + coef[1] * xx + coef[2] * yy)
     dark_mass = float(np.maximum(-r - margin, 0.0).sum())
     bright_mass = float(np.maximum(r - margin, 0.0).sum())
     return dark_mass > bright_mass
 
 
-def _median(v: np.ndarray, where: np.ndarray) -> float:
+def _median(v: np.ndarray, where: np.ndarray | None) -> float:
     """The median of ``v`` (in [0, 1]) where ``where`` holds, to 1/255, from a histogram: one
     pass (np.median sorts, or slows down ~10x on blank paper's one repeated value)."""
     return _quantile_u8(cv2.convertScaleAbs(v, alpha=255.0), 0.5, where) / 255.0
@@ -314,7 +321,7 @@ def ink_map(a: np.ndarray, crop: bool, p: Params, tiny: bool = False) -> Ink:
         grain = (0.0 if tiny or not core.any()
                  else 1.4826 * _median(np.abs(g - level), core))
     else:
-        dark = _dark_ink_page(lum)
+        dark = _dark_ink_page(lum, p.border_spread)
         g = lum if a.shape[2] == 1 else _channel(
             a, dark, _border_paper(lum, p.dark_ring) if dark else None)
         # (in place: the field is this call's own)

@@ -43,6 +43,10 @@ class Params:
     # A page's paper colour is measured on its border ring, unless the ring's median is under
     # `dark_ring` of the page's light level (a bold box printed along the edge fills the ring)
     dark_ring: float = 0.5
+    # A page's polarity is judged against a plane through its border's medians, unless they
+    # stray from any plane by more than `border_spread` (a bold digit and a box both touching
+    # the edges of a cell cut out tightly): then against the whole image's median
+    border_spread: float = 0.12
     # Hysteresis, as fractions of the normalised stroke contrast: seeds and region
     high: float = 0.5
     low: float = 0.3
