@@ -442,3 +442,24 @@ def test_a_bold_digit_filling_a_tightly_cut_cell_is_dark_ink(digits):
     assert sum(o.ok for o in outs) >= 45
     inverted = [preprocess(255 - cell(d)) for d in x]
     assert sum(o.polarity == "light-on-dark" for o in inverted) >= 50
+
+
+def test_a_box_side_cut_askew_along_the_edge_is_not_the_digit_running_off(digits):
+    """A cell cut out of a scan a little askew: what is left of its box along the edges is
+    thin slivers, which joined a digit written near them, so the digit "ran off the edge".
+    Pieces lying within a thin band along the edge are left out when only they reach it."""
+    x, _ = digits
+
+    def cell(d):
+        img = on_paper(d, (140, 130), paper=(248, 248, 244), pen=(20, 40, 160), digit_px=84,
+                       at=(8, 40))
+        draw = ImageDraw.Draw(img)
+        w, h = img.size
+        draw.polygon([(0, h - 7), (60, h), (0, h)], fill=(30, 30, 30))  # the bottom side
+        draw.polygon([(w - 6, 0), (w, 0), (w, 70)], fill=(30, 30, 30))  # the right side
+        return img
+
+    assert np.mean(read_like_plain(x[:20], cell)) > 0.85
+    before = dataclasses.replace(PARAMS, edge_sliver=0.0)
+    assert sum(preprocess(cell(d), params=before).reason == "the ink runs off the edge of "
+               "the image" for d in x[:20]) >= 15

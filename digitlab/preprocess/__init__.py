@@ -39,8 +39,8 @@ from .frames import find_frames
 from .ink import Ink, ink_map
 from .lines import find_printed, remove_remnants
 from .params import PARAMS, Params
-from .select import (group_columns, keep_pieces, neighbour_reason, select_digit,
-                     shape_reason)
+from .select import (RUNS_OFF, group_columns, keep_pieces, neighbour_reason, select_digit,
+                     shape_reason, without_edge_slivers)
 
 # The images are small: OpenCV's thread fan-out costs more than it saves, and server workers
 # and forked predict workers already run one per core.
@@ -230,8 +230,12 @@ def preprocess(image: ImageSource, *, keep_stages: bool = False, params: Params 
     reason, group = an.reason, []
     if not reason:
         group = select_digit(an.comps, an.keep, an.shape, p)
-        reason = (shape_reason(an.comps, group, an.shape, an.crop, ink=an.ink.ink)
-                  or neighbour_reason(an.comps, an.keep, group))
+        reason = shape_reason(an.comps, group, an.shape, an.crop, ink=an.ink.ink)
+        if reason == RUNS_OFF and (trimmed := without_edge_slivers(
+                an.comps, group, an.shape, p)) != group:
+            group = trimmed
+            reason = shape_reason(an.comps, group, an.shape, an.crop, ink=an.ink.ink)
+        reason = reason or neighbour_reason(an.comps, an.keep, group)
     same = an.mnist
     if reason:
         out = _empty(an, reason, keep_stages, p)

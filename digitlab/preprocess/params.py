@@ -70,6 +70,10 @@ class Params:
     # A candidate within `edge_margin` of the image's edge, along it, is a box's side that the
     # cut left there
     edge_margin: float = 0.03
+    # A page's ink that reaches its edge only through pieces lying within `edge_sliver` of
+    # the short side from it (a box's side cut askew along the edge) is not cut off: those
+    # pieces are left out
+    edge_sliver: float = 0.08
     # A closed frame the line search missed (askew, rounded, small): a piece of ink at least
     # `frame_min` of the image across each way whose outline fills `frame_rect` of its
     # smallest enclosing rectangle (any tilt) and lies near that rectangle's sides for

@@ -138,6 +138,28 @@ def group_columns(c: Components, ids) -> list[list[int]]:
     return groups
 
 
+RUNS_OFF = "the ink runs off the edge of the image"
+
+
+def without_edge_slivers(c: Components, group: list[int], shape: tuple[int, int], p: Params
+                         ) -> list[int]:
+    """``group`` without the pieces lying in a thin band along the image's edge (within
+    ``edge_sliver`` of its short side), when only they made it reach the edge: what is left
+    of a box's side along the edge of a cell cut out askew joins a digit written near it, and
+    the digit looked cut off."""
+    h, w = shape
+    band = p.edge_sliver * min(h, w)
+
+    def sliver(i: int) -> bool:
+        return bool(((c.y0[i] == 0 or c.y1[i] == h) and c.y1[i] - c.y0[i] <= band)
+                    or ((c.x0[i] == 0 or c.x1[i] == w) and c.x1[i] - c.x0[i] <= band))
+
+    rest = [i for i in group if not sliver(i)]
+    if not rest or rest[0] != group[0] or len(rest) == len(group):
+        return group
+    return group if any(touches_border(c, rest, h, w)) else rest
+
+
 def shape_reason(c: Components, group: list[int], shape: tuple[int, int], crop: bool,
                  number_mode: bool = False, ink: np.ndarray | None = None) -> str | None:
     """Why the selected ink is not a digit, or None. Thresholds from MNIST digits re-rendered in
@@ -163,7 +185,7 @@ def shape_reason(c: Components, group: list[int], shape: tuple[int, int], crop: 
     if (not number_mode and not crop and any(touches_border(c, i, h, w) for i in group)
             and bw < 0.7 * w and bh < 0.7 * h):
         # not a tight crop, yet the ink runs into the edge: a cut-off mark or a scribble
-        return "the ink runs off the edge of the image"
+        return RUNS_OFF
     fill = area / float(bw * bh)
     stroke = digit.stroke_width / max(bw, bh)
     any_holes = len(digit.hole_sizes)
