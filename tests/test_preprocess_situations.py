@@ -463,3 +463,25 @@ def test_a_box_side_cut_askew_along_the_edge_is_not_the_digit_running_off(digits
     before = dataclasses.replace(PARAMS, edge_sliver=0.0)
     assert sum(preprocess(cell(d), params=before).reason == "the ink runs off the edge of "
                "the image" for d in x[:20]) >= 15
+
+
+def test_a_bold_bar_near_a_thin_box_side_is_a_stroke():
+    """A bold 7 in a small cell with a thin rounded box: its bar, near the top and about as
+    long as the box's bottom side, was taken for a bold frame's side with the thin bottom as
+    its twin and removed, and the 7 was read as a 1. A frame is printed with one pen: the
+    twin must be at least a third as thick."""
+    def cell():
+        img = Image.new("RGB", (70, 76), (238, 238, 238))
+        draw = ImageDraw.Draw(img)
+        draw.rounded_rectangle((1, 1, 68, 74), radius=8, outline=(60, 60, 60), width=1)
+        draw.line([(14, 17), (14, 8), (56, 7), (24, 66)], fill=(20, 60, 200), width=8,
+                  joint="curve")
+        return img
+
+    def bar_width(params: Params) -> int:
+        out = preprocess(cell(), params=params)
+        assert out.ok, out.reason
+        return max(int((row > 128).sum()) for row in out.image[:12])
+
+    assert bar_width(PARAMS) >= 12
+    assert bar_width(dataclasses.replace(PARAMS, frame_twin=1e9)) <= 5  # before

@@ -371,7 +371,7 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
         lines = _fitted(across + sides + cut, runs, ink)
         printed[k] = [s for s in lines if s.thick <= thick_max] + _bold_frame(
             [s for s in lines if thick_max < s.thick <= frame_max], lines, pad,
-            ih if horizontal else iw, p.frame_edge)
+            ih if horizontal else iw, p.frame_edge, p.frame_twin)
     # A comb's dividers may stand open at one end (cells open at the top): two or more alike
     # (length within 15%, thickness within a pixel), each meeting a printed line at one end,
     # are printed too; a lone stroke standing on a line (a 1 on ruled paper) is not.
@@ -418,11 +418,11 @@ def _hugs_edge(s: _Seg, pad: int, ih: int, iw: int, margin: int) -> bool:
     return s.x0 - pad <= margin or iw - (s.x1 - pad) <= margin
 
 
-def _bold_frame(bold: list[_Seg], lines: list[_Seg], pad: int, extent: int, edge: float
-                ) -> list[_Seg]:
+def _bold_frame(bold: list[_Seg], lines: list[_Seg], pad: int, extent: int, edge: float,
+                twin: float) -> list[_Seg]:
     """The ``bold`` lines that are a frame's sides: near an edge of the image (within ``edge``
-    of its ``extent`` across them), with a twin among ``lines`` (bold or not) near the
-    opposite edge, about as long."""
+    of its ``extent`` across them), with a twin among ``lines`` (bold or not, but at least
+    1/``twin`` as thick) near the opposite edge, about as long."""
     def at(s: _Seg) -> float:
         return ((s.y0 + s.y1) / 2 if s.horizontal else (s.x0 + s.x1) / 2) - pad
 
@@ -431,7 +431,7 @@ def _bold_frame(bold: list[_Seg], lines: list[_Seg], pad: int, extent: int, edge
 
     return [a for a in bold if side(a) and any(
         side(b) == -side(a) and abs(a.length - b.length) <= 0.3 * max(a.length, b.length)
-        for b in lines)]
+        and b.thick * twin >= a.thick for b in lines)]
 
 
 def _ends(s: _Seg, others: list[_Seg], tol: int) -> tuple[int, int]:

@@ -64,9 +64,11 @@ class Params:
     # ... and they are found on the ink map where it exceeds this (faint grids included)
     line_faint: float = 0.12
     # Lines up to `frame_max_thick` thick are printed too when within `frame_edge` of an edge
-    # with a twin (bold or not) about as long near the opposite one (a small cell's frame)
+    # with a twin (bold or not, but at least 1/`frame_twin` as thick: a 7's bar near the top of
+    # a thinly printed box has none) about as long near the opposite one (a small cell's frame)
     frame_max_thick: float = 0.12
     frame_edge: float = 0.25
+    frame_twin: float = 3.0
     # A candidate within `edge_margin` of the image's edge, along it, is a box's side that the
     # cut left there
     edge_margin: float = 0.03
