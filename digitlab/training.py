@@ -161,18 +161,19 @@ def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 def _through_preprocessing(xtr: torch.Tensor, ytr: torch.Tensor, cfg: TrainConfig,
-                           on_note: Callable[[str, int], Callable[[int], None]] | None
+                           on_note: Callable[[str, int], Callable[[int], None]] | None,
+                           main: bool
                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """The training split plus ``cfg.situations`` of its digits rendered into everyday
     situations and preprocessed, and ``cfg.lookalikes`` preprocessed non-digits (or None).
     Seeded by ``cfg.seed``: a resumed run builds the same pools. Validation digits are never
-    rendered."""
+    rendered. ``main``: this process reports missing fonts (rank 0 of a distributed run)."""
     if not cfg.situations and not cfg.lookalikes:
         return xtr, ytr, None
     from . import synth  # renders with PIL/OpenCV fonts; only this recipe needs it
     from .glyphs import TRAINING_FONTS, missing_font_packages
     missing = missing_font_packages()
-    if missing and int(os.environ.get("RANK", "0")) == 0:
+    if missing and main:
         # the renders still work (DejaVu is everywhere), but they are not the recipe's
         log.warning("warning: %d of the %d font packages renderer A prints letters and "
                     "printed digits with are not installed (%s): this run learns from fewer "
@@ -234,7 +235,7 @@ def setup(cfg: TrainConfig, out: Path, dataset: Dataset | None, resume: bool,
         xall, yall, val_size, cfg.seed if cfg.split_seed is None else cfg.split_seed)
     # (the teachers first: a teacher that does not fit is refused before minutes of rendering)
     teachers, teacher_ids = _load_teachers(cfg, ds, device)
-    xtr, ytr, hard = _through_preprocessing(xtr, ytr, cfg, on_note)
+    xtr, ytr, hard = _through_preprocessing(xtr, ytr, cfg, on_note, dist.main)
 
     net = create_model(cfg.model, num_classes=ds.num_classes, **cfg.model_kwargs)
     if cfg.init_from and not resume:
