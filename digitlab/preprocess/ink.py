@@ -231,6 +231,19 @@ def _channel(rgb: np.ndarray, dark: bool, paper: np.ndarray | None) -> np.ndarra
     return np.minimum(out, 1.0, out=out)
 
 
+def _grain(g: np.ndarray, level: float, core: np.ndarray) -> float:
+    """The spread of a crop's paper (a robust sd, fraction of full scale) on its ``core``
+    pixels: the smaller of their spread round the paper ``level`` and their pixel-to-pixel
+    spread (what a 3x3 blur takes out; a grain's sd is about 1.25 times that). A blurred,
+    enlarged cell is all long ramps round a bold stroke: they spread the levels, but they are
+    no grain."""
+    spread = _median(np.abs(g - level), core)
+    if spread <= 0.0:
+        return 0.0
+    fine = 1.25 * _median(np.abs(g - cv2.GaussianBlur(g, (3, 3), 0)), core)
+    return 1.4826 * min(spread, fine)
+
+
 def _border_paper(lum: np.ndarray, dark_ring: float) -> np.ndarray:
     """Where a page's paper colour is measured: the border ring (``_ring``), unless its median
     is under ``dark_ring`` times the page's light level (the 99th percentile) - a bold box
@@ -318,8 +331,7 @@ def ink_map(a: np.ndarray, crop: bool, p: Params, tiny: bool = False) -> Ink:
         # the paper's grain, from the paper class alone (the ink may cover 40% of a crop),
         # away from the strokes' blurred edges
         core = cv2.erode(paper.view(np.uint8), np.ones((5, 5), np.uint8)) > 0
-        grain = (0.0 if tiny or not core.any()
-                 else 1.4826 * _median(np.abs(g - level), core))
+        grain = 0.0 if tiny or not core.any() else _grain(g, level, core)
     else:
         dark = _dark_ink_page(lum, p.border_spread)
         g = lum if a.shape[2] == 1 else _channel(

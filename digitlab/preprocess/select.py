@@ -8,6 +8,7 @@ by side) get a reason instead of a digit.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from . import components as cc
@@ -16,6 +17,8 @@ from .params import Params
 
 
 SOLID_CORE = 0.75  # ink level (of the stroke's) above which a blob's loops must be ink too
+UPRIGHT = 2.0  # a crop's solid bar this many times as tall as wide is a 1 filling its cell
+DIP = 0.15  # in a crop, a blob's loops may be that much fainter than the ink round them
 
 
 def keep_pieces(c: Components, h: int, w: int, only_specks: str = "blank: only specks"
@@ -192,8 +195,10 @@ def shape_reason(c: Components, group: list[int], shape: tuple[int, int], crop: 
     loop_min = max(2, int(0.002 * bw * bh))  # px: a loop, not a pinhole
     # Bold 6s and 8s are as thick as blobs but keep (small) loops; a filled shape has none,
     # not even lighter than the strokes round them (a blurred bold 8's, filled at the threshold)
+    # (in a crop, an upright bar is a 1 filling its cell)
     if any_holes <= 0 and (fill > 0.6 and stroke > 0.35 or fill > 0.9 and stroke > 0.28) and (
-            ink is None or not cc.holes(sel & (ink[y0:y1, x0:x1] > SOLID_CORE), loop_min)):
+            not crop or bh < UPRIGHT * bw) and (
+            ink is None or not _faint_loops(sel, ink[y0:y1, x0:x1], loop_min, crop)):
         return "a solid blob, not a pen stroke"
     if not number_mode and dotted_stroke(c, group, digit.stroke_width):
         return "a stroke and a dot (! or i), not a digit"
@@ -209,6 +214,19 @@ def shape_reason(c: Components, group: list[int], shape: tuple[int, int], crop: 
     if loops >= 5:  # an 8 has two loops (a hasty one 3 or 4); grids and hatching have many
         return f"{loops} enclosed loops (a grid or scribble)"
     return None
+
+
+def _faint_loops(sel: np.ndarray, ink: np.ndarray, loop_min: int, crop: bool) -> bool:
+    """Does a blob keep loops lighter than its strokes: where the ink is under ``SOLID_CORE``
+    of the stroke's, or, in a crop (often a cell of a few px enlarged, whose loops are a pixel
+    or two, washed out), where it dips ``DIP`` under its neighbourhood's mean?"""
+    if cc.holes(sel & (ink > SOLID_CORE), loop_min):
+        return True
+    if not crop:
+        return False
+    k = max(3, max(sel.shape) // 4) | 1
+    local = cv2.blur(ink, (k, k), borderType=cv2.BORDER_CONSTANT)
+    return bool(cc.holes(sel & (ink > local - DIP), loop_min))
 
 
 def dotted_stroke(c: Components, group: list[int], stroke: float) -> bool:
