@@ -460,7 +460,8 @@ def _pen(strokes, dots, slant=0.0):
 def test_a_stroke_with_a_dot_beyond_its_end_is_no_digit(slant):
     bang = _pen([(150, 40, 150, 200)], [(150, 240, 11)], slant)  # !
     i = _pen([(150, 110, 150, 260)], [(150, 70, 10)], slant)  # i
-    for img in (bang, i):
+    close = _pen([(150, 40, 150, 200)], [(150, 212, 9)], slant)  # ! with its dot 2 px away
+    for img in (bang, i, close):
         assert preprocess(img).reason == "a stroke and a dot (! or i), not a digit"
     # the same stroke alone is a 1, and so is a 1 that a skipping pen broke (a stroke's piece,
     # longer than wide, hardly apart), or a 1 beside a full stop (a dot beside it, not beyond)

@@ -243,7 +243,9 @@ def dotted_stroke(c: Components, group: list[int], stroke: float) -> bool:
     if c.area[b] < 0.5 * dw * dh:  # filled: a dot, not a ring or a hook
         return False
     gap = max(int(c.y0[b] - c.y1[a]), int(c.y0[a] - c.y1[b]))  # below the stroke or above it
-    if not max(1.0, 0.5 * stroke) <= gap <= 0.5 * mh:
+    # (a piece a skipping pen leaves is longer than wide, along the stroke: it must stand
+    # half a pen's width apart; a dot no taller than wide may sit a pixel from the stroke)
+    if not (1.0 if dh <= dw else max(1.0, 0.5 * stroke)) <= gap <= 0.5 * mh:
         return False
     centre = 0.5 * (c.x0[b] + c.x1[b])
     return bool(c.x0[a] - dw <= centre <= c.x1[a] + dw)
