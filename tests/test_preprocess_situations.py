@@ -552,3 +552,7 @@ def test_a_bold_one_filling_its_cell_is_no_blob(blur):
     img = np.clip(np.array((50, 9, 12)) * (1 - a) + np.array((240, 232, 215)) * a, 0, 255)
     out = preprocess(img.astype(np.uint8))
     assert out.ok, out.reason
+    # (the rule is `upright`: with no bar counted as upright, this one is a blob again)
+    never = dataclasses.replace(PARAMS, upright=100.0)
+    assert preprocess(img.astype(np.uint8), params=never).reason == \
+        "a solid blob, not a pen stroke"

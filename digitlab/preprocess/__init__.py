@@ -230,11 +230,11 @@ def preprocess(image: ImageSource, *, keep_stages: bool = False, params: Params 
     reason, group = an.reason, []
     if not reason:
         group = select_digit(an.comps, an.keep, an.shape, p)
-        reason = shape_reason(an.comps, group, an.shape, an.crop, ink=an.ink.ink)
+        reason = shape_reason(an.comps, group, an.shape, an.crop, ink=an.ink.ink, p=p)
         if reason == RUNS_OFF and (trimmed := without_edge_slivers(
                 an.comps, group, an.shape, p)) != group:
             group = trimmed
-            reason = shape_reason(an.comps, group, an.shape, an.crop, ink=an.ink.ink)
+            reason = shape_reason(an.comps, group, an.shape, an.crop, ink=an.ink.ink, p=p)
         reason = reason or neighbour_reason(an.comps, an.keep, group)
     same = an.mnist
     if reason:
@@ -269,7 +269,7 @@ def segment_digits(image: ImageSource, *, keep_stages: bool = False, params: Par
     tallest = max(heights)
     groups = [g for g, gh in zip(groups, heights) if gh >= 0.35 * tallest]
     out = [_digit_from(an, g, keep_stages,
-                       shape_reason(c, g, an.shape, an.crop, True, ink=an.ink.ink), p)
+                       shape_reason(c, g, an.shape, an.crop, True, ink=an.ink.ink, p=p), p)
            for g in groups]
     if len(out) == 1 and (same := an.mnist) is not None and out[0].ok:
         out[0].image = same

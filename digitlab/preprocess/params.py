@@ -99,6 +99,13 @@ class Params:
     big_piece_reach: float = 0.6
     big_piece: float = 0.5
     dash_gap: float = 0.04
+    # A mark filled and thick enough to be a solid blob is a digit when loops show in it:
+    # lighter than `solid_core` of the stroke's ink, or, in a crop, dipping `loop_dip` under
+    # the mean of its neighbourhood (a tiny cell's loops are a pixel each); in a crop, a solid
+    # bar `upright` times as tall as it is wide is a 1 filling its cell, never a blob
+    solid_core: float = 0.75
+    loop_dip: float = 0.15
+    upright: float = 2.0
     # Fitting: strokes thinner than this (px at 28x28) are dilated (MNIST: median 3.2 px)
     min_stroke: float = 1.7
 

@@ -13,12 +13,8 @@ import numpy as np
 
 from . import components as cc
 from .components import Components
-from .params import Params
+from .params import PARAMS, Params
 
-
-SOLID_CORE = 0.75  # ink level (of the stroke's) above which a blob's loops must be ink too
-UPRIGHT = 2.0  # a crop's solid bar this many times as tall as wide is a 1 filling its cell
-DIP = 0.15  # in a crop, a blob's loops may be that much fainter than the ink round them
 
 
 def keep_pieces(c: Components, h: int, w: int, only_specks: str = "blank: only specks"
@@ -164,7 +160,8 @@ def without_edge_slivers(c: Components, group: list[int], shape: tuple[int, int]
 
 
 def shape_reason(c: Components, group: list[int], shape: tuple[int, int], crop: bool,
-                 number_mode: bool = False, ink: np.ndarray | None = None) -> str | None:
+                 number_mode: bool = False, ink: np.ndarray | None = None,
+                 p: Params = PARAMS) -> str | None:
     """Why the selected ink is not a digit, or None. Thresholds from MNIST digits re-rendered in
     every benchmark style (1st/99th percentiles) against generated shapes, grids and
     scribbles: see docs/predict.md. ``ink``: the ink map the components were thresholded from
@@ -197,8 +194,8 @@ def shape_reason(c: Components, group: list[int], shape: tuple[int, int], crop: 
     # not even lighter than the strokes round them (a blurred bold 8's, filled at the threshold)
     # (in a crop, an upright bar is a 1 filling its cell)
     if any_holes <= 0 and (fill > 0.6 and stroke > 0.35 or fill > 0.9 and stroke > 0.28) and (
-            not crop or bh < UPRIGHT * bw) and (
-            ink is None or not _faint_loops(sel, ink[y0:y1, x0:x1], loop_min, crop)):
+            not crop or bh < p.upright * bw) and (
+            ink is None or not _faint_loops(sel, ink[y0:y1, x0:x1], loop_min, crop, p)):
         return "a solid blob, not a pen stroke"
     if not number_mode and dotted_stroke(c, group, digit.stroke_width):
         return "a stroke and a dot (! or i), not a digit"
@@ -216,17 +213,18 @@ def shape_reason(c: Components, group: list[int], shape: tuple[int, int], crop: 
     return None
 
 
-def _faint_loops(sel: np.ndarray, ink: np.ndarray, loop_min: int, crop: bool) -> bool:
-    """Does a blob keep loops lighter than its strokes: where the ink is under ``SOLID_CORE``
+def _faint_loops(sel: np.ndarray, ink: np.ndarray, loop_min: int, crop: bool, p: Params
+                 ) -> bool:
+    """Does a blob keep loops lighter than its strokes: where the ink is under ``solid_core``
     of the stroke's, or, in a crop (often a cell of a few px enlarged, whose loops are a pixel
-    or two, washed out), where it dips ``DIP`` under its neighbourhood's mean?"""
-    if cc.holes(sel & (ink > SOLID_CORE), loop_min):
+    or two, washed out), where it dips ``loop_dip`` under its neighbourhood's mean?"""
+    if cc.holes(sel & (ink > p.solid_core), loop_min):
         return True
     if not crop:
         return False
     k = max(3, max(sel.shape) // 4) | 1
     local = cv2.blur(ink, (k, k), borderType=cv2.BORDER_CONSTANT)
-    return bool(cc.holes(sel & (ink > local - DIP), loop_min))
+    return bool(cc.holes(sel & (ink > local - p.loop_dip), loop_min))
 
 
 def dotted_stroke(c: Components, group: list[int], stroke: float) -> bool:
