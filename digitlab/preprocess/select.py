@@ -16,7 +16,6 @@ from .components import Components
 from .params import PARAMS, Params
 
 
-
 def keep_pieces(c: Components, h: int, w: int, only_specks: str = "blank: only specks"
                 ) -> tuple[np.ndarray, str | None]:
     """The components that are not specks (some component has strong pixels), and why there is
