@@ -33,7 +33,7 @@ import numpy as np
 from . import components as cc
 from .components import Components
 from .decode import (ImageSource, full_size, image_size, load_image, load_pixels, plain_mode,
-                     to_working)
+                     to_working, unblocked)
 from .fit import fit, to_u8
 from .frames import find_frames
 from .ink import Ink, ink_map
@@ -92,10 +92,13 @@ class _Analysis:
 
 def _analyse(source: ImageSource, p: Params) -> _Analysis:
     img = load_pixels(source, draft=p.work_area)
+    full = full_size(img)  # boxes and sizes are reported in the picture's own pixels
     size = image_size(img)
     crop = min(size) < p.crop_px or max(size) <= p.crop_long_px
+    if crop:
+        img = unblocked(img, p)
+        size = image_size(img)
     work, scale = to_working(img, p)
-    full = full_size(img)  # boxes and sizes are reported in the picture's own pixels
     if full != size:
         scale *= size[0] / full[0]
     mnist = None

@@ -254,6 +254,62 @@ def one_channel(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(r)
 
 
+def _steps(a: np.ndarray, step: int, axis: int) -> np.ndarray:
+    """How many neighbours, along ``axis`` (1: across, 0: down), differ by more than ``step``
+    in some channel, per position between them."""
+    d = cv2.absdiff(a[:, 1:], a[:, :-1]) if axis == 1 else cv2.absdiff(a[1:], a[:-1])
+    m = d if d.ndim == 2 else d[:, :, 0]
+    for c in range(1, 1 if d.ndim == 2 else d.shape[2]):  # (not a reduction over a short axis)
+        m = np.maximum(m, d[:, :, c])
+    _, big = cv2.threshold(m, step, 1, cv2.THRESH_BINARY)
+    return cv2.reduce(big, 1 - axis, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel()
+
+
+def _phase(steps: np.ndarray, k: int, share: float) -> int | None:
+    """The phase modulo ``k`` holding at least ``share`` of ``steps``, if one does."""
+    per = np.bincount(np.arange(len(steps)) % k, steps, minlength=k)
+    best = int(per.argmax())
+    return best if per[best] >= share * steps.sum() else None
+
+
+def unblocked(img: Image.Image | np.ndarray, p: Params) -> Image.Image | np.ndarray:
+    """A picture enlarged blockwise (nearest neighbour: a thumbnail or a scanned cell blown up
+    by a whole factor k) back at the size it was drawn at, each k x k block averaged; anything
+    else as it is. Blocky strokes are not what MNIST's smooth ones look like, and the smaller
+    picture is then read as the tiny crop it is (enlarged smoothly, ``to_working``).
+
+    A step between neighbours is any channel changing by more than ``block_step``; the
+    picture is blockwise when, across and down, at least ``block_share`` of its steps fall at
+    one phase modulo k (a smooth picture spreads them over every phase), for the largest such
+    k up to ``block_max_px``; partial blocks at the edges are completed by replication."""
+    a = img if isinstance(img, np.ndarray) else np.asarray(plain_mode(img))
+    h, w = a.shape[:2]
+    kmax = min(p.block_max_px, min(h, w) // 4)
+    if kmax < 2 or a.dtype != np.uint8:
+        return img
+    step = int(p.block_step * 255)
+    sx, sy = _steps(a, step, 1), _steps(a, step, 0)
+    if min(sx.sum(), sy.sum()) < 4:
+        return img
+    # (k's steps at one phase are at one phase modulo each prime factor of k too: the primes
+    # first, so that a picture that is not blockwise costs four checks)
+    primes = [q for q in (2, 3, 5, 7) if q <= kmax
+              and _phase(sx, q, p.block_share) is not None
+              and _phase(sy, q, p.block_share) is not None]
+    for k in range(kmax, 1, -1):
+        if not any(k % q == 0 for q in primes):
+            continue
+        px, py = _phase(sx, k, p.block_share), _phase(sy, k, p.block_share)
+        if px is not None and py is not None:
+            # a step after pixel i (i % k == phase): blocks start at phase + 1
+            left, top = (k - 1 - px) % k, (k - 1 - py) % k
+            b = cv2.copyMakeBorder(a, top, (-(h + top)) % k, left, (-(w + left)) % k,
+                                   cv2.BORDER_REPLICATE)
+            return np.ascontiguousarray(
+                cv2.resize(b, (b.shape[1] // k, b.shape[0] // k), interpolation=cv2.INTER_AREA))
+    return img
+
+
 def to_working(img: Image.Image | np.ndarray, p: Params) -> tuple[np.ndarray, float]:
     """PIL image (or a plain PNG's pixels, from ``load_pixels``) -> float32 (H, W, C) in [0, 1]
     at working size, C in {1, 3, 4} (1 for an image with no colour in it, see ``one_channel``),

@@ -29,6 +29,12 @@ class Params:
     tiny_px: int = 32
     tiny_target_px: int = 64
     crop_pad: float = 0.2
+    # A crop enlarged blockwise by a whole factor up to `block_max_px` (nearest neighbour: a
+    # thumbnail blown up) is read at the size it was drawn at: its steps (any channel changing
+    # by over `block_step` between neighbours) fall, `block_share` of them, at one phase
+    block_max_px: int = 8
+    block_step: float = 0.1
+    block_share: float = 0.9
     # A crop whose two grey classes cover 30-70% each is a close call: the paper is the class
     # whose widest inscribed disc is `crop_wider` times the other's (paper has room, ink is
     # strokes); when neither is, the class covering the border decides
