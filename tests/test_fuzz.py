@@ -234,3 +234,29 @@ def test_broken_second_tiff_page_through_preprocess():
         preprocess(tiff_with_a_broken_second_page())
     except ImageError:
         pass
+
+
+@given(seed=st.integers(0, 2**32 - 1), h=st.integers(2, 20), w=st.integers(2, 20),
+       channels=st.sampled_from([0, 1, 3, 4]), k=st.integers(1, 8),
+       cut=st.tuples(*[st.integers(0, 7)] * 4))
+def test_unblocked_undoes_a_blockwise_enlargement_and_nothing_else(seed, h, w, channels, k,
+                                                                     cut):
+    """Random pixels enlarged k times by nearest neighbour and cut anywhere come back as
+    those pixels (where whole blocks remain) or as they are; never empty, never another
+    dtype or channel count."""
+    from digitlab.preprocess import PARAMS
+    from digitlab.preprocess.decode import unblocked
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (h, w, channels) if channels else (h, w), dtype=np.uint8)
+    big = np.repeat(np.repeat(small, k, axis=0), k, axis=1)
+    top, bottom, left, right = (min(c, k - 1) for c in cut)
+    big = np.ascontiguousarray(big[top:big.shape[0] - bottom, left:big.shape[1] - right])
+    out = unblocked(big, PARAMS)
+    assert out.dtype == big.dtype and out.shape[2:] == big.shape[2:] and out.size > 0
+    if out is not big:
+        f = round(big.shape[1] / out.shape[1])
+        # every block, whole or cut, is one pixel
+        assert out.shape[:2] == (-(-(big.shape[0] + top) // k), -(-(big.shape[1] + left) // k)
+                                 ) or f != k
+        if f == k and not (top or left):  # whole blocks from the first one on: exact
+            assert np.array_equal(out[:h - 1, :w - 1], small[:h - 1, :w - 1])

@@ -305,8 +305,8 @@ def unblocked(img: Image.Image | np.ndarray, p: Params) -> Image.Image | np.ndar
             left, top = (k - 1 - px) % k, (k - 1 - py) % k
             b = cv2.copyMakeBorder(a, top, (-(h + top)) % k, left, (-(w + left)) % k,
                                    cv2.BORDER_REPLICATE)
-            return np.ascontiguousarray(
-                cv2.resize(b, (b.shape[1] // k, b.shape[0] // k), interpolation=cv2.INTER_AREA))
+            out = cv2.resize(b, (b.shape[1] // k, b.shape[0] // k), interpolation=cv2.INTER_AREA)
+            return np.ascontiguousarray(out.reshape(out.shape[:2] + a.shape[2:]))
     return img
 
 
