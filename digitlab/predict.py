@@ -481,7 +481,8 @@ def save_stages(pred: Prediction, directory: str | os.PathLike) -> list[Path]:
         sets = [(f"digit{i + 1}_", d.stages or {}) for i, d in enumerate(pred.digits)]
     for prefix, stages in sets:
         for n, (name, img) in enumerate(stages.items()):
-            if prefix and name in ("input", "gray", "ink", "mask") and not prefix.startswith("digit1_"):
+            if prefix and name in ("unblocked", "input", "gray", "ink", "mask") \
+                    and not prefix.startswith("digit1_"):
                 continue  # the whole-image stages are the same for every digit of a number
             target = directory / f"{prefix}{n:02d}_{name}.png"
             with atomic_path(target) as tmp:

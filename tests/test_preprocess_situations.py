@@ -575,8 +575,11 @@ def test_a_thumbnail_enlarged_blockwise_reads_as_the_small_crop_it_was(mnist):
         big = cv2.resize(small, (small.shape[1] * k, small.shape[0] * k),
                          interpolation=cv2.INTER_NEAREST)
         big = np.clip(big + rng.normal(0, 2, big.shape), 0, 255).astype(np.uint8)
-        one, other = preprocess(small), preprocess(big)
+        one, other = preprocess(small), preprocess(big, keep_stages=n < 3)
         assert one.ok and other.ok, (n, one.reason, other.reason)
+        if n < 3:  # the debug stages show what it was shrunk to
+            assert other.stages["unblocked"].shape == small.shape, n
+            assert list(other.stages)[:2] == ["unblocked", "input"]
         scores.append(corr(one.image, other.image))
         # its box is still given in the picture's own pixels
         boxes.append(np.abs(np.array(other.bbox) - k * np.array(one.bbox)).max() <= k)
@@ -606,3 +609,4 @@ def test_blocks_are_undone_exactly_and_only_where_there_are_blocks(digits):
             img = np.asarray(on_paper(d, side, paper=(240, 236, 225), pen=(30, 40, 150),
                                       frac=0.9))
             assert unblocked(img, PARAMS) is img
+    assert "unblocked" not in preprocess(img, keep_stages=True).stages

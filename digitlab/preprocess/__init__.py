@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from . import components as cc
 from .components import Components
@@ -84,6 +85,7 @@ class _Analysis:
     ink_fraction: float
     reason: str | None
     mnist: np.ndarray | None = None  # the pixels of a 28x28 one-channel input
+    unblocked: np.ndarray | None = None  # a crop enlarged blockwise, at the size it was drawn
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -93,11 +95,17 @@ class _Analysis:
 def _analyse(source: ImageSource, p: Params) -> _Analysis:
     img = load_pixels(source, draft=p.work_area)
     full = full_size(img)  # boxes and sizes are reported in the picture's own pixels
+    crop = min(full) < p.crop_px or max(full) <= p.crop_long_px
+    drawn = unblocked(img, p) if crop else img
+    an = _analyse_pixels(drawn, full, crop, p)
+    if drawn is not img:
+        an.unblocked = np.asarray(drawn)
+    return an
+
+
+def _analyse_pixels(img: Image.Image | np.ndarray, full: tuple[int, int], crop: bool,
+                    p: Params) -> _Analysis:
     size = image_size(img)
-    crop = min(size) < p.crop_px or max(size) <= p.crop_long_px
-    if crop:
-        img = unblocked(img, p)
-        size = image_size(img)
     work, scale = to_working(img, p)
     if full != size:
         scale *= size[0] / full[0]
@@ -172,7 +180,11 @@ def _polarity(an: _Analysis) -> str:
 
 def _common_stages(an: _Analysis) -> dict[str, np.ndarray]:
     work = an.work[:, :, :3] if an.work.shape[2] >= 3 else an.work[:, :, 0]
-    stages = {"input": to_u8(work), "gray": to_u8(an.ink.gray), "ink": to_u8(an.ink.ink)}
+    stages = {}
+    if an.unblocked is not None:  # what decoding shrank a blockwise enlargement to
+        u = an.unblocked
+        stages["unblocked"] = u if u.ndim == 2 else u[:, :, 0] if u.shape[2] < 3 else u[:, :, :3]
+    stages.update(input=to_u8(work), gray=to_u8(an.ink.gray), ink=to_u8(an.ink.ink))
     if an.printed.any():
         stages["printed"] = to_u8(an.printed.astype(np.float32))
     return stages
