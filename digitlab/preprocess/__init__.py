@@ -95,7 +95,8 @@ class _Analysis:
 def _analyse(source: ImageSource, p: Params) -> _Analysis:
     img = load_pixels(source, draft=p.work_area)
     full = full_size(img)  # boxes and sizes are reported in the picture's own pixels
-    crop = min(full) < p.crop_px or max(full) <= p.crop_long_px
+    size = image_size(img)  # (as decoded: a big JPEG at reduced scale)
+    crop = min(size) < p.crop_px or max(size) <= p.crop_long_px
     drawn = unblocked(img, p) if crop else img
     an = _analyse_pixels(drawn, full, crop, p)
     if drawn is not img:
