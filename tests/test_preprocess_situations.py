@@ -240,17 +240,26 @@ def test_a_close_call_crop_takes_the_wider_class_for_paper(mnist):
         assert out.polarity == "dark-on-light", i
 
 
+def _tight(d: np.ndarray) -> np.ndarray:
+    ys, xs = np.nonzero(d > 30)
+    return d[ys.min():ys.max() + 1, xs.min():xs.max() + 1].astype(np.float32) / 255
+
+
+def _shrunk(d: np.ndarray, side: int) -> np.ndarray:
+    """An MNIST digit cut tight and shrunk (area) to ``side`` px on its long side, in [0, 1]."""
+    c = _tight(d)
+    f = side / max(c.shape)
+    return cv2.resize(c, (max(1, round(c.shape[1] * f)), max(1, round(c.shape[0] * f))),
+                      interpolation=cv2.INTER_AREA)
+
+
 def test_a_thumbnail_enlarged_blockwise_with_noise_is_no_grid(mnist):
     """12 px digits enlarged 5x with nearest-neighbour (blocky) and sensor noise: the noise
     leaves pinholes in the strokes, which are not the loops of a grid or a scribble."""
     rng = np.random.default_rng(0)
     reasons = []
     for d in mnist.test_images[:60].numpy():
-        ys, xs = np.nonzero(d > 30)
-        c = d[ys.min():ys.max() + 1, xs.min():xs.max() + 1].astype(np.float32) / 255
-        f = 12 / max(c.shape)
-        a = cv2.resize(c, (max(1, round(c.shape[1] * f)), max(1, round(c.shape[0] * f))),
-                       interpolation=cv2.INTER_AREA)[:, :, None]
+        a = _shrunk(d, 12)[:, :, None]
         img = np.array((235, 238, 245), np.float32) * (1 - a) + \
             np.array((190, 30, 30), np.float32) * a
         img = cv2.resize(img, (img.shape[1] * 5, img.shape[0] * 5),
@@ -487,11 +496,6 @@ def test_a_bold_bar_near_a_thin_box_side_is_a_stroke():
     assert bar_width(dataclasses.replace(PARAMS, frame_twin=1e9)) <= 5  # before
 
 
-def _tight(d: np.ndarray) -> np.ndarray:
-    ys, xs = np.nonzero(d > 30)
-    return d[ys.min():ys.max() + 1, xs.min():xs.max() + 1].astype(np.float32) / 255
-
-
 def test_a_tiny_cell_enlarged_and_blurred_is_read(mnist):
     """8-16 px cells enlarged 3-5x (blockwise or smoothly) and blurred, as thumbnails and
     scans are: their paper is all long ramps round the strokes, which are no grain, so no
@@ -499,10 +503,7 @@ def test_a_tiny_cell_enlarged_and_blurred_is_read(mnist):
     reasons = []
     for n, d in enumerate(mnist.test_images[:300].numpy()):
         side, k, dark = 8 + n % 9, 3 + n % 3, n % 4 == 0
-        c = _tight(d)
-        f = side / max(c.shape)
-        a = cv2.resize(c, (max(1, round(c.shape[1] * f)), max(1, round(c.shape[0] * f))),
-                       interpolation=cv2.INTER_AREA)
+        a = _shrunk(d, side)
         a = cv2.resize(a, (a.shape[1] * k, a.shape[0] * k),
                        interpolation=cv2.INTER_LINEAR if n % 2 else cv2.INTER_NEAREST)
         a = cv2.GaussianBlur(a, (0, 0), 0.4 * k)[:, :, None]
@@ -566,10 +567,7 @@ def test_a_thumbnail_enlarged_blockwise_reads_as_the_small_crop_it_was(mnist):
     scores, boxes = [], []
     for n, d in enumerate(mnist.test_images[:60].numpy()):
         side, k = 10 + n % 7, 2 + n % 5
-        c = _tight(d)
-        f = side / max(c.shape)
-        a = cv2.resize(c, (max(1, round(c.shape[1] * f)), max(1, round(c.shape[0] * f))),
-                       interpolation=cv2.INTER_AREA)[:, :, None]
+        a = _shrunk(d, side)[:, :, None]
         small = np.clip(np.array((240, 236, 225)) * (1 - a) + np.array((30, 40, 150)) * a,
                         0, 255).astype(np.uint8)
         big = cv2.resize(small, (small.shape[1] * k, small.shape[0] * k),

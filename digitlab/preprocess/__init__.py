@@ -100,7 +100,7 @@ def _analyse(source: ImageSource, p: Params) -> _Analysis:
     drawn = unblocked(img, p) if crop else img
     an = _analyse_pixels(drawn, full, crop, p)
     if drawn is not img:
-        an.unblocked = np.asarray(drawn)
+        an.unblocked = drawn
     return an
 
 
@@ -179,13 +179,16 @@ def _polarity(an: _Analysis) -> str:
     return "dark-on-light" if an.ink.dark_ink else "light-on-dark"
 
 
+def _shown(a: np.ndarray) -> np.ndarray:
+    """An (H, W[, C]) image as a debug stage shows it: grey or RGB (alpha left out)."""
+    return a if a.ndim == 2 else a[:, :, :3] if a.shape[2] >= 3 else a[:, :, 0]
+
+
 def _common_stages(an: _Analysis) -> dict[str, np.ndarray]:
-    work = an.work[:, :, :3] if an.work.shape[2] >= 3 else an.work[:, :, 0]
     stages = {}
     if an.unblocked is not None:  # what decoding shrank a blockwise enlargement to
-        u = an.unblocked
-        stages["unblocked"] = u if u.ndim == 2 else u[:, :, 0] if u.shape[2] < 3 else u[:, :, :3]
-    stages.update(input=to_u8(work), gray=to_u8(an.ink.gray), ink=to_u8(an.ink.ink))
+        stages["unblocked"] = _shown(an.unblocked)
+    stages.update(input=to_u8(_shown(an.work)), gray=to_u8(an.ink.gray), ink=to_u8(an.ink.ink))
     if an.printed.any():
         stages["printed"] = to_u8(an.printed.astype(np.float32))
     return stages

@@ -259,8 +259,9 @@ def _steps(a: np.ndarray, step: int, axis: int) -> np.ndarray:
     in some channel, per position between them."""
     d = cv2.absdiff(a[:, 1:], a[:, :-1]) if axis == 1 else cv2.absdiff(a[1:], a[:-1])
     m = d if d.ndim == 2 else d[:, :, 0]
-    for c in range(1, 1 if d.ndim == 2 else d.shape[2]):  # (not a reduction over a short axis)
-        m = np.maximum(m, d[:, :, c])
+    if d.ndim == 3:
+        for c in range(1, d.shape[2]):  # (not a reduction over a short axis: far slower)
+            m = np.maximum(m, d[:, :, c])
     _, big = cv2.threshold(m, step, 1, cv2.THRESH_BINARY)
     return cv2.reduce(big, 1 - axis, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel()
 
@@ -291,16 +292,21 @@ def unblocked(img: Image.Image | np.ndarray, p: Params) -> Image.Image | np.ndar
     sx, sy = _steps(a, step, 1), _steps(a, step, 0)
     if min(sx.sum(), sy.sum()) < 4:
         return img
+
+    def phases(k: int) -> tuple[int, int] | None:
+        px = _phase(sx, k, p.block_share)
+        py = None if px is None else _phase(sy, k, p.block_share)
+        return None if py is None else (px, py)
+
     # (k's steps at one phase are at one phase modulo each prime factor of k too: the primes
     # first, so that a picture that is not blockwise costs four checks)
-    primes = [q for q in (2, 3, 5, 7) if q <= kmax
-              and _phase(sx, q, p.block_share) is not None
-              and _phase(sy, q, p.block_share) is not None]
+    found = {q: phases(q) for q in (2, 3, 5, 7) if q <= kmax}
     for k in range(kmax, 1, -1):
-        if not any(k % q == 0 for q in primes):
+        if not any(found.get(q) for q in (2, 3, 5, 7) if k % q == 0):
             continue
-        px, py = _phase(sx, k, p.block_share), _phase(sy, k, p.block_share)
-        if px is not None and py is not None:
+        both = found[k] if k in found else phases(k)
+        if both is not None:
+            px, py = both
             # a step after pixel i (i % k == phase): blocks start at phase + 1
             left, top = (k - 1 - px) % k, (k - 1 - py) % k
             b = cv2.copyMakeBorder(a, top, (-(h + top)) % k, left, (-(w + left)) % k,
