@@ -193,6 +193,31 @@ def test_a_number_in_a_row_of_boxes(digits):
         assert corr(p.image, plain_reference(x[i])) > 0.8
 
 
+def test_straight_ones_ending_near_a_row_of_boxes_lines_are_digits_not_dividers(digits):
+    """Two thin upright 1s, each ending a few px short of the row's top or bottom line (about
+    a tenth of the cell; a thirtieth of the strip's width), in a row of five boxes: they stay
+    digits. A divider open at one end meets its line; these do not."""
+    x, _ = digits
+    cell, n = 60, 5
+    img = Image.new("RGB", (n * cell + 40, cell + 40), (250, 250, 250))
+    for k, i in ((0, 0), (2, 1), (4, 2)):
+        img.paste(scene(x[i], (cell - 8, cell - 8), 40, (6, 6)), (20 + cell * k + 4, 24))
+    draw = ImageDraw.Draw(img)
+    for k, (top, bottom) in ((1, (27, 70)), (3, (30, 73))):  # the lines: y 20 and 80
+        xc = 20 + cell * k + cell // 2
+        draw.line([(xc, top), (xc, bottom)], fill=(20, 20, 20), width=2)
+
+    def comb(g):
+        g.rectangle([20, 20, 20 + n * cell, 20 + cell], outline=(0, 0, 0), width=2)
+        for k in range(1, n):
+            g.line([(20 + cell * k, 20), (20 + cell * k, 20 + cell)], fill=(0, 0, 0), width=2)
+    parts = segment_digits(with_lines(img, comb))
+    assert len(parts) == n and all(p.ok for p in parts), [p.reason for p in parts]
+    for p in (parts[1], parts[3]):  # a 1: one upright bar down the middle of the 28x28
+        cols = p.image.max(axis=0) > 128
+        assert cols.sum() <= 8 and (p.image.max(axis=1) > 128).sum() >= 18
+
+
 @pytest.mark.parametrize("side", [8, 10, 12, 16])
 @pytest.mark.parametrize("dark", [True, False])
 def test_tiny_tight_crops_are_read(digits, side, dark):

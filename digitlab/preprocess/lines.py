@@ -301,7 +301,7 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
     # ruled lines for a divider
     def tol(s: _Seg) -> int:
         return max(2, int(min(p.corner_tol * max(ih, iw), 0.2 * s.length)))
-    tol_t = max(2, int(p.tee_tol * max(ih, iw)))
+    tol_t = max(2, int(p.tee_tol * min(ih, iw)))
     # Straight runs first, judged by their boxes; only those taken for printed lines are fitted
     # (most digits have a long stroke or two: a 1's stem, a 7's bar, and no line at all).
     ink8 = cv2.convertScaleAbs(ink, alpha=255.0)

@@ -59,8 +59,10 @@ class Params:
     # Printed structure: straight runs at least `line_min` of the image side long are line
     # candidates (tilts of about 1 px per `line_min` tolerated); a candidate is printed when
     # it runs across `line_span` of the image, or when it is a side of a rectangle (its ends
-    # meet perpendicular candidates within `corner_tol` of the image side: rounded corners
-    # leave a gap); candidates thicker
+    # meet perpendicular candidates within `corner_tol` of the image's long side: rounded
+    # corners leave a gap); a row of cells' dividers meet its lines at T-junctions, within
+    # `tee_tol` of the image's short side (of a wide strip's height: a 1 ending near a line is
+    # no divider); candidates thicker
     # than `line_max_thick` of the image's short side are strokes or blobs, never lines.
     line_min: float = 0.3
     line_span: float = 0.8
