@@ -260,3 +260,21 @@ def test_unblocked_undoes_a_blockwise_enlargement_and_nothing_else(seed, h, w, c
                                  ) or f != k
         if f == k and not (top or left):  # whole blocks from the first one on: exact
             assert np.array_equal(out[:h - 1, :w - 1], small[:h - 1, :w - 1])
+
+
+@given(h=st.integers(4, 300), w=st.integers(4, 300), angle=st.floats(-10.0, 10.0),
+       x=st.floats(0.0, 1.0), y=st.floats(0.0, 1.0))
+def test_straighten_keeps_all_the_ink_and_maps_back_to_it(h, w, angle, x, y):
+    """A page turned by any small angle: every pixel of it lands on the straightened canvas
+    (none cut off at the corners), and the map back sends a point of ink to where it was."""
+    from digitlab.preprocess.skew import straighten
+    ink = np.zeros((h, w), np.float32)
+    px, py = min(w - 1, int(x * w)), min(h - 1, int(y * h))
+    ink[py, px] = 1.0
+    out, back = straighten(ink, angle)
+    assert out.shape[0] >= h - 1 and out.shape[1] >= w - 1
+    assert out.sum() == pytest.approx(1.0, abs=0.02)  # bilinear weights of one pixel
+    ys, xs = np.nonzero(out)
+    cx, cy = (out[ys, xs] @ xs) / out.sum(), (out[ys, xs] @ ys) / out.sum()
+    bx, by = back @ np.array([cx, cy, 1.0])
+    assert abs(bx - px) < 0.75 and abs(by - py) < 0.75

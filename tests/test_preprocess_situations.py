@@ -193,6 +193,56 @@ def test_a_number_in_a_row_of_boxes(digits):
         assert corr(p.image, plain_reference(x[i])) > 0.8
 
 
+@pytest.mark.parametrize("degrees", [2.5, -2.5, 6.0])
+def test_a_row_of_boxes_turned_askew_is_straightened_and_read(digits, degrees):
+    """A row of five cells photographed a little askew: its long lines drift out of the line
+    search's reach (a few px over the strip). The page is straightened by the angle of the
+    row's outline, the box taken out and each digit read as on plain paper; the digits'
+    boxes are given in the picture's own pixels."""
+    x, _ = digits
+    cell, n, idx = 70, 5, [0, 1, 2, 3, 4]
+    img = Image.new("RGB", (n * cell + 60, cell + 60), (250, 250, 250))
+    for k, i in enumerate(idx):
+        img.paste(scene(x[i], (cell - 10, cell - 10), 50, (5, 5)), (30 + cell * k + 5, 35))
+
+    def comb(g):
+        g.rectangle([30, 30, 30 + n * cell, 30 + cell], outline=(0, 0, 0), width=2)
+        for k in range(1, n):
+            g.line([(30 + cell * k, 30), (30 + cell * k, 30 + cell)], fill=(0, 0, 0), width=2)
+    page = np.asarray(with_lines(img, comb))
+    h, w = page.shape[:2]
+    turn = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    page = cv2.warpAffine(page, turn, (w, h), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+    parts = segment_digits(page)
+    assert len(parts) == n and all(p.ok for p in parts), [p.reason for p in parts]
+    for k, (p, i) in enumerate(zip(parts, idx)):
+        assert corr(p.image, plain_reference(x[i])) > 0.8
+        centre = turn @ np.array([30 + cell * k + cell / 2, 30 + cell / 2, 1.0])
+        x0, y0, x1, y1 = p.bbox  # the digit's box holds where its cell's centre went
+        assert x0 - 8 <= centre[0] <= x1 + 8 and y0 - 8 <= centre[1] <= y1 + 8, (k, p.bbox)
+
+
+def test_a_digit_alone_is_never_straightened():
+    """A slanted 1, a 0 or a 7 is writing, not a page turned askew: the skew search wants a
+    piece of ink running along most of the image, several times as long as deep."""
+    from digitlab.preprocess import components as cc
+    from digitlab.preprocess.skew import skew_angle
+    for draw in (lambda d: d.line([(90, 30), (110, 170)], fill=255, width=8),  # a slanted 1
+                 lambda d: d.ellipse([40, 30, 160, 170], outline=255, width=8),  # a 0
+                 lambda d: d.line([(30, 40), (170, 46), (90, 170)], fill=255, width=8)):  # a 7
+        img = Image.new("L", (200, 200), 0)
+        draw(ImageDraw.Draw(img))
+        low = np.asarray(img) > 128
+        assert skew_angle(cc.label(low, low), low.shape, PARAMS) == 0.0
+    row = Image.new("L", (400, 100), 0)
+    ImageDraw.Draw(row).rectangle([20, 20, 380, 80], outline=255, width=2)
+    turned = np.asarray(row.rotate(3.0, resample=Image.Resampling.BILINEAR)) > 100
+    # (PIL turns counter-clockwise as seen, as skew_angle measures)
+    assert skew_angle(cc.label(turned, turned), turned.shape, PARAMS) == pytest.approx(3.0, abs=0.3)
+    assert skew_angle(cc.label(row_a := np.asarray(row) > 100, row_a), row_a.shape, PARAMS) == 0.0
+
+
 def test_straight_ones_ending_near_a_row_of_boxes_lines_are_digits_not_dividers(digits):
     """Two thin upright 1s, each ending a few px short of the row's top or bottom line (about
     a tenth of the cell; a thirtieth of the strip's width), in a row of five boxes: they stay

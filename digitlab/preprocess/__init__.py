@@ -40,6 +40,7 @@ from .frames import find_frames
 from .ink import Ink, ink_map
 from .lines import find_printed, remove_remnants
 from .params import PARAMS, Params
+from .skew import skew_angle, straighten
 from .select import (RUNS_OFF, group_columns, keep_pieces, neighbour_reason, select_digit,
                      shape_reason, without_edge_slivers)
 
@@ -86,6 +87,9 @@ class _Analysis:
     reason: str | None
     mnist: np.ndarray | None = None  # the pixels of a 28x28 one-channel input
     unblocked: np.ndarray | None = None  # a crop enlarged blockwise, at the size it was drawn
+    # a page turned askew, straightened: the 2x3 affine map from the analysed pixels (ink,
+    # masks, boxes) back to the working image's
+    turn: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -122,12 +126,20 @@ def _analyse_pixels(img: Image.Image | np.ndarray, full: tuple[int, int], crop: 
     if crop:  # a digit filling its cell may touch every border: give it a margin
         pad = int(round(p.crop_pad * max(ink.ink.shape)))
         ink.ink = cv2.copyMakeBorder(ink.ink, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    return _analyse_ink(work, scale, pad, crop, full, ink, mnist, p)
+
+
+def _analyse_ink(work: np.ndarray, scale: float, pad: int, crop: bool, full: tuple[int, int],
+                 ink: Ink, mnist: np.ndarray | None, p: Params,
+                 turn: np.ndarray | None = None) -> _Analysis:
+    """The pieces of ink in an ink map, printed structure removed; ``turn``: set when the map
+    was straightened (see ``_Analysis.turn``)."""
     h, w = ink.ink.shape
     none = np.zeros((h, w), bool)
     empty = np.zeros(0, np.int64)
     if ink.reason:
         return _Analysis(work, scale, pad, crop, full, ink, none, none, cc.label(none), empty,
-                         0.0, ink.reason, mnist)
+                         0.0, ink.reason, mnist, turn=turn)
     high = ink.ink > p.high
     low = ink.ink > max(p.low, min(3.0 * ink.noise, p.high - 0.05))
     # seeds: only regions holding strong pixels are ink (hysteresis)
@@ -136,7 +148,11 @@ def _analyse_pixels(img: Image.Image | np.ndarray, full: tuple[int, int], crop: 
     ink_fraction = int(comps.area[seeded].sum()) / float(h * w)
     if not seeded.any():
         return _Analysis(work, scale, pad, crop, full, ink, low, none, comps, empty, 0.0,
-                         "blank: no ink found", mnist)
+                         "blank: no ink found", mnist, turn=turn)
+    if turn is None and not crop and (angle := skew_angle(comps, (h, w), p)):
+        # a page turned askew: its long lines drift out of the line search's reach
+        ink.ink, back = straighten(ink.ink, angle)
+        return _analyse_ink(work, scale, pad, crop, full, ink, mnist, p, back)
     # (most often every region holds a seed, and the seeded regions are all of ``low``)
     printed, lines = find_printed(
         ink.ink, low if seeded.all() else low & comps.mask(np.nonzero(seeded)[0]), pad, p)
@@ -161,7 +177,7 @@ def _analyse_pixels(img: Image.Image | np.ndarray, full: tuple[int, int], crop: 
             ink.ink = np.where(cc.grow(printed) & ~cc.grow(low), 0.0, ink.ink).astype(np.float32)
         elif len(lines) > 1 or framed.any():  # a grid or a form with nothing written in it
             return _Analysis(work, scale, pad, crop, full, ink, rest, printed, comps_rest, empty,
-                             ink_fraction, "only printed lines", mnist)
+                             ink_fraction, "only printed lines", mnist, turn=turn)
         else:  # one straight stroke and nothing else: a 1 or a dash, judged as it is
             printed = none
     only = "only printed lines (and specks)" if printed.any() else "blank: only specks"
@@ -172,7 +188,7 @@ def _analyse_pixels(img: Image.Image | np.ndarray, full: tuple[int, int], crop: 
         elif ink_fraction > 0.45:
             reason = "noise: ink covers most of the image (texture or a photo, not a digit)"
     return _Analysis(work, scale, pad, crop, full, ink, low, printed, comps, keep,
-                     ink_fraction, reason, mnist)
+                     ink_fraction, reason, mnist, turn=turn)
 
 
 def _polarity(an: _Analysis) -> str:
@@ -197,6 +213,10 @@ def _common_stages(an: _Analysis) -> dict[str, np.ndarray]:
 def _bbox(an: _Analysis, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
     """A box in analysis pixels -> the picture's pixels (crop margin removed, clipped)."""
     x0, y0, x1, y1 = (v - an.pad for v in box)
+    if an.turn is not None:  # the straightened box's corners, back on the working image
+        corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], np.float64)
+        back = corners @ an.turn[:, :2].T + an.turn[:, 2]
+        (x0, y0), (x1, y1) = back.min(axis=0), back.max(axis=0)
     inv, (w, h) = 1.0 / an.scale, an.size
     return (min(w, max(0, int(x0 * inv))), min(h, max(0, int(y0 * inv))),
             min(w, max(0, int(np.ceil(x1 * inv)))), min(h, max(0, int(np.ceil(y1 * inv)))))

@@ -71,6 +71,15 @@ class Params:
     line_max_thick: float = 0.08
     # ... and they are found on the ink map where it exceeds this (faint grids included)
     line_faint: float = 0.12
+    # A page turned askew by `skew_min_deg` to `skew_max_deg` (its long lines drift out of
+    # the search's reach) is straightened first when no line along it was found, by the
+    # angle of its longest straight piece of ink: one at least `skew_span` of the image wide,
+    # `skew_aspect` times as long as deep, filling `skew_fill` of its smallest rectangle
+    skew_min_deg: float = 0.5
+    skew_max_deg: float = 10.0
+    skew_span: float = 0.6
+    skew_aspect: float = 2.5
+    skew_fill: float = 0.75
     # Lines up to `frame_max_thick` thick are printed too when within `frame_edge` of an edge
     # with a twin (bold or not, but at least 1/`frame_twin` as thick: a 7's bar near the top of
     # a thinly printed box has none) about as long near the opposite one (a small cell's frame)
