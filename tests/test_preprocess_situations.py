@@ -243,17 +243,20 @@ def test_a_digit_alone_is_never_straightened():
     assert skew_angle(cc.label(row_a := np.asarray(row) > 100, row_a), row_a.shape, PARAMS) == 0.0
 
 
-def test_straight_ones_ending_near_a_row_of_boxes_lines_are_digits_not_dividers(digits):
-    """Two thin upright 1s, each ending a few px short of the row's top or bottom line (about
-    a tenth of the cell; a thirtieth of the strip's width), in a row of five boxes: they stay
-    digits. A divider open at one end meets its line; these do not."""
+@pytest.mark.parametrize("ones", [((27, 70), (30, 73)),   # ending near the lines
+                                  ((21, 62), (21, 60))])  # hanging from the top line
+def test_straight_ones_ending_near_a_row_of_boxes_lines_are_digits_not_dividers(digits, ones):
+    """Two thin upright 1s in a row of five boxes, each ending a few px short of the row's top
+    or bottom line (about a tenth of the cell; a thirtieth of the strip's width), or hanging
+    from the top line two thirds of the way down: they stay digits. A divider meets its
+    lines; one a digit broke open at one end is as long as the row's other dividers."""
     x, _ = digits
     cell, n = 60, 5
     img = Image.new("RGB", (n * cell + 40, cell + 40), (250, 250, 250))
     for k, i in ((0, 0), (2, 1), (4, 2)):
         img.paste(scene(x[i], (cell - 8, cell - 8), 40, (6, 6)), (20 + cell * k + 4, 24))
     draw = ImageDraw.Draw(img)
-    for k, (top, bottom) in ((1, (27, 70)), (3, (30, 73))):  # the lines: y 20 and 80
+    for k, (top, bottom) in zip((1, 3), ones):  # the lines: y 20 and 80
         xc = 20 + cell * k + cell // 2
         draw.line([(xc, top), (xc, bottom)], fill=(20, 20, 20), width=2)
 

@@ -386,9 +386,13 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
         ends = [_ends(s, frame, tol_t) for s in rest]
         chosen = [s for s, e in zip(rest, ends) if 0 not in e]
         hanging = [s for s, e in zip(rest, ends) if (e[0] == 0) != (e[1] == 0)]
-        alike = [s for s in hanging
-                 if sum(abs(o.length - s.length) <= 0.15 * s.length
-                        and abs(o.box_thick - s.box_thick) <= 1 for o in hanging) >= 2]
+        def like(a: _Seg, b: _Seg) -> bool:
+            return abs(a.length - b.length) <= 0.15 * b.length and abs(
+                a.box_thick - b.box_thick) <= 1
+        # (beside dividers meeting lines at both ends, an open one is as long as they are: a
+        # divider a digit broke, not two 1s ending near a line)
+        alike = [s for s in hanging if sum(like(o, s) for o in hanging) >= 2
+                 and (not chosen or any(like(s, o) for o in chosen))]
         printed[k] += [s for s in fitted(chosen + alike, runs) if s.thick <= thin]
     removed = np.zeros((h, w), bool)
     for k, runs in enumerate(found):
@@ -479,12 +483,14 @@ def remove_remnants(mask: np.ndarray, removed: np.ndarray, lines: list[_Seg], p:
     # ticks hanging off a lone line (a comb field's baseline), across it, are measured against
     # the image: there is no frame's height; two or more alike, printed the same (one stroke
     # of a 1 standing on a ruled line has no twin). Not off a box's sides: the arcs of a
-    # printed 0 whose straight sides were taken for a box's are alike too.
+    # printed 0 whose straight sides were taken for a box's are alike too; nor where a box
+    # gives a frame's height to measure against (two 1s hanging from a row of cells' top).
     across = {s.horizontal for s in lines if not s.side}
-    paired = {i for i, (up, long_, short) in thin.items()
-              if up in across and long_ <= p.tick_max * mask.shape[0 if up else 1]
-              and sum(u == up and abs(ln - long_) <= 0.15 * long_ and abs(sh - short) <= 1
-                      for u, ln, sh in thin.values()) >= 2}
+    paired = set() if sides else {
+        i for i, (up, long_, short) in thin.items()
+        if up in across and long_ <= p.tick_max * mask.shape[0 if up else 1]
+        and sum(u == up and abs(ln - long_) <= 0.15 * long_ and abs(sh - short) <= 1
+                for u, ln, sh in thin.values()) >= 2}
     drop = []
     for i in ids:
         x, y, bw, bh, area = st[i]
