@@ -11,8 +11,9 @@ paper, cut out of a scan as a tiny cell. ``preprocess`` bridges the two, one sta
 2. ``ink``: polarity, one channel in which any pen stands out from any paper, the paper level
    divided out or subtracted, stroke contrast normalised to 1; blank and noise recognised;
 3. ``lines``: printed structure (form boxes, comb fields, ruled lines, grids) found as long
-   straight thin lines and removed, strokes crossing them kept; ``frames``: the boxes that
-   search misses (askew, rounded, small) found by their outline and removed the same way;
+   straight thin lines and removed, strokes crossing them kept, after ``skew`` straightened a
+   page turned askew; ``frames``: the boxes that search misses (askew, rounded, small) found
+   by their outline and removed the same way;
 4. ``components`` and ``select``: 8-connected pieces, the digit as the main blob and the pieces
    that belong to it; shapeless inputs get a reason instead;
 5. ``fit``: crop, fit into 20x20 and centre by mass in 28x28, as MNIST did.
