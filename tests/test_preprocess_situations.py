@@ -243,6 +243,31 @@ def test_a_digit_alone_is_never_straightened():
     assert skew_angle(cc.label(row_a := np.asarray(row) > 100, row_a), row_a.shape, PARAMS) == 0.0
 
 
+def test_bold_0s_and_8s_filling_a_thinly_printed_cell_keep_their_flanks(mnist):
+    """Bold 0s and 8s filling the first of a row of cells printed with a 1 px pen: their
+    straight flanks turn corners at both ends like a box's sides, but a box's sides are
+    printed like the lines running across the row (before: the flanks were taken out, mean
+    likeness to the digit on plain paper 0.83 on these 20)."""
+    x, y = mnist.test_images.numpy(), mnist.test_labels.numpy()
+    cell, n = 64, 4
+    scores = []
+    for j in np.nonzero(np.isin(y, [0, 8]))[0][:20]:
+        bold = cv2.dilate(x[j], np.ones((2, 2), np.uint8))
+        img = Image.new("RGB", (n * cell + 30, cell + 26), (250, 250, 250))
+        img.paste(scene(bold, (cell - 4, cell - 4), 54, (3, 2)), (17, 15))
+        for k in range(1, n):
+            img.paste(scene(x[k - 1], (cell - 10, cell - 10), 44, (5, 5)), (20 + cell * k, 18))
+
+        def comb(g):
+            g.rectangle([15, 13, 15 + n * cell, 13 + cell], outline=(0, 0, 0), width=1)
+            for k in range(1, n):
+                g.line([(15 + cell * k, 13), (15 + cell * k, 13 + cell)], fill=(0, 0, 0))
+        parts = segment_digits(with_lines(img, comb))
+        assert len(parts) == n and all(p.ok for p in parts), (j, [p.reason for p in parts])
+        scores.append(corr(parts[0].image, plain_reference(bold)))
+    assert np.mean(scores) > 0.94 and min(scores) > 0.85, scores
+
+
 @pytest.mark.parametrize("ones", [((27, 70), (30, 73)),   # ending near the lines
                                   ((21, 62), (21, 60))])  # hanging from the top line
 def test_straight_ones_ending_near_a_row_of_boxes_lines_are_digits_not_dividers(digits, ones):
@@ -556,7 +581,8 @@ def test_a_bold_bar_near_a_thin_box_side_is_a_stroke():
     """A bold 7 in a small cell with a thin rounded box: its bar, near the top and about as
     long as the box's bottom side, was taken for a bold frame's side with the thin bottom as
     its twin and removed, and the 7 was read as a 1. A frame is printed with one pen: the
-    twin must be at least a third as thick."""
+    twin must be at least a third as thick (and, since, a side turning corners is printed
+    like the lines across the image: no thicker than the box's own)."""
     def cell():
         img = Image.new("RGB", (70, 76), (238, 238, 238))
         draw = ImageDraw.Draw(img)
@@ -571,7 +597,8 @@ def test_a_bold_bar_near_a_thin_box_side_is_a_stroke():
         return max(int((row > 128).sum()) for row in out.image[:12])
 
     assert bar_width(PARAMS) >= 12
-    assert bar_width(dataclasses.replace(PARAMS, frame_twin=1e9)) <= 5  # before
+    assert bar_width(dataclasses.replace(PARAMS, frame_twin=1e9)) >= 12  # either rule keeps it
+    assert "printed" in preprocess(cell(), keep_stages=True).stages  # the thin box goes
 
 
 def test_a_tiny_cell_enlarged_and_blurred_is_read(mnist):

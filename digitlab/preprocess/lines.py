@@ -372,6 +372,14 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
         printed[k] = [s for s in lines if s.thick <= thick_max] + _bold_frame(
             [s for s in lines if thick_max < s.thick <= frame_max], lines, pad,
             ih if horizontal else iw, p.frame_edge, p.frame_twin)
+    # where lines run across the image (a row of cells), boxes' sides are printed like them:
+    # a bold 8's straight flanks turning its loops' corners inside a thinly printed cell are
+    # strokes
+    ruled = [s for r, pr in zip(found, printed) for s in pr
+             if not s.side and s.length >= p.line_span * r.extent]
+    if ruled:
+        thin = max(s.thick for s in ruled) + 1
+        printed = [[s for s in pr if not s.side or s.thick <= thin] for pr in printed]
     # A comb's dividers may stand open at one end (cells open at the top): two or more alike
     # (length within 15%, thickness within a pixel), each meeting a printed line at one end,
     # are printed too; a lone stroke standing on a line (a 1 on ruled paper) is not.
