@@ -268,6 +268,32 @@ def test_bold_0s_and_8s_filling_a_thinly_printed_cell_keep_their_flanks(mnist):
     assert np.mean(scores) > 0.94 and min(scores) > 0.85, scores
 
 
+@pytest.mark.parametrize("n, width", [(2, 1), (3, 2), (5, 3)])
+def test_a_number_on_a_comb_field_is_read_without_its_ticks(digits, n, width):
+    """Digits written over a comb field - a baseline with short ticks between the cells, the
+    field in the middle of the picture (its baseline 60% of the width) - come out as the
+    digits alone: the baseline's end ticks turn its corners, and the ticks between go with
+    it, the first and last ones' round caps too. Before, a short field stayed as ink under
+    the digits, or its first tick was read as a 1."""
+    x, _ = digits
+    cell = 60
+    margin = int(n * cell / 0.6 - n * cell) // 2
+    img = Image.new("RGB", (n * cell + 2 * margin, cell + 60), (248, 246, 238))
+    for k in range(n):
+        img.paste(scene(x[k], (cell - 8, cell - 8), 40, (6, 6)), (margin + cell * k + 4, 26))
+
+    def comb(g):
+        base = 30 + cell
+        g.line([(margin, base), (margin + n * cell, base)], fill=(30, 60, 150), width=width)
+        for k in range(n + 1):
+            g.line([(margin + cell * k, base - 14), (margin + cell * k, base)],
+                   fill=(30, 60, 150), width=width)
+    parts = segment_digits(with_lines(img, comb))
+    assert len(parts) == n and all(p.ok for p in parts), [p.reason for p in parts]
+    for k, p in enumerate(parts):
+        assert corr(p.image, plain_reference(x[k])) > 0.8, k
+
+
 @pytest.mark.parametrize("ones", [((27, 70), (30, 73)),   # ending near the lines
                                   ((21, 62), (21, 60))])  # hanging from the top line
 def test_straight_ones_ending_near_a_row_of_boxes_lines_are_digits_not_dividers(digits, ones):

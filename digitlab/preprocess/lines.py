@@ -124,21 +124,25 @@ def _fitted(segs: list[_Seg], runs: _Runs, ink: np.ndarray) -> list[_Seg]:
 
 
 def _band(seg: _Seg, shape: tuple[int, int], pad: float) -> tuple[slice, slice, np.ndarray]:
-    """The pixels within ``pad`` px of the fitted line's own thickness, along its extent: a
-    window of the image and the mask within it."""
+    """The pixels within ``pad`` px of the fitted line's own thickness, along its extent and
+    half its thickness beyond each end (a pen's round cap): a window of the image and the
+    mask within it."""
     h, w = shape
     half = seg.thick / 2 + pad
+    cap = int(np.ceil(seg.thick / 2))
     if seg.horizontal:
-        along = np.arange(seg.x0, seg.x1, dtype=np.float32)
+        a0, a1 = max(0, seg.x0 - cap), min(w, seg.x1 + cap)
+        along = np.arange(a0, a1, dtype=np.float32)
         centre = seg.y0 + seg.offset + seg.slope * (along - seg.x0)
         lo, hi = max(0, int(centre.min() - half) - 1), min(h, int(centre.max() + half) + 2)
         across = np.arange(lo, hi, dtype=np.float32)[:, None]
-        return slice(lo, hi), slice(seg.x0, seg.x1), np.abs(across - centre[None, :]) <= half
-    along = np.arange(seg.y0, seg.y1, dtype=np.float32)
+        return slice(lo, hi), slice(a0, a1), np.abs(across - centre[None, :]) <= half
+    a0, a1 = max(0, seg.y0 - cap), min(h, seg.y1 + cap)
+    along = np.arange(a0, a1, dtype=np.float32)
     centre = seg.x0 + seg.offset + seg.slope * (along - seg.y0)
     lo, hi = max(0, int(centre.min() - half) - 1), min(w, int(centre.max() + half) + 2)
     across = np.arange(lo, hi, dtype=np.float32)[None, :]
-    return slice(seg.y0, seg.y1), slice(lo, hi), np.abs(across - centre[:, None]) <= half
+    return slice(a0, a1), slice(lo, hi), np.abs(across - centre[:, None]) <= half
 
 
 @lru_cache(maxsize=256)
@@ -284,7 +288,10 @@ def _corner(a: _Seg, b: _Seg, tol: int) -> tuple[int, int]:
         near_hi = b.y0 - tol <= hi <= b.y1 + tol
     if not (b_lo - tol <= at <= b_hi + tol):
         return 0, 0
-    before, after = b_lo < at - tol, b_hi > at + tol
+    # (b leaves a by more than half its length, or than tol: a comb's ticks are shorter than
+    # the gap a rounded corner may leave)
+    out = min(tol, 0.5 * (b_hi - b_lo))
+    before, after = b_lo < at - out, b_hi > at + out
     side = 2 if before and after else (-1 if before else (1 if after else 0))
     return (side if near_lo else 0), (side if near_hi else 0)
 
@@ -491,10 +498,13 @@ def remove_remnants(mask: np.ndarray, removed: np.ndarray, lines: list[_Seg], p:
     # ticks hanging off a lone line (a comb field's baseline), across it, are measured against
     # the image: there is no frame's height; two or more alike, printed the same (one stroke
     # of a 1 standing on a ruled line has no twin). Not off a box's sides: the arcs of a
-    # printed 0 whose straight sides were taken for a box's are alike too; nor where a box
-    # gives a frame's height to measure against (two 1s hanging from a row of cells' top).
-    across = {s.horizontal for s in lines if not s.side}
-    paired = set() if sides else {
+    # printed 0 whose straight sides were taken for a box's are alike too; nor where lines
+    # both ways give a frame's height to measure against (two 1s hanging from a row of
+    # cells' top; a comb's baseline, a side between its end ticks, gives none).
+    # (a side alone is a comb's baseline: its end ticks turn its corners)
+    across = {s.horizontal for s in lines if not s.side or len(lines) == 1}
+    boxed = len({s.horizontal for s in lines}) == 2
+    paired = set() if boxed else {
         i for i, (up, long_, short) in thin.items()
         if up in across and long_ <= p.tick_max * mask.shape[0 if up else 1]
         and sum(u == up and abs(ln - long_) <= 0.15 * long_ and abs(sh - short) <= 1
