@@ -401,13 +401,10 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
         ends = [_ends(s, frame, tol_t) for s in rest]
         chosen = [s for s, e in zip(rest, ends) if 0 not in e]
         hanging = [s for s, e in zip(rest, ends) if (e[0] == 0) != (e[1] == 0)]
-        def like(a: _Seg, b: _Seg) -> bool:
-            return abs(a.length - b.length) <= 0.15 * b.length and abs(
-                a.box_thick - b.box_thick) <= 1
         # (beside dividers meeting lines at both ends, an open one is as long as they are: a
         # divider a digit broke, not two 1s ending near a line)
-        alike = [s for s in hanging if sum(like(o, s) for o in hanging) >= 2
-                 and (not chosen or any(like(s, o) for o in chosen))]
+        alike = [s for s in hanging if sum(_alike(o, s) for o in hanging) >= 2
+                 and (not chosen or any(_alike(s, o) for o in chosen))]
         printed[k] += [s for s in fitted(chosen + alike, runs) if s.thick <= thin]
     removed = np.zeros((h, w), bool)
     for k, runs in enumerate(found):
@@ -428,6 +425,11 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
         crossing = cv2.morphologyEx(rest, cv2.MORPH_CLOSE, kernel) > 0
         removed |= line & ~crossing
     return removed, printed[0] + printed[1]
+
+
+def _alike(a: _Seg, b: _Seg) -> bool:
+    """Printed alike: ``a`` as long as ``b`` within 15%, as thick within a pixel."""
+    return abs(a.length - b.length) <= 0.15 * b.length and abs(a.box_thick - b.box_thick) <= 1
 
 
 def _hugs_edge(s: _Seg, pad: int, ih: int, iw: int, margin: int) -> bool:
@@ -498,10 +500,9 @@ def remove_remnants(mask: np.ndarray, removed: np.ndarray, lines: list[_Seg], p:
     # ticks hanging off a lone line (a comb field's baseline), across it, are measured against
     # the image: there is no frame's height; two or more alike, printed the same (one stroke
     # of a 1 standing on a ruled line has no twin). Not off a box's sides: the arcs of a
-    # printed 0 whose straight sides were taken for a box's are alike too; nor where lines
-    # both ways give a frame's height to measure against (two 1s hanging from a row of
-    # cells' top; a comb's baseline, a side between its end ticks, gives none).
-    # (a side alone is a comb's baseline: its end ticks turn its corners)
+    # printed 0 whose straight sides were taken for a box's are alike too (but a side alone
+    # is a comb's baseline, its end ticks turning its corners); nor where lines both ways
+    # give a frame's height to measure against (two 1s hanging from a row of cells' top).
     across = {s.horizontal for s in lines if not s.side or len(lines) == 1}
     boxed = len({s.horizontal for s in lines}) == 2
     paired = set() if boxed else {

@@ -72,8 +72,8 @@ class Params:
     # ... and they are found on the ink map where it exceeds this (faint grids included)
     line_faint: float = 0.12
     # A page turned askew by `skew_min_deg` to `skew_max_deg` (its long lines drift out of
-    # the search's reach) is straightened first when no line along it was found, by the
-    # angle of its longest straight piece of ink: one at least `skew_span` of the image wide,
+    # the search's reach) is straightened before the line search, by the angle of its
+    # longest straight piece of ink: one at least `skew_span` of the image wide,
     # `skew_aspect` times as long as deep, filling `skew_fill` of its smallest rectangle
     skew_min_deg: float = 0.5
     skew_max_deg: float = 10.0
