@@ -294,6 +294,31 @@ def test_a_number_on_a_comb_field_is_read_without_its_ticks(digits, n, width):
         assert corr(p.image, plain_reference(x[k])) > 0.8, k
 
 
+@pytest.mark.parametrize("n", [3, 5])
+def test_a_number_in_separate_bold_boxes_is_read_without_the_boxes(digits, n):
+    """Digits each in its own bold box, the boxes apart along a row and filling the strip's
+    height: the boxes' lines are too bold for printed lines (over 8% of the strip's height)
+    and each box too narrow for the closed-frame search after the line search (a third of the
+    strip's width), so they are found as closed frames first. Before, each digit was read
+    inside its box."""
+    x, _ = digits
+    cell, gap, margin, width = 56, 10, 6, 6
+    img = Image.new("RGB", (n * (cell + gap) + 2 * margin, cell + 2 * margin), (250, 250, 250))
+    for k in range(n):
+        img.paste(scene(x[k], (cell - 16, cell - 16), 34, (3, 3)),
+                  (margin + k * (cell + gap) + 8, margin + 8))
+
+    def boxes(g):
+        for k in range(n):
+            x0 = margin + k * (cell + gap)
+            g.rectangle([x0, margin, x0 + cell, margin + cell], outline=(60, 60, 60),
+                        width=width)
+    parts = segment_digits(with_lines(img, boxes))
+    assert len(parts) == n and all(p.ok for p in parts), [p.reason for p in parts]
+    for k, p in enumerate(parts):
+        assert corr(p.image, plain_reference(x[k])) > 0.8, k
+
+
 @pytest.mark.parametrize("ones", [((27, 70), (30, 73)),   # ending near the lines
                                   ((21, 62), (21, 60))])  # hanging from the top line
 def test_straight_ones_ending_near_a_row_of_boxes_lines_are_digits_not_dividers(digits, ones):

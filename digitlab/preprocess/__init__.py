@@ -154,9 +154,17 @@ def _analyse_ink(work: np.ndarray, scale: float, pad: int, crop: bool, full: tup
         # a page turned askew: its long lines drift out of the line search's reach
         ink.ink, back = straighten(ink.ink, angle)
         return _analyse_ink(work, scale, pad, crop, full, ink, mnist, p, back)
+    # the boxes of a row written into one by one: each too narrow for the line search and
+    # for the frame search below, found as closed frames first
+    boxes = none if crop else find_frames(comps, high, pad, p, narrow=True)
+    if boxes.any():
+        low = low & ~boxes
+        comps = cc.label(low, high)
+        seeded = comps.strong > 0
     # (most often every region holds a seed, and the seeded regions are all of ``low``)
     printed, lines = find_printed(
         ink.ink, low if seeded.all() else low & comps.mask(np.nonzero(seeded)[0]), pad, p)
+    printed = printed | boxes
 
     def without(printed: np.ndarray) -> tuple[np.ndarray, Components]:
         rest = low & ~printed
@@ -164,10 +172,11 @@ def _analyse_ink(work: np.ndarray, scale: float, pad: int, crop: bool, full: tup
 
     rest, comps_rest = low, comps
     if printed.any():
-        printed |= remove_remnants(low & ~printed, printed, lines, p)
+        if lines:
+            printed |= remove_remnants(low & ~printed, printed, lines, p)
         rest, comps_rest = without(printed)
     # a box the line search missed (tilted, rounded, small): a closed frame round the writing
-    framed = find_frames(comps_rest, high, pad, p)
+    framed = find_frames(comps_rest, high, pad, p) | boxes
     if framed.any():
         printed |= framed
         rest, comps_rest = without(printed)

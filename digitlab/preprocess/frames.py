@@ -50,16 +50,23 @@ def _straight(contour: np.ndarray, quad: np.ndarray, tol: float, share: float) -
     return float(np.mean(best <= tol)) >= share
 
 
-def find_frames(comps: cc.Components, high: np.ndarray, pad: int, p: Params) -> np.ndarray:
+def find_frames(comps: cc.Components, high: np.ndarray, pad: int, p: Params,
+                narrow: bool = False) -> np.ndarray:
     """The pixels of closed frames among ``comps`` (the ink left after line removal) that hold
     writing: a bool mask, empty when there is none. ``high``: the strong ink (seeds), of
-    which the writing inside must hold some; ``pad``: the crop margin."""
+    which the writing inside must hold some; ``pad``: the crop margin. ``narrow``: instead,
+    the frames narrower than that but ``frame_min`` of the image's short side each way (the
+    boxes of a row written into one by one, looked for before the line search)."""
     h, w = comps.labels.shape
     ih, iw = h - 2 * pad, w - 2 * pad
     removed = np.zeros((h, w), bool)
     max_width = max(1, int(p.frame_max_thick * min(ih, iw)))
-    big = np.nonzero((comps.x1 - comps.x0 >= p.frame_min * iw)
-                     & (comps.y1 - comps.y0 >= p.frame_min * ih))[0]
+    bw, bh = comps.x1 - comps.x0, comps.y1 - comps.y0
+    if narrow:
+        least = p.frame_min * min(ih, iw)
+        big = np.nonzero((bw < p.frame_min * iw) & (bw >= least) & (bh >= least))[0]
+    else:
+        big = np.nonzero((bw >= p.frame_min * iw) & (bh >= p.frame_min * ih))[0]
     for i in big:
         x, y, x1, y1 = comps.box([i])
         bw, bh = x1 - x, y1 - y
