@@ -61,12 +61,13 @@ def find_frames(comps: cc.Components, high: np.ndarray, pad: int, p: Params,
     ih, iw = h - 2 * pad, w - 2 * pad
     removed = np.zeros((h, w), bool)
     max_width = max(1, int(p.frame_max_thick * min(ih, iw)))
-    bw, bh = comps.x1 - comps.x0, comps.y1 - comps.y0
+    widths, heights = comps.x1 - comps.x0, comps.y1 - comps.y0
     if narrow:
         least = p.frame_min * min(ih, iw)
-        big = np.nonzero((bw < p.frame_min * iw) & (bw >= least) & (bh >= least))[0]
+        big = np.nonzero((widths < p.frame_min * iw) & (widths >= least)
+                         & (heights >= least))[0]
     else:
-        big = np.nonzero((bw >= p.frame_min * iw) & (bh >= p.frame_min * ih))[0]
+        big = np.nonzero((widths >= p.frame_min * iw) & (heights >= p.frame_min * ih))[0]
     for i in big:
         x, y, x1, y1 = comps.box([i])
         bw, bh = x1 - x, y1 - y

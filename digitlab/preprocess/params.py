@@ -94,11 +94,12 @@ class Params:
     # pieces are left out
     edge_sliver: float = 0.08
     # A closed frame the line search missed (askew, rounded, small): a piece of ink at least
-    # `frame_min` of the image across each way whose outline fills `frame_rect` of its
-    # smallest enclosing rectangle (any tilt) and lies near that rectangle's sides for
-    # `frame_straight` of its length, that is solid ink (`frame_solid` of the pixels) from the
-    # outline in for at most `frame_max_thick` of the image, and at most `frame_fill` ink
-    # further in: its ring is taken out when strong ink lies inside
+    # `frame_min` of the image across each way (or, looked for before the line search, of its
+    # short side each way while narrower than that: a row's separate boxes) whose outline
+    # fills `frame_rect` of its smallest enclosing rectangle (any tilt) and lies near that
+    # rectangle's sides for `frame_straight` of its length, that is solid ink (`frame_solid`
+    # of the pixels) from the outline in for at most `frame_max_thick` of the image, and at
+    # most `frame_fill` ink further in: its ring is taken out when strong ink lies inside
     frame_min: float = 0.35
     frame_rect: float = 0.9
     frame_straight: float = 0.6
