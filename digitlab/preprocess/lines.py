@@ -403,8 +403,8 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
         hanging = [s for s, e in zip(rest, ends) if (e[0] == 0) != (e[1] == 0)]
         # (beside dividers meeting lines at both ends, an open one is as long as they are: a
         # divider a digit broke, not two 1s ending near a line)
-        alike = [s for s in hanging if sum(_alike(o, s) for o in hanging) >= 2
-                 and (not chosen or any(_alike(s, o) for o in chosen))]
+        alike = [s for s in hanging if sum(_alike_segs(o, s) for o in hanging) >= 2
+                 and (not chosen or any(_alike_segs(s, o) for o in chosen))]
         printed[k] += [s for s in fitted(chosen + alike, runs) if s.thick <= thin]
     removed = np.zeros((h, w), bool)
     for k, runs in enumerate(found):
@@ -427,9 +427,13 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
     return removed, printed[0] + printed[1]
 
 
-def _alike(a: _Seg, b: _Seg) -> bool:
-    """Printed alike: ``a`` as long as ``b`` within 15%, as thick within a pixel."""
-    return abs(a.length - b.length) <= 0.15 * b.length and abs(a.box_thick - b.box_thick) <= 1
+def _alike(length: float, thick: float, like_length: float, like_thick: float) -> bool:
+    """Printed alike: as long as the other within 15% of its length, as thick within a pixel."""
+    return abs(length - like_length) <= 0.15 * like_length and abs(thick - like_thick) <= 1
+
+
+def _alike_segs(a: _Seg, b: _Seg) -> bool:
+    return _alike(a.length, a.box_thick, b.length, b.box_thick)
 
 
 def _hugs_edge(s: _Seg, pad: int, ih: int, iw: int, margin: int) -> bool:
@@ -508,8 +512,7 @@ def remove_remnants(mask: np.ndarray, removed: np.ndarray, lines: list[_Seg], p:
     paired = set() if boxed else {
         i for i, (up, long_, short) in thin.items()
         if up in across and long_ <= p.tick_max * mask.shape[0 if up else 1]
-        and sum(u == up and abs(ln - long_) <= 0.15 * long_ and abs(sh - short) <= 1
-                for u, ln, sh in thin.values()) >= 2}
+        and sum(u == up and _alike(ln, sh, long_, short) for u, ln, sh in thin.values()) >= 2}
     drop = []
     for i in ids:
         x, y, bw, bh, area = st[i]
