@@ -764,3 +764,30 @@ def test_blocks_are_undone_exactly_and_only_where_there_are_blocks(digits):
                                       frac=0.9))
             assert unblocked(img, PARAMS) is img
     assert "unblocked" not in preprocess(img, keep_stages=True).stages
+
+
+@pytest.mark.parametrize("n", [3, 5])
+def test_a_number_on_a_bold_comb_field_is_read_without_it(digits, n):
+    """A comb field printed with a broad pen under a short row: its baseline runs across the
+    picture but is bolder than a line may be against the picture's height (8%), and its ticks
+    are stubby, twice as long as wide. The baseline is many times longer than thick, which no
+    stroke of a digit is, and the ticks hanging off it alike go with it. Before, the digits
+    came out as one piece with the baseline, or each tick as a "solid blob" between them."""
+    x, _ = digits
+    cell, thick = 56, 7
+    margin = 8
+    img = Image.new("RGB", (n * cell + 2 * margin, cell + 22), (248, 246, 238))
+    for k in range(n):
+        img.paste(scene(x[k], (cell - 12, cell - 12), 40, (4, 2)), (margin + cell * k + 6, 4))
+
+    def comb(g):
+        base = cell + 8
+        g.line([(margin, base), (margin + n * cell, base)], fill=(20, 40, 140), width=thick)
+        for k in range(n + 1):
+            g.line([(margin + cell * k, base - 2 * thick), (margin + cell * k, base)],
+                   fill=(20, 40, 140), width=thick)
+    parts = segment_digits(with_lines(img, comb))
+    assert len(parts) == n and all(p.ok for p in parts), [p.reason for p in parts]
+    for k, p in enumerate(parts):
+        assert corr(p.image, plain_reference(x[k])) > 0.8, k
+

@@ -376,9 +376,13 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
         taken = {id(s) for s in across + sides}
         cut = [s for s in segs if id(s) not in taken and _hugs_edge(s, pad, ih, iw, edge_px)]
         lines = _fitted(across + sides + cut, runs, ink)
-        printed[k] = [s for s in lines if s.thick <= thick_max] + _bold_frame(
-            [s for s in lines if thick_max < s.thick <= frame_max], lines, pad,
-            ih if horizontal else iw, p.frame_edge, p.frame_twin)
+        bold = [s for s in lines if thick_max < s.thick <= frame_max]
+        # a bold line across the image, many times longer than thick (a comb's baseline under
+        # a short row of cells): no stroke of a digit is that long and straight
+        ruler = [s for s in bold if s.length >= max(p.line_span * extent, p.line_bold * s.thick)]
+        printed[k] = [s for s in lines if s.thick <= thick_max] + ruler + _bold_frame(
+            [s for s in bold if s not in ruler], lines, pad, ih if horizontal else iw,
+            p.frame_edge, p.frame_twin)
     # where lines run across the image (a row of cells), boxes' sides are printed like them:
     # a bold 8's straight flanks turning its loops' corners inside a thinly printed cell are
     # strokes
@@ -494,31 +498,34 @@ def remove_remnants(mask: np.ndarray, removed: np.ndarray, lines: list[_Seg], p:
     near = cv2.dilate(removed.view(np.uint8), np.ones((3, 3), np.uint8)) > 0
     touching = np.unique(lab[near & mask])
     ids = touching[touching > 0]
-    # straight, thin pieces, printed like the lines (no thicker): (upright, long, short side)
-    thin = {}
+    # straight, solid pieces, printed like the lines (no thicker): (upright, long, short side);
+    # thin ones at least three times as long as wide
+    solid = {}
     for i in ids:
         bw, bh, area = st[i, 2:5]
         long_, short = max(bw, bh), min(bw, bh)
-        if short * 3 <= long_ and area >= 0.6 * long_ * short and short <= thick + 2:
-            thin[int(i)] = (bool(bh >= bw), int(long_), int(short))
+        if short * p.stub_aspect <= long_ and area >= 0.6 * long_ * short and short <= thick + 2:
+            solid[int(i)] = (bool(bh >= bw), int(long_), int(short))
+    thin = {i: v for i, v in solid.items() if 3 * v[2] <= v[1]}
     # ticks hanging off a lone line (a comb field's baseline), across it, are measured against
     # the image: there is no frame's height; two or more alike, printed the same (one stroke
     # of a 1 standing on a ruled line has no twin). Not off a box's sides: the arcs of a
     # printed 0 whose straight sides were taken for a box's are alike too (but a side alone
     # is a comb's baseline, its end ticks turning its corners); nor where lines both ways
     # give a frame's height to measure against (two 1s hanging from a row of cells' top).
+    # Such ticks may be stubby (a comb printed with a broad pen), only solid and alike.
     across = {s.horizontal for s in lines if not s.side or len(lines) == 1}
     boxed = len({s.horizontal for s in lines}) == 2
     paired = set() if boxed else {
-        i for i, (up, long_, short) in thin.items()
+        i for i, (up, long_, short) in solid.items()
         if up in across and long_ <= p.tick_max * mask.shape[0 if up else 1]
-        and sum(u == up and _alike(ln, sh, long_, short) for u, ln, sh in thin.values()) >= 2}
+        and sum(u == up and _alike(ln, sh, long_, short) for u, ln, sh in solid.values()) >= 2}
     drop = []
     for i in ids:
         x, y, bw, bh, area = st[i]
         long_ = max(bw, bh)
-        tick = int(i) in thin and (long_ <= p.tick_max * (frame_h if bh >= bw else frame_w)
-                                   or int(i) in paired)
+        tick = int(i) in paired or (
+            int(i) in thin and long_ <= p.tick_max * (frame_h if bh >= bw else frame_w))
         # a corner's arc: small, thin, and all of it near the end of a box's side
         cx, cy = x + bw / 2, y + bh / 2
         corner = area <= 2 * (thick + 2) * long_ and any(

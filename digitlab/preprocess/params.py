@@ -86,6 +86,9 @@ class Params:
     frame_max_thick: float = 0.12
     frame_edge: float = 0.25
     frame_twin: float = 3.0
+    # ... and so are lines across the image up to `frame_max_thick`, `line_bold` times longer
+    # than thick (a bold baseline under a short row of cells)
+    line_bold: float = 20.0
     # A candidate within `edge_margin` of the image's edge, along it, is a box's side that the
     # cut left there
     edge_margin: float = 0.03
@@ -110,6 +113,9 @@ class Params:
     # thin and straight.
     tick_min: float = 0.08
     tick_max: float = 0.4
+    # Ticks hanging off a lone line, two or more alike, may be as stubby as `stub_aspect` times
+    # longer than wide (a comb field printed with a broad pen)
+    stub_aspect: float = 1.5
     # Selection: pieces of a digit lie within piece_reach of its size of each other, or
     # big_piece_reach for a piece big_piece x the main stroke's area; small pieces chained to
     # it by gaps under dash_gap of its size join it (a fine pen's dashes).
