@@ -64,10 +64,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--situations", type=_nonneg_int, metavar="N",
                    help="also train on N training digits rendered into form boxes, graph and "
                         "ruled paper and tiny crops, as preprocessing hands them over "
-                        "(default 0; robust uses 24000)")
+                        f"(default 0; robust uses {PRESETS['robust']['situations']})")
     g.add_argument("--lookalikes", type=_nonneg_int, metavar="N",
                    help="with --augment robust: N look-alike non-digits (letters, signs) among "
-                        "the outliers (default 0; robust uses 10000)")
+                        f"the outliers (default 0; robust uses {PRESETS['robust']['lookalikes']})")
     g = p.add_argument_group("knowledge distillation (see docs/training.md)")
     g.add_argument("--teacher", action="append", default=[], metavar="DIR", dest="teachers",
                    help="a model directory whose predictions the new model also learns (its "
