@@ -176,7 +176,7 @@ def _analyse_ink(work: np.ndarray, scale: float, pad: int, crop: bool, full: tup
             printed |= remove_remnants(low & ~printed, printed, lines, p)
         rest, comps_rest = without(printed)
     # a box the line search missed (tilted, rounded, small): a closed frame round the writing
-    framed = find_frames(comps_rest, high, pad, p) | boxes
+    framed = find_frames(comps_rest, high, pad, p)  # (the narrow boxes are in ``printed``)
     if framed.any():
         printed |= framed
         rest, comps_rest = without(printed)
@@ -185,7 +185,7 @@ def _analyse_ink(work: np.ndarray, scale: float, pad: int, crop: bool, full: tup
             low, comps = rest, comps_rest
             # the soft edges of a removed line are not stroke ink either
             ink.ink = np.where(cc.grow(printed) & ~cc.grow(low), 0.0, ink.ink).astype(np.float32)
-        elif len(lines) > 1 or framed.any():  # a grid or a form with nothing written in it
+        elif len(lines) > 1 or framed.any() or boxes.any():  # a grid or an empty form
             return _Analysis(work, scale, pad, crop, full, ink, rest, printed, comps_rest, empty,
                              ink_fraction, "only printed lines", mnist, turn=turn)
         else:  # one straight stroke and nothing else: a 1 or a dash, judged as it is

@@ -379,10 +379,12 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
         bold = [s for s in lines if thick_max < s.thick <= frame_max]
         # a bold line across the image, many times longer than thick (a comb's baseline under
         # a short row of cells): no stroke of a digit is that long and straight
-        ruler = [s for s in bold if s.length >= max(p.line_span * extent, p.line_bold * s.thick)]
+        ruler, framing = [], []
+        for s in bold:
+            long_ = s.length >= max(p.line_span * extent, p.line_bold * s.thick)
+            (ruler if long_ else framing).append(s)
         printed[k] = [s for s in lines if s.thick <= thick_max] + ruler + _bold_frame(
-            [s for s in bold if s not in ruler], lines, pad, ih if horizontal else iw,
-            p.frame_edge, p.frame_twin)
+            framing, lines, pad, ih if horizontal else iw, p.frame_edge, p.frame_twin)
     # where lines run across the image (a row of cells), boxes' sides are printed like them:
     # a bold 8's straight flanks turning its loops' corners inside a thinly printed cell are
     # strokes
