@@ -358,8 +358,11 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
     frame_max = max(thick_max, int(p.frame_max_thick * min(ih, iw)))
     edge_px = max(2, int(p.edge_margin * min(ih, iw)))
 
-    def fitted(segs: list[_Seg], runs: _Runs) -> list[_Seg]:
-        return [s for s in _fitted(segs, runs, ink) if s.thick <= thick_max]
+    def printed_thick(s: _Seg) -> float:
+        # (a line drifting across its run, a page a little askew, keeps in the search's long
+        # kernel only what runs straight of its thickness: it measures up to a pixel thinner
+        # than the short lines printed like it)
+        return s.thick + (1.0 if abs(s.slope) * s.length >= p.drift_px else 0.0)
 
     # Pass 1: lines across the image, and sides of boxes (both ends turn a corner the same
     # way: a 4's bar meets its left stroke at a corner but its stem at a T). Pass 2: the
@@ -391,7 +394,7 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
     ruled = [s for r, pr in zip(found, printed) for s in pr
              if not s.side and s.length >= p.line_span * r.extent]
     if ruled:
-        thin = max(s.thick for s in ruled) + 1
+        thin = max(printed_thick(s) for s in ruled) + 1
         printed = [[s for s in pr if not s.side or s.thick <= thin] for pr in printed]
     # A comb's dividers may stand open at one end (cells open at the top): two or more alike
     # (length within 15%, thickness within a pixel), each meeting a printed line at one end,
@@ -400,7 +403,7 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
         frame = printed[1 - k]
         if not frame:
             continue
-        thin = max(f.thick for f in frame) + 1  # printed alike, not a pen stroke
+        thin = max(printed_thick(f) for f in frame) + 1  # printed alike, not a pen stroke
         # (labels: set when pass 1 fitted the printed ones; none taken, none compared)
         taken = {s.label for s in printed[k]}
         rest = [s for s in runs.segs if s.label not in taken]
@@ -411,7 +414,9 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
         # divider a digit broke, not two 1s ending near a line)
         alike = [s for s in hanging if sum(_alike_segs(o, s) for o in hanging) >= 2
                  and (not chosen or any(_alike_segs(s, o) for o in chosen))]
-        printed[k] += [s for s in fitted(chosen + alike, runs) if s.thick <= thin]
+        # (as thin as a line may be, or printed like a bold frame: a comb's broad baseline)
+        bound = min(thin, max(thick_max, max(f.thick for f in frame) + 1), frame_max)
+        printed[k] += [s for s in _fitted(chosen + alike, runs, ink) if s.thick <= bound]
     removed = np.zeros((h, w), bool)
     for k, runs in enumerate(found):
         horizontal = runs.horizontal

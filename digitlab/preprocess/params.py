@@ -80,6 +80,13 @@ class Params:
     skew_span: float = 0.6
     skew_aspect: float = 2.5
     skew_fill: float = 0.75
+    # ... or, failing that (a comb, cells open at the top), by the angle of the longest
+    # straight line in it, when the line drifts by `skew_line_drift` px or more along its run
+    skew_line_drift: float = 4.0
+    # A line that drifts by `drift_px` or more along its run (a page about a degree askew,
+    # not straightened) counts as a pixel thicker when lines printed like it are compared
+    # with it
+    drift_px: float = 3.0
     # Lines up to `frame_max_thick` thick are printed too when within `frame_edge` of an edge
     # with a twin (bold or not, but at least 1/`frame_twin` as thick: a 7's bar near the top of
     # a thinly printed box has none) about as long near the opposite one (a small cell's frame)
