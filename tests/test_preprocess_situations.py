@@ -38,6 +38,15 @@ def with_lines(img: Image.Image, draw) -> Image.Image:
     return Image.fromarray(np.minimum(np.asarray(img), np.asarray(lines)))
 
 
+def turned(page: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
+    """A page photographed turned by ``degrees`` (counter-clockwise), its edges replicated,
+    and the 2x3 map from the page's pixels to the turned one's."""
+    h, w = page.shape[:2]
+    turn = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    return cv2.warpAffine(page, turn, (w, h), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE), turn
+
+
 def plain_reference(d28: np.ndarray) -> np.ndarray:
     out = preprocess(scene(d28, (200, 200), 120, (40, 40)))
     assert out.ok
@@ -209,11 +218,7 @@ def test_a_row_of_boxes_turned_askew_is_straightened_and_read(digits, degrees):
         g.rectangle([30, 30, 30 + n * cell, 30 + cell], outline=(0, 0, 0), width=2)
         for k in range(1, n):
             g.line([(30 + cell * k, 30), (30 + cell * k, 30 + cell)], fill=(0, 0, 0), width=2)
-    page = np.asarray(with_lines(img, comb))
-    h, w = page.shape[:2]
-    turn = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
-    page = cv2.warpAffine(page, turn, (w, h), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
+    page, turn = turned(np.asarray(with_lines(img, comb)), degrees)
     parts = segment_digits(page)
     assert len(parts) == n and all(p.ok for p in parts), [p.reason for p in parts]
     for k, (p, i) in enumerate(zip(parts, idx)):
@@ -820,11 +825,8 @@ def test_a_row_of_open_top_cells_turned_askew_is_straightened_by_its_baseline(di
     as 1s or the row as "a horizontal line"."""
     x, _ = digits
     n = 6
-    page = np.asarray(_open_top_row(x[:n], 100, 2, 50, 30, (250, 250, 250), (0, 0, 0)))
-    h, w = page.shape[:2]
-    turn = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
-    page = cv2.warpAffine(page, turn, (w, h), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
+    page, _ = turned(np.asarray(_open_top_row(x[:n], 100, 2, 50, 30, (250, 250, 250),
+                                              (0, 0, 0))), degrees)
     parts = segment_digits(page)
     assert len(parts) == n and all(p.ok for p in parts), [p.reason for p in parts]
     for k, p in enumerate(parts):
