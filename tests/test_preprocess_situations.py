@@ -849,6 +849,20 @@ def test_a_level_bold_baseline_gives_no_angle():
     assert _longest_line(turned.astype(np.uint8), 90)[0] == pytest.approx(-2.0, abs=0.3)
 
 
+def test_a_faint_baseline_broken_in_the_mask_gives_its_angle():
+    """A faint printed line breaks up in the thresholded mask: gaps of a few pixels every so
+    often along a comb's baseline (here 6 px every 40) do not hide its angle."""
+    from digitlab.preprocess.skew import _longest_line
+    piece = np.zeros((100, 400), np.uint8)
+    cv2.line(piece, (0, 80), (399, 66), 1, 2)
+    for x0 in range(30, 400, 40):
+        piece[:, x0:x0 + 6] = 0
+    piece[10:80, 100:104] = 1  # a divider standing on it
+    angle, length = _longest_line(piece, 240)
+    assert angle == pytest.approx(np.degrees(np.arctan2(-14, 399)), abs=0.3)
+    assert length >= 240
+
+
 @pytest.mark.parametrize("n", [3, 4])
 def test_bold_open_top_cells_lose_their_dividers(digits, n):
     """A short row of cells open at the top, printed bold: the dividers are as bold as the
@@ -860,3 +874,43 @@ def test_bold_open_top_cells_lose_their_dividers(digits, n):
     assert len(parts) == n and all(p.ok for p in parts), [p.reason for p in parts]
     for k, p in enumerate(parts):
         assert corr(p.image, plain_reference(x[k])) > 0.8, k
+
+
+def test_dividers_of_a_straightened_row_may_measure_a_pixel_bolder_than_its_baseline(digits):
+    """A row of cells open at the top, turned by a degree and straightened: the turn's
+    interpolation spreads each line its own way, and the dividers measured a pixel bolder
+    than the baseline they stand on, so they were kept as 1s. On a straightened map, lines
+    printed alike may differ by a pixel more."""
+    x, _ = digits
+    img = _open_top_row(x[:4], 60, 4, 33, 12, (245, 240, 230), (160, 30, 30))
+    page, _ = turned(np.asarray(img), 1.2)
+    parts = segment_digits(page)
+    assert len(parts) == 4 and all(p.ok for p in parts), [p.reason for p in parts]
+    for k, p in enumerate(parts):
+        assert corr(p.image, plain_reference(x[k])) > 0.7, k
+
+
+def test_a_digit_in_the_corner_of_an_open_cell_leaves_the_dividers_printed(digits):
+    """A digit written into the bottom corner of a cell open at the top touches its divider
+    and the bold baseline: the search's straight run down the divider continues through the
+    digit's ink into the baseline's band, and that piece of band, meeting the line "at both
+    ends", passed for a divider closed at both ends, which the open ones then had to be
+    like. A piece no longer than two lines are thick is no closed divider."""
+    x, _ = digits
+    n, cell, m, idx = 5, 44, 12, [6, 5, 3, 2, 4]
+    img = Image.new("RGB", (n * cell + 2 * m, cell + 2 * m), (245, 240, 230))
+    for k, i in enumerate(idx):
+        shift = (-6, 10) if k == 2 else (0, 0)  # the third digit in its cell's corner
+        img.paste(scene(x[i], (cell - 8, cell - 8), 32, (2, 2)),
+                  (m + cell * k + 4 + shift[0], m + shift[1]))
+
+    def comb(g):
+        base = m + cell - 4
+        g.line([(m, base), (m + n * cell, base)], fill=(160, 30, 30), width=5)
+        for k in range(n + 1):
+            g.line([(m + cell * k, m - 2), (m + cell * k, base)], fill=(160, 30, 30), width=5)
+    parts = segment_digits(with_lines(img, comb))
+    assert len(parts) == n and all(p.ok for p in parts), [p.reason for p in parts]
+    for k, (p, i) in enumerate(zip(parts, idx)):
+        if k != 2:  # (the one in the corner keeps what it shares with the lines)
+            assert corr(p.image, plain_reference(x[i])) > 0.7, k

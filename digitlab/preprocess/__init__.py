@@ -163,7 +163,8 @@ def _analyse_ink(work: np.ndarray, scale: float, pad: int, crop: bool, full: tup
         seeded = comps.strong > 0
     # (most often every region holds a seed, and the seeded regions are all of ``low``)
     printed, lines = find_printed(
-        ink.ink, low if seeded.all() else low & comps.mask(np.nonzero(seeded)[0]), pad, p)
+        ink.ink, low if seeded.all() else low & comps.mask(np.nonzero(seeded)[0]), pad, p,
+        turned=turn is not None)
     printed = printed | boxes
 
     def without(printed: np.ndarray) -> tuple[np.ndarray, Components]:

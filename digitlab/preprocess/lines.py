@@ -296,10 +296,11 @@ def _corner(a: _Seg, b: _Seg, tol: int) -> tuple[int, int]:
     return (side if near_lo else 0), (side if near_hi else 0)
 
 
-def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
+def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params, turned: bool = False
                  ) -> tuple[np.ndarray, list[_Seg]]:
     """The printed lines in an ink map, as a bool mask (strokes crossing them excluded), and
-    the lines; ``mask`` is the thresholded ink, ``pad`` the empty margin around a crop."""
+    the lines; ``mask`` is the thresholded ink, ``pad`` the empty margin around a crop,
+    ``turned``: the map was straightened (``skew``)."""
     h, w = mask.shape
     iw, ih = w - 2 * pad, h - 2 * pad  # the image's own extent
     thick_max = max(2, int(p.line_max_thick * min(ih, iw)))
@@ -361,8 +362,9 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
     def printed_thick(s: _Seg) -> float:
         # (a line drifting across its run, a page a little askew, keeps in the search's long
         # kernel only what runs straight of its thickness: it measures up to a pixel thinner
-        # than the short lines printed like it)
-        return s.thick + (1.0 if abs(s.slope) * s.length >= p.drift_px else 0.0)
+        # than the short lines printed like it; on a straightened map, the lines printed alike
+        # measure up to a pixel apart, the turn's interpolation spreading each its own way)
+        return s.thick + (1.0 if turned or abs(s.slope) * s.length >= p.drift_px else 0.0)
 
     # Pass 1: lines across the image, and sides of boxes (both ends turn a corner the same
     # way: a 4's bar meets its left stroke at a corner but its stem at a T). Pass 2: the
@@ -408,7 +410,9 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params
         taken = {s.label for s in printed[k]}
         rest = [s for s in runs.segs if s.label not in taken]
         ends = [_ends(s, frame, tol_t) for s in rest]
-        chosen = [s for s, e in zip(rest, ends) if 0 not in e]
+        # (meeting lines at both ends across a gap: a piece no longer than two lines are
+        # thick lies within one line's band, a stroke crossing a bold baseline)
+        chosen = [s for s, e in zip(rest, ends) if 0 not in e and s.length > 2 * thin]
         hanging = [s for s, e in zip(rest, ends) if (e[0] == 0) != (e[1] == 0)]
         # (beside dividers meeting lines at both ends, an open one is as long as they are: a
         # divider a digit broke, not two 1s ending near a line)
