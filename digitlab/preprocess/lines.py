@@ -411,7 +411,8 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params, turned:
         rest = [s for s in runs.segs if s.label not in taken]
         ends = [_ends(s, frame, tol_t) for s in rest]
         # (meeting lines at both ends across a gap: a piece no longer than two lines are
-        # thick lies within one line's band, a stroke crossing a bold baseline)
+        # thick may lie within one line's band, cut off where a digit in a cell's corner
+        # touches both the divider and the line)
         chosen = [s for s, e in zip(rest, ends) if 0 not in e and s.length > 2 * thin]
         hanging = [s for s, e in zip(rest, ends) if (e[0] == 0) != (e[1] == 0)]
         # (beside dividers meeting lines at both ends, an open one is as long as they are: a

@@ -85,11 +85,12 @@ def straighten(ink: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
 def _longest_line(piece: np.ndarray, min_len: int) -> tuple[float, float] | None:
     """The angle (degrees, OpenCV's y axis down) and length of the longest straight line
     running along a 0/1 ``piece``, at least ``min_len`` px long; None when there is none.
-    The line is found by ``cv2.HoughLinesP`` (gaps up to a twentieth of ``min_len``: a faint
-    line breaks up in the mask), which may run corner to corner across a bold
-    line's band, so the angle is that of the band's centre: per column along the segment, the middle of the run
-    of ink through it, where the run is no longer than the line is thick (a divider or a
-    stroke standing on it lengthens it there), fitted by least squares."""
+    The line is found by ``cv2.HoughLinesP`` (bridging gaps up to a twentieth of
+    ``min_len``: a faint line breaks up in the mask). Its segment may run corner to corner
+    across a bold line's band, so the angle is that of the band's centre: per column along
+    the segment, the middle of the run of ink through it, where the run is no longer than
+    the line is thick (a divider or a stroke standing on it lengthens it there), fitted by
+    least squares."""
     found = cv2.HoughLinesP(piece, 1, np.pi / 720, threshold=min_len // 2,
                             minLineLength=min_len, maxLineGap=max(3, min_len // 20))
     if found is None:
