@@ -57,6 +57,16 @@ def _quantile(v: np.ndarray, q: float) -> float:
     return float(np.sort(v, axis=None)[int(q * (v.size - 1) + 0.5)])
 
 
+def line_through(xs: np.ndarray, ys: np.ndarray) -> tuple[float, float]:
+    """The least-squares line ``y = slope * x + offset`` through points (closed form;
+    np.polyfit is ~10x slower); slope 0 when every x is the same."""
+    xm, ym = float(xs.mean()), float(ys.mean())
+    dx = xs - xm
+    var = float(dx @ dx)
+    slope = float(dx @ (ys - ym)) / var if var > 0 else 0.0
+    return slope, ym - slope * xm
+
+
 def _thin_columns(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
     """Per position along a candidate (``m``: rows across it): its pixel count, whether it has
     any, the line's thickness (a low quantile of the counts: where no stroke lies along it) and
@@ -109,12 +119,8 @@ def _fit_line(seg: _Seg, m: np.ndarray, ink: np.ndarray) -> _Seg:
     mg = m[:, good]
     xs = np.nonzero(good)[0].astype(np.float32)
     centre = np.arange(m.shape[0], dtype=np.float32) @ mg / counts[good]
-    # least-squares line through the centres (closed form; np.polyfit is ~10x slower)
-    xm, cm = float(xs.mean()), float(centre.mean())
-    dx = xs - xm
-    var = float(dx @ dx)
-    slope = float(dx @ (centre - cm)) / var if var > 0 else 0.0
-    seg.thick, seg.slope, seg.offset = t, slope, cm - slope * xm
+    slope, offset = line_through(xs, centre)
+    seg.thick, seg.slope, seg.offset = t, slope, offset
     seg.level = _quantile(v[:, good][mg], 0.9)  # its core, not its edges
     return seg
 

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from . import components as cc
+from .lines import line_through
 from .params import Params
 
 
@@ -116,11 +117,8 @@ def _longest_line(piece: np.ndarray, min_len: int) -> tuple[float, float] | None
         return None
     run = (up + down - 1)[has]
     thin = run <= np.sort(run)[int(0.25 * (run.size - 1))] + 1
-    centre = (ys[has] + (down[has] - up[has]) / 2.0)[thin]
-    along = xs[has][thin].astype(np.float64)
-    dx = along - along.mean()
-    var = float(dx @ dx)
-    if var <= 0:
+    if np.count_nonzero(thin) < 2:  # (one column: no slope)
         return None
-    slope = float(dx @ (centre - centre.mean())) / var
+    centre = (ys[has] + (down[has] - up[has]) / 2.0)[thin]
+    slope, _ = line_through(xs[has][thin].astype(np.float64), centre)
     return float(np.degrees(np.arctan(slope))), float(np.hypot(x1 - x0, y1 - y0))
