@@ -25,27 +25,31 @@ from .runtime import predict_logits, prepare, resolve_device
 
 
 def evaluate_dir(model_dir: str | os.PathLike, dataset: Dataset, *, tta: bool = False,
-                 device: str = "auto", write: bool = True, backend: str = "torch") -> dict:
+                 device: str = "auto", write: bool = True, backend: str = "torch",
+                 precision: str = "auto") -> dict:
     """Evaluate the model in ``model_dir`` on ``dataset``'s test split; returns the metrics dict.
-    ``backend``: as ``Predictor``'s (``auto`` runs ONNX Runtime where the directory holds an
-    export; test-time augmentation runs with torch)."""
+    ``backend`` and ``precision``: as ``Predictor``'s (``auto`` runs ONNX Runtime where the
+    directory holds an export, the 8-bit one where it is there; test-time augmentation runs
+    with torch; PyTorch runs at the precision the model was trained at)."""
     model_dir = Path(model_dir)
     if dataset.test_images is None or len(dataset.test_images) == 0:
         raise DataError(f"dataset {dataset.name!r} has no test images")
-    chosen = choose_backend(model_dir, backend)
+    chosen = choose_backend(model_dir, backend, precision)
     if tta and chosen == "onnxruntime":
-        if backend == "onnxruntime":
+        if backend == "onnxruntime" or precision == "int8":
             raise ConfigError("--tta runs with the torch backend only")
         chosen = "torch"
     logits = None
+    ran = "fp32"
     if chosen == "onnxruntime":
         try:
-            onnx = OnnxModel.from_model_dir(model_dir)
+            onnx = OnnxModel.from_model_dir(model_dir, precision=precision)
         except ModelDirError:
-            if backend != "auto":
+            if backend != "auto" or precision == "int8":
                 raise
             chosen = "torch"  # a stale export: the weights themselves decide
         else:
+            ran = onnx.precision
             cfg = read_config(model_dir)
             _check_classes(dataset, cfg)
             logits = torch.from_numpy(onnx.logits_u8(dataset.test_images.numpy()))
@@ -53,8 +57,8 @@ def evaluate_dir(model_dir: str | os.PathLike, dataset: Dataset, *, tta: bool = 
         dev = resolve_device(device)
         model, cfg = load_model(model_dir, device=str(dev))
         _check_classes(dataset, cfg)
-        precision = cfg.get("training", {}).get("precision", "fp32")
-        logits = predict_logits(prepare(model, dev), dataset.test_images, precision=precision,
+        ran = cfg.get("training", {}).get("precision", "fp32")
+        logits = predict_logits(prepare(model, dev), dataset.test_images, precision=ran,
                                 tta=tta)
     report = classification_report(logits, dataset.test_labels, cfg["classes"])
     metrics = {
@@ -63,6 +67,7 @@ def evaluate_dir(model_dir: str | os.PathLike, dataset: Dataset, *, tta: bool = 
         "dataset": {"name": dataset.name, "checksum": dataset.checksum},
         "tta": tta,
         "backend": chosen,
+        "precision": ran,
         "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "test": {k: report[k] for k in ("n", "accuracy", "loss", "errors", "macro_f1")},
         "per_class": report["per_class"],
@@ -82,11 +87,12 @@ def _check_classes(dataset: Dataset, cfg: dict) -> None:
 
 def evaluate(model_dir: str | os.PathLike | None = None, data: str | os.PathLike = "mnist", *,
              tta: bool = False, device: str = "auto", write: bool = True,
-             backend: str = "auto") -> dict:
+             backend: str = "auto", precision: str = "auto") -> dict:
     """Evaluate a model directory (the shipped model when None) on a dataset name or folder."""
     model_dir = model_dir if model_dir is not None else default_model_dir()
     return evaluate_dir(model_dir, load_dataset(data), tta=tta, device=device,
-                        write=write and Path(model_dir) != default_model_dir(), backend=backend)
+                        write=write and Path(model_dir) != default_model_dir(), backend=backend,
+                        precision=precision)
 
 
 def write_report(model_dir: Path, cfg: dict, metrics: dict, dataset: Dataset,

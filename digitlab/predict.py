@@ -42,11 +42,10 @@ import numpy as np
 from PIL import Image
 
 from .artifacts import WEIGHTS, default_model_dir, load_model, read_config
-from .config import PRECISIONS
 from .errors import ConfigError, ImageError, ModelDirError
 from .imageformats import IMAGE_SUFFIXES
 from .io import atomic_path, write_json
-from .onnxrt import OnnxModel, choose_backend, softmax
+from .onnxrt import PREDICT_PRECISIONS, OnnxModel, choose_backend, softmax
 from .preprocess import ImageSource, Preprocessed, preprocess, segment_digits
 
 log = logging.getLogger(__name__)
@@ -134,19 +133,22 @@ class Predictor:
     def __init__(self, model_dir: str | os.PathLike | None = None, device: str = "cpu",
                  reject_threshold: float | None = None, precision: str = "auto",
                  backend: str = "auto", threads: int | None = None):
-        """``backend``: ``torch``, ``onnxruntime`` (the directory's ``model.onnx``, without
-        importing torch) or ``auto`` (ONNX Runtime where installed and exported; see
-        ``onnxrt.choose_backend``). ``threads``: ONNX Runtime's intra-op threads (default 1)."""
-        if precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision {precision!r}; choose from: {', '.join(PRECISIONS)}")
+        """``backend``: ``torch``, ``onnxruntime`` (the directory's ``model.onnx`` or
+        ``model.int8.onnx``, without importing torch) or ``auto`` (ONNX Runtime where installed
+        and exported; see ``onnxrt.choose_backend``). ``precision``: see
+        ``onnxrt.PREDICT_PRECISIONS``; ``self.precision`` says what runs (``int8`` or ``fp32``
+        in ONNX Runtime). ``threads``: ONNX Runtime's intra-op threads (default 1)."""
+        if precision not in PREDICT_PRECISIONS:
+            raise ConfigError(f"unknown precision {precision!r}; choose from: "
+                              f"{', '.join(PREDICT_PRECISIONS)}")
         self.model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
-        self.backend = choose_backend(self.model_dir, backend)
+        self.backend = choose_backend(self.model_dir, backend, precision)
         self.precision = precision
         if self.backend == "onnxruntime":
             try:
-                onnx = OnnxModel.from_model_dir(self.model_dir, threads or 1)
+                onnx = OnnxModel.from_model_dir(self.model_dir, threads or 1, precision)
             except ModelDirError as exc:
-                if backend != "auto":
+                if backend != "auto" or precision == "int8":
                     raise
                 log.warning("%s; running the model with torch instead", exc)
                 self.backend = "torch"
@@ -154,6 +156,7 @@ class Predictor:
                 self.config = read_config(self.model_dir)
                 # the weights' hash, which the export was just checked against (when there)
                 self.model_id = onnx.model_id if (self.model_dir / WEIGHTS).is_file() else None
+                self.precision = onnx.precision
                 self._probs = lambda x, batch_size: softmax(onnx.logits_u8(x, batch_size))
         if self.backend == "torch":
             self.model_id = None  # not hashed here: /api/model hashes the weights when asked

@@ -16,7 +16,7 @@ from digitlab.cli import main
 from digitlab.errors import ConfigError, ModelDirError
 from digitlab.evaluation import evaluate_dir
 from digitlab.export import export_onnx
-from digitlab.onnxrt import choose_backend
+from digitlab.onnxrt import choose_backend, onnx_file
 from digitlab.predict import Predictor
 
 
@@ -123,3 +123,77 @@ sys.exit(main(["train", "--model", "mlp100", "--subset", "100", "--out", {str(tm
     assert done.returncode == 2, done.stderr[-2000:]
     assert "needs torch" in done.stderr and "pip install 'digitlab[train]'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# -- int8: model.int8.onnx (digitlab export --quantize int8) ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def int8_dir(exported_dir, tmp_path_factory):
+    """A model directory with both model.onnx and model.int8.onnx."""
+    out = tmp_path_factory.mktemp("int8") / "m"
+    shutil.copytree(exported_dir, out)
+    export_onnx(out, quantize="int8")
+    return out
+
+
+def test_int8_choice(plain_dir, exported_dir, int8_dir):
+    assert onnx_file(int8_dir).name == "model.int8.onnx"  # auto: the 8-bit file where it is
+    assert onnx_file(int8_dir, "fp32").name == onnx_file(exported_dir).name == "model.onnx"
+    assert choose_backend(int8_dir, "auto", "int8") == "onnxruntime"
+    with pytest.raises(ModelDirError, match=r"no model.int8.onnx.*--quantize int8"):
+        choose_backend(exported_dir, "auto", "int8")
+    with pytest.raises(ConfigError, match="int8 runs in ONNX Runtime"):
+        choose_backend(int8_dir, "torch", "int8")
+    with pytest.raises(ConfigError, match="unknown precision 'int4'"):
+        onnx_file(int8_dir, "int4")
+    # without model.onnx, the 8-bit file alone is an export too
+    only = int8_dir.parent / "only-int8"
+    shutil.copytree(int8_dir, only)
+    (only / "model.onnx").unlink()
+    assert choose_backend(only) == "onnxruntime"
+    assert Predictor(only).precision == "int8"
+    assert choose_backend(only, "auto", "fp32") == "torch"
+
+
+def test_int8_reads_as_the_float_model(int8_dir, mnist):
+    x = mnist.test_images[:500].numpy()
+    q, f = Predictor(int8_dir), Predictor(int8_dir, precision="fp32")
+    assert (q.backend, q.precision, f.backend, f.precision) == (
+        "onnxruntime", "int8", "onnxruntime", "fp32")
+    a, b = q.probabilities(x), f.probabilities(x)
+    assert not np.array_equal(a, b)  # another function...
+    assert np.abs(a - b).max() < 0.1 and (a.argmax(1) == b.argmax(1)).mean() >= 0.99  # ...close
+    m = evaluate_dir(int8_dir, mnist, write=False, backend="auto")
+    t = evaluate_dir(int8_dir, mnist, write=False, backend="auto", precision="fp32")
+    assert (m["precision"], t["precision"]) == ("int8", "fp32")
+    assert abs(m["test"]["accuracy"] - t["test"]["accuracy"]) <= 0.005
+    with pytest.raises(ConfigError, match="--tta"):
+        evaluate_dir(int8_dir, mnist, write=False, backend="auto", precision="int8", tta=True)
+
+
+def test_int8_stale_export_refused(int8_dir, tmp_path):
+    stale = tmp_path / "stale"
+    shutil.copytree(int8_dir, stale)
+    (stale / "model.onnx").unlink()
+    shutil.copy(default_model_dir() / "model.safetensors", stale / "model.safetensors")
+    shutil.copy(default_model_dir() / "config.json", stale / "config.json")
+    with pytest.raises(ModelDirError, match="model.int8.onnx: exported from other weights"):
+        Predictor(stale, precision="int8")
+
+
+def test_cli_and_server_say_int8(int8_dir, tmp_path, capsys, mnist):
+    img = tmp_path / "d.png"
+    img.write_bytes(encode(on_paper(mnist.test_images[0].numpy(), 100)))
+    assert main(["predict", str(img), "--model-dir", str(int8_dir)]) == 0
+    assert capsys.readouterr().err.splitlines()[0].endswith("on onnxruntime (int8)")
+    assert main(["predict", str(img), "--model-dir", str(int8_dir), "--precision", "fp32"]) == 0
+    assert capsys.readouterr().err.splitlines()[0].endswith("on onnxruntime")
+    from fastapi.testclient import TestClient
+
+    from digitlab.server import Settings, create_app
+    for precision in ("auto", "fp32"):
+        with TestClient(create_app(int8_dir, Settings(precision=precision))) as c:
+            model = c.get("/api/model").json()
+        assert (model["backend"], model["precision"]) == (
+            "onnxruntime", "int8" if precision == "auto" else "fp32")

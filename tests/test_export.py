@@ -14,8 +14,9 @@ import torch
 
 from conftest import NO_TORCH
 from digitlab import cli
-from digitlab.artifacts import build_config, load_model, make_ensemble, save_model_dir
-from digitlab.errors import ConfigError, ModelDirError
+from digitlab.artifacts import (build_config, default_model_dir, load_model, make_ensemble,
+                                save_model_dir)
+from digitlab.errors import ConfigError, DigitlabError, ModelDirError
 from digitlab.export import ExportError, export_onnx, mnist_test_images
 from digitlab.models import create_model
 from digitlab.onnxrt import META_CLASSES, OnnxModel
@@ -197,3 +198,41 @@ def test_cli_export(small_model_dir, tmp_path, capsys):
     assert cli.main(["export", "--model-dir", str(small_model_dir), "--out",
                      str(tmp_path / "x.txt")]) == 2
     assert ".onnx" in capsys.readouterr().err
+
+
+def test_int8_export(tmp_path, capsys):
+    model_dir = tmp_path / "m"  # the shipped model's weights and config, nothing exported
+    model_dir.mkdir()
+    for name in ("model.safetensors", "config.json"):
+        shutil.copy(default_model_dir() / name, model_dir / name)
+    report = export_onnx(model_dir, quantize="int8")
+    out = model_dir / "model.int8.onnx"
+    assert report.path == out and report.precision == "int8" and out.is_file()
+    assert report.argmax_disagreements <= 10 and report.max_abs_diff_probs <= 0.1
+    assert report.accuracy_onnx >= report.accuracy_torch - 0.002
+    assert sorted(p.name for p in model_dir.iterdir() if p.suffix == ".onnx") == [
+        "model.int8.onnx"]  # model.onnx untouched (absent here), no temporary file
+    q = OnnxModel(out)
+    assert q.precision == "int8" and q.model_id == report.model_id
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # 8-bit weights and activations
+    export_onnx(model_dir)
+    assert OnnxModel(model_dir / "model.onnx").precision == "fp32"
+    assert out.stat().st_size < 0.4 * (model_dir / "model.onnx").stat().st_size
+
+    assert cli.main(["export", "--model-dir", str(model_dir), "--quantize", "int8", "--out",
+                     str(tmp_path / "q.onnx")]) == 0
+    text = capsys.readouterr().out
+    assert "q.onnx (int8)" in text and "accuracy" in text and "(PyTorch " in text
+
+
+def test_int8_export_refused_when_it_strays(small_model_dir, tmp_path, monkeypatch):
+    import digitlab.export as export
+
+    monkeypatch.setattr(export, "INT8_PROB_TOLERANCE", 1e-6)
+    out = tmp_path / "model.int8.onnx"
+    with pytest.raises(ExportError, match=r"ONNX Runtime \(int8\) and PyTorch differ"):
+        export_onnx(small_model_dir, out, quantize="int8")
+    assert list(tmp_path.iterdir()) == []  # nothing written, no temporary file
+    with pytest.raises(DigitlabError, match="unknown quantization 'int4'"):
+        export_onnx(small_model_dir, out, quantize="int4")

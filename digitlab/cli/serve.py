@@ -20,7 +20,7 @@ def cmd_serve(args) -> int:
 
     model_dir = Path(args.model_dir) if args.model_dir else default_model_dir()
     # a bad directory is a one-line error here, not a traceback per worker
-    backend = Predictor(model_dir, backend=args.backend).backend
+    predictor = Predictor(model_dir, backend=args.backend, precision=args.precision)
     feedback, feedback_db = _serve_feedback_settings(args)
     with socket.socket() as probe:
         try:
@@ -28,13 +28,14 @@ def cmd_serve(args) -> int:
         except OSError as exc:
             raise DigitlabError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     if args.log_format == "text":  # json: every line is a JSON object (uvicorn says it too)
-        print(f"serving {model_dir} on {backend} at http://{args.host}:{args.port}/ (API docs "
+        runs = predictor.backend + (" (int8)" if predictor.precision == "int8" else "")
+        print(f"serving {model_dir} on {runs} at http://{args.host}:{args.port}/ (API docs "
               f"at /docs), {args.workers} worker(s); Ctrl-C stops", flush=True)
         if feedback_db:
             print(f"storing feedback in {feedback_db}", flush=True)
     settings = Settings(model_dir=str(model_dir), torch_threads=args.threads,
                         workers=args.workers, access_log=args.access_log,
-                        backend=args.backend, **feedback)
+                        backend=args.backend, precision=args.precision, **feedback)
     serve(settings, args.host, args.port, log_level=args.log_level,
           log_format=args.log_format, graceful_timeout=args.graceful_timeout)
     return 0
@@ -98,7 +99,7 @@ def cmd_feedback(args) -> int:
 
 
 def register(sub) -> None:
-    from ..onnxrt import BACKEND_HELP, BACKENDS
+    from ..onnxrt import BACKEND_HELP, BACKENDS, PRECISION_HELP, PREDICT_PRECISIONS
 
     s = sub.add_parser("serve", help="run the web service and drawing page",
                        description="Serve the JSON API (/api, docs at /docs) and the drawing page "
@@ -114,6 +115,7 @@ def register(sub) -> None:
     s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info",
                                                            "debug"])
     s.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
+    s.add_argument("--precision", choices=PREDICT_PRECISIONS, default="auto", help=PRECISION_HELP)
     s.add_argument("--log-format", default="text", choices=["text", "json"],
                    help="text (default) or json: one JSON object per line (time, level, message; "
                         "access lines add request_id, method, path, status, duration_ms)")

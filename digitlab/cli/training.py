@@ -228,11 +228,11 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from ..evaluation import evaluate
     m = evaluate(args.model_dir, args.data_dir, tta=args.tta, device=args.device,
-                 write=not args.no_write, backend=args.backend)
+                 write=not args.no_write, backend=args.backend, precision=args.precision)
     if args.json:
         print(json.dumps(m, indent=2))
         return 0
-    print(f"backend: {m['backend']}")
+    print(f"backend: {m['backend']} ({m['precision']})")
     t = m["test"]
     print(f"{m['dataset']['name']} test: accuracy {100 * t['accuracy']:.2f}% "
           f"({t['n'] - t['errors']}/{t['n']}), loss {t['loss']:.4f}, macro F1 {t['macro_f1']:.4f}")
@@ -335,6 +335,10 @@ def register(sub) -> None:
     s.add_argument("--tta", action="store_true", help="test-time augmentation (small shifts)")
     s.add_argument("--device", default="auto")
     s.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
+    s.add_argument("--precision", choices=("auto", "fp32", "int8"), default="auto",
+                   help="in ONNX Runtime: auto (default) runs model.int8.onnx where the directory "
+                        "has one, else model.onnx; fp32: model.onnx; int8: model.int8.onnx. "
+                        "PyTorch runs at the precision the model was trained at")
     s.add_argument("--no-write", action="store_true", help="do not write metrics.json / report files")
     s.set_defaults(func=cmd_evaluate)
 

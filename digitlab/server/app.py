@@ -47,6 +47,7 @@ FEEDBACK_BURST_ENV = "DIGITLAB_FEEDBACK_BURST"
 WORKERS_ENV = "DIGITLAB_WORKERS"
 ACCESS_LOG_ENV = "DIGITLAB_ACCESS_LOG"
 BACKEND_ENV = "DIGITLAB_BACKEND"
+PRECISION_ENV = "DIGITLAB_PRECISION"
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Settings:
     # and worker processes. None leaves torch's setting alone (tests, embedding in another app).
     torch_threads: int | None = None
     backend: str = "auto"                # auto | torch | onnxruntime (Predictor's backend)
+    precision: str = "auto"              # auto | fp32 | bf16 | int8 (Predictor's precision)
     limits: Limits = field(default_factory=Limits)
     feedback_db: str | None = None       # path (SQLite) or SQLAlchemy URL; None: nothing stored
     feedback_rate: float = 30.0          # feedback posts per minute per client address...
@@ -79,7 +81,8 @@ class Settings:
                    admin_token=check_token(env(ADMIN_TOKEN_ENV)),
                    workers=int(env(WORKERS_ENV) or 1),
                    access_log=env(ACCESS_LOG_ENV) == "1",
-                   backend=env(BACKEND_ENV) or "auto")
+                   backend=env(BACKEND_ENV) or "auto",
+                   precision=env(PRECISION_ENV) or "auto")
 
     def to_env(self) -> dict[str, str | None]:
         """The environment ``from_env`` reads these settings back from (worker processes of
@@ -89,7 +92,7 @@ class Settings:
                 FEEDBACK_DB_ENV: self.feedback_db, FEEDBACK_RATE_ENV: str(self.feedback_rate),
                 FEEDBACK_BURST_ENV: str(self.feedback_burst), ADMIN_TOKEN_ENV: self.admin_token,
                 WORKERS_ENV: str(self.workers), ACCESS_LOG_ENV: "1" if self.access_log else "0",
-                BACKEND_ENV: self.backend}
+                BACKEND_ENV: self.backend, PRECISION_ENV: self.precision}
 
 
 def _model_info(predictor, model_dir: Path, limits: Limits) -> ModelInfo:
@@ -99,7 +102,7 @@ def _model_info(predictor, model_dir: Path, limits: Limits) -> ModelInfo:
         model_dir=model_dir.name,
         weights_sha256=predictor.model_id or model_id(model_dir / WEIGHTS),
         architecture=cfg["architecture"],
-        kind=cfg.get("kind"), backend=predictor.backend,
+        kind=cfg.get("kind"), backend=predictor.backend, precision=predictor.precision,
         model_kwargs=public_value(cfg.get("model_kwargs") or {}),
         classes=list(predictor.classes),
         parameters=cfg.get("parameters"),
@@ -145,7 +148,8 @@ def create_app(model_dir: str | os.PathLike | None = None, settings: Settings | 
 
         def load(model_dir: Path) -> Served:
             predictor = Predictor(model_dir, reject_threshold=settings.reject_threshold,
-                                  backend=settings.backend, threads=settings.torch_threads)
+                                  backend=settings.backend, precision=settings.precision,
+                                  threads=settings.torch_threads)
             if predictor.backend == "torch" and settings.torch_threads:
                 import torch  # only here: an ONNX Runtime server never imports it
                 torch.set_num_threads(settings.torch_threads)

@@ -83,6 +83,8 @@ class ModelInfo(BaseModel):
     architecture: str
     kind: str | None = None
     backend: str | None = Field(None, description="what runs the model: torch or onnxruntime")
+    precision: str | None = Field(None, description="onnxruntime: int8 (model.int8.onnx) or fp32 "
+                                                    "(model.onnx); torch: auto, fp32 or bf16")
     model_kwargs: dict[str, Any] = {}
     classes: list[str]
     parameters: int | None = None
