@@ -3,9 +3,11 @@ torch, against PyTorch on the 10,000 MNIST test images.
 
     python benchmarks/onnx_check.py                  # the shipped model
     python benchmarks/onnx_check.py --model-dir runs/cnn --threads 2
+    python benchmarks/onnx_check.py --no-int8        # the float32 export only
 
 1. ``digitlab.export.export_onnx`` writes the model's ONNX file to a temporary folder (that
-   export is itself checked on 1,000 test images, or refused).
+   export is itself checked on 1,000 test images, or refused), and its 8-bit export
+   (``quantize="int8"``, what ``model.int8.onnx`` holds) beside it.
 2. PyTorch, as digitlab runs it (``Predictor.probabilities``, float32), classifies the test set
    one image per call (10,000 calls) and 1,000 images per call.
 3. A child process in which ``import torch`` raises ImportError (a ``sys.meta_path`` finder)
@@ -13,8 +15,10 @@ torch, against PyTorch on the 10,000 MNIST test images.
    IDX reader below, and does the same.
 
 Both sides use the same number of threads. The table gives accuracy, time and throughput for
-each, and how many of the 10,000 predictions differ between them (0 expected). Exit code 1 if
-any differ or torch was imported in the child.
+each, and how many of the 10,000 predictions differ from PyTorch's (0 expected for the float32
+export; the 8-bit one computes another function, and may read a few near-ties otherwise). Exit
+code 1 if the float32 export's predictions differ, the 8-bit one's accuracy is more than
+``export.INT8_MAX_ACCURACY_DROP`` below PyTorch's, or torch was imported in the child.
 """
 
 from __future__ import annotations
@@ -74,17 +78,19 @@ class _NoTorch:
         return None
 
 
-def child(onnx_path: str, threads: int) -> None:
+def child(onnx_paths: list[str], threads: int) -> None:
     sys.meta_path.insert(0, _NoTorch())
     from digitlab.onnxrt import OnnxModel
 
     images, labels = mnist_test()
-    model = OnnxModel(onnx_path, threads=threads)
+    runs = []
+    for path in onnx_paths:
+        model = OnnxModel(path, threads=threads)
 
-    def classify(u8: np.ndarray) -> np.ndarray:
-        return model.logits(u8[:, None].astype(np.float32) / np.float32(255.0))
+        def classify(u8: np.ndarray) -> np.ndarray:
+            return model.logits(u8[:, None].astype(np.float32) / np.float32(255.0))
 
-    runs = [score(classify, images, labels, b) for b in BATCHES]
+        runs.append([score(classify, images, labels, b) for b in BATCHES])
     json.dump({"runs": runs, "torch_imported": "torch" in sys.modules}, sys.stdout)
 
 
@@ -94,7 +100,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model-dir", help="model directory (default: the shipped model)")
     ap.add_argument("--threads", type=int, default=1, help="threads for both backends (default 1)")
-    ap.add_argument("--child", metavar="FILE.onnx", help=argparse.SUPPRESS)
+    ap.add_argument("--no-int8", action="store_true", help="leave out the 8-bit export")
+    ap.add_argument("--child", metavar="FILE.onnx", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(args.child, args.threads)
@@ -102,16 +109,20 @@ def main() -> int:
 
     import torch
 
-    from digitlab.export import export_onnx
+    from digitlab.export import INT8_MAX_ACCURACY_DROP, export_onnx
     from digitlab.predict import Predictor
 
     torch.set_num_threads(args.threads)
     images, labels = mnist_test()
     with tempfile.TemporaryDirectory(prefix="digitlab-onnx-check-") as tmp:
         report = export_onnx(args.model_dir, Path(tmp) / "model.onnx")
-        predictor = Predictor(args.model_dir, precision="fp32")
+        reports = [report]
+        if not args.no_int8:
+            reports.append(export_onnx(args.model_dir, Path(tmp) / "model.int8.onnx",
+                                       quantize="int8"))
+        predictor = Predictor(args.model_dir, backend="torch", precision="fp32")
         torch_runs = [score(predictor.probabilities, images, labels, b) for b in BATCHES]
-        done = subprocess.run([sys.executable, __file__, "--child", str(report.path),
+        done = subprocess.run([sys.executable, __file__, "--child", *(str(r.path) for r in reports),
                                "--threads", str(args.threads)],
                               capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
@@ -123,20 +134,32 @@ def main() -> int:
           f"opset {report.opset}, {report.bytes / 1024:,.0f} KB; export check on "
           f"{report.images:,} images: max abs difference {report.max_abs_diff_logits:.2g} "
           f"(logits), {report.max_abs_diff_probs:.2g} (probabilities)")
+    for r in reports[1:]:
+        print(f"int8 export: {r.bytes / 1024:,.0f} KB; its check: {r.argmax_disagreements} of "
+              f"{r.images:,} predictions differ, max abs difference "
+              f"{r.max_abs_diff_logits:.2g} (logits), {r.max_abs_diff_probs:.2g} (probabilities)")
     print(f"MNIST test set, {len(labels):,} images, {args.threads} thread(s); ONNX Runtime in a "
           f"process with torch blocked (torch imported there: {result['torch_imported']})\n")
     print("| backend | batch | accuracy | errors | seconds | images/s | predictions differing "
           "from PyTorch |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    differ_total = 0
-    for t, o in zip(torch_runs, result["runs"]):
-        differ = int((np.array(t["preds"]) != np.array(o["preds"])).sum())
-        differ_total += differ
-        for name, r, d in (("PyTorch", t, "-"), ("ONNX Runtime", o, differ)):
+    failed = bool(result["torch_imported"])
+    names = ["ONNX Runtime", "ONNX Runtime int8"]
+    for i, t in enumerate(torch_runs):
+        rows = [("PyTorch", t, "-")]
+        for k, runs in enumerate(result["runs"]):
+            o = runs[i]
+            differ = int((np.array(t["preds"]) != np.array(o["preds"])).sum())
+            rows.append((names[k], o, differ))
+            if k == 0:
+                failed |= differ > 0
+            else:
+                failed |= o["accuracy"] < t["accuracy"] - INT8_MAX_ACCURACY_DROP
+        for name, r, d in rows:
             errors = round((1 - r["accuracy"]) * len(labels))
             print(f"| {name} | {r['batch']:,} | {100 * r['accuracy']:.2f}% | {errors} | "
                   f"{r['seconds']:.2f} | {len(labels) / r['seconds']:,.0f} | {d} |")
-    return 1 if differ_total or result["torch_imported"] else 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

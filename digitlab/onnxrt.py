@@ -14,8 +14,9 @@ matches its directory's weights (a model retrained into the same directory).
 
 ``digitlab export --quantize int8`` writes ``model.int8.onnx`` beside it: the same graph with
 8-bit weights and activations (ONNX Runtime's static quantization), about 2.5x faster on a CPU
-with 8-bit dot-product instructions. ``onnx_file`` says which of the two a precision runs:
-``auto`` takes the 8-bit one where it is there.
+with 8-bit dot-product instructions (x86 VNNI or AMX, ARM's dot product), and no faster
+without them. ``onnx_file`` says which of the two a precision runs: ``auto`` takes the 8-bit
+one where it is there and the CPU has those instructions (``int8_fast``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -62,13 +64,32 @@ BACKEND_HELP = ("what runs the model: onnxruntime (the directory's model.onnx or
                 "model.int8.onnx, written by `digitlab export`), torch, or auto (default: "
                 "onnxruntime where installed and exported, else torch)")
 # What a model runs in at prediction time. ONNX Runtime: int8 runs model.int8.onnx, fp32
-# model.onnx, auto the first of them that is there. PyTorch: bf16 autocast, float32, or auto
-# (bf16 autocast for big batches on CPUs with native bf16: runtime.bf16_enabled).
+# model.onnx, auto the 8-bit one where it is there and the CPU is fast at it (int8_fast), else
+# model.onnx. PyTorch: bf16 autocast, float32, or auto (bf16 autocast for big batches on CPUs
+# with native bf16: runtime.bf16_enabled).
 PREDICT_PRECISIONS = ("auto", "fp32", "bf16", "int8")
 PRECISION_HELP = ("auto (default): in ONNX Runtime the 8-bit model.int8.onnx where the "
-                  "directory has one, else model.onnx; in PyTorch batches of 32+ digits under "
-                  "bf16 autocast where the hardware is fast at it. fp32: model.onnx or float32 "
-                  "PyTorch; bf16: autocast (PyTorch); int8: model.int8.onnx")
+                  "directory has one and the CPU has 8-bit dot-product instructions, else "
+                  "model.onnx; in PyTorch batches of 32+ digits under bf16 autocast where the "
+                  "hardware is fast at it. fp32: model.onnx or float32 PyTorch; bf16: autocast "
+                  "(PyTorch); int8: model.int8.onnx")
+# /proc/cpuinfo flags of 8-bit dot-product instructions: x86 AVX-512 VNNI, AVX-VNNI, AMX; ARM's
+# dot product (asimddp). Without them, ONNX Runtime's 8-bit convolutions are no faster than
+# float ones (measured on an AVX2 machine: docs/records.md#prediction-speed-against-its-targets).
+_INT8_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"}
+
+
+@lru_cache(maxsize=1)
+def int8_fast() -> bool:
+    """Whether this CPU has 8-bit dot-product instructions (Linux: /proc/cpuinfo; elsewhere
+    False, so that ``auto`` keeps the float model)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            text = f.read(1 << 20)
+    except OSError:
+        return False
+    return any(flag in _INT8_FLAGS for line in text.splitlines()
+               if line.startswith(("flags", "Features")) for flag in line.split(":", 1)[-1].split())
 
 
 def available() -> bool:
@@ -78,15 +99,17 @@ def available() -> bool:
 
 
 def onnx_file(model_dir: str | os.PathLike, precision: str = "auto") -> Path:
-    """The ONNX file that runs ``model_dir`` at ``precision``: ``model.int8.onnx`` for int8,
-    and for auto where it is there; else ``model.onnx`` (it may not exist)."""
+    """The ONNX file that runs ``model_dir`` at ``precision``: ``model.int8.onnx`` for int8;
+    for auto, where it is there and the CPU is fast at it (``int8_fast``), or where it is the
+    only export; else ``model.onnx`` (it may not exist)."""
     if precision not in PREDICT_PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; choose from: "
                           f"{', '.join(PREDICT_PRECISIONS)}")
-    int8 = Path(model_dir) / INT8_FILE
-    if precision == "int8" or (precision == "auto" and int8.is_file()):
+    int8, fp32 = Path(model_dir) / INT8_FILE, Path(model_dir) / ONNX_FILE
+    if precision == "int8" or (precision == "auto" and int8.is_file()
+                               and (int8_fast() or not fp32.is_file())):
         return int8
-    return Path(model_dir) / ONNX_FILE
+    return fp32
 
 
 def choose_backend(model_dir: str | os.PathLike, backend: str = "auto",

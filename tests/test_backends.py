@@ -16,6 +16,7 @@ from digitlab.cli import main
 from digitlab.errors import ConfigError, ModelDirError
 from digitlab.evaluation import evaluate_dir
 from digitlab.export import export_onnx
+from digitlab import onnxrt
 from digitlab.onnxrt import choose_backend, onnx_file
 from digitlab.predict import Predictor
 
@@ -137,9 +138,19 @@ def int8_dir(exported_dir, tmp_path_factory):
     return out
 
 
-def test_int8_choice(plain_dir, exported_dir, int8_dir):
+@pytest.fixture
+def fast_int8(monkeypatch):
+    """As on a CPU with 8-bit dot-product instructions (the development machine has them)."""
+    monkeypatch.setattr(onnxrt, "int8_fast", lambda: True)
+
+
+def test_int8_choice(plain_dir, exported_dir, int8_dir, monkeypatch):
+    monkeypatch.setattr(onnxrt, "int8_fast", lambda: True)
     assert onnx_file(int8_dir).name == "model.int8.onnx"  # auto: the 8-bit file where it is
     assert onnx_file(int8_dir, "fp32").name == onnx_file(exported_dir).name == "model.onnx"
+    monkeypatch.setattr(onnxrt, "int8_fast", lambda: False)  # ...and the CPU is fast at it
+    assert onnx_file(int8_dir).name == "model.onnx"
+    assert onnx_file(int8_dir, "int8").name == "model.int8.onnx"
     assert choose_backend(int8_dir, "auto", "int8") == "onnxruntime"
     with pytest.raises(ModelDirError, match=r"no model.int8.onnx.*--quantize int8"):
         choose_backend(exported_dir, "auto", "int8")
@@ -152,11 +163,11 @@ def test_int8_choice(plain_dir, exported_dir, int8_dir):
     shutil.copytree(int8_dir, only)
     (only / "model.onnx").unlink()
     assert choose_backend(only) == "onnxruntime"
-    assert Predictor(only).precision == "int8"
+    assert Predictor(only).precision == "int8"  # (the CPU slow at 8 bits: the only export)
     assert choose_backend(only, "auto", "fp32") == "torch"
 
 
-def test_int8_reads_as_the_float_model(int8_dir, mnist):
+def test_int8_reads_as_the_float_model(int8_dir, mnist, fast_int8):
     x = mnist.test_images[:500].numpy()
     q, f = Predictor(int8_dir), Predictor(int8_dir, precision="fp32")
     assert (q.backend, q.precision, f.backend, f.precision) == (
@@ -182,7 +193,7 @@ def test_int8_stale_export_refused(int8_dir, tmp_path):
         Predictor(stale, precision="int8")
 
 
-def test_cli_and_server_say_int8(int8_dir, tmp_path, capsys, mnist):
+def test_cli_and_server_say_int8(int8_dir, tmp_path, capsys, mnist, fast_int8):
     img = tmp_path / "d.png"
     img.write_bytes(encode(on_paper(mnist.test_images[0].numpy(), 100)))
     assert main(["predict", str(img), "--model-dir", str(int8_dir)]) == 0
@@ -197,3 +208,20 @@ def test_cli_and_server_say_int8(int8_dir, tmp_path, capsys, mnist):
             model = c.get("/api/model").json()
         assert (model["backend"], model["precision"]) == (
             "onnxruntime", "int8" if precision == "auto" else "fp32")
+
+
+def test_int8_fast_reads_the_cpu_flags(monkeypatch, tmp_path):
+    import builtins
+
+    real_open = builtins.open
+    for key, flags, fast in (("flags", "fpu sse avx2 avx512f", False),  # x86 without VNNI
+                             ("flags", "fpu avx2 avx_vnni", True),
+                             ("Features", "fp asimd asimddp", True)):  # ARM
+        cpuinfo = tmp_path / "cpuinfo"
+        cpuinfo.write_text(f"processor\t: 0\n{key}\t\t: {flags}\n\n")
+        monkeypatch.setattr(builtins, "open", lambda path, *a, **k: real_open(
+            cpuinfo if path == "/proc/cpuinfo" else path, *a, **k))
+        onnxrt.int8_fast.cache_clear()
+        assert onnxrt.int8_fast() is fast, flags
+    monkeypatch.setattr(builtins, "open", real_open)
+    onnxrt.int8_fast.cache_clear()
