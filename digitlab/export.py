@@ -19,7 +19,7 @@ calibrated on ``CALIBRATION_IMAGES`` MNIST *training* images). Its answers are c
 same test images, within looser bounds: at most ``INT8_MAX_DISAGREE`` of them read otherwise
 than by PyTorch, probabilities within ``INT8_PROB_TOLERANCE``, accuracy at most
 ``INT8_MAX_ACCURACY_DROP`` below PyTorch's (the shipped cnn: 99.75% against 99.74% on all
-10,000, probabilities within 0.045; docs/server.md#int8).
+10,000, probabilities within 0.045: docs/server.md#8-bit-model-int8).
 """
 
 from __future__ import annotations
