@@ -914,3 +914,44 @@ def test_a_digit_in_the_corner_of_an_open_cell_leaves_the_dividers_printed(digit
     for k, (p, i) in enumerate(zip(parts, idx)):
         if k != 2:  # (the one in the corner keeps what it shares with the lines)
             assert corr(p.image, plain_reference(x[i])) > 0.7, k
+
+
+@pytest.mark.parametrize("n", [4, 6])
+def test_hairline_ticks_a_pixel_off_upright_go_with_their_comb(digits, n):
+    """A comb field printed with hairlines, each tick drifting by a pixel over its height (two
+    columns wide, one pixel a row): the ticks go with the baseline, as upright ones do.
+    Before, such a tick counted as no solid piece of print, stayed, and was read as a 1."""
+    x, _ = digits
+    cell = 64
+    img = Image.new("RGB", (n * cell + 40, cell + 40), (246, 246, 250))
+    for k in range(n):
+        img.paste(scene(x[k], (cell - 16, cell - 12), 40, (4, 4)), (20 + cell * k + 8, 12))
+
+    def comb(g):
+        base = 12 + cell
+        g.line([(20, base), (20 + n * cell, base)], fill=(90, 90, 90), width=1)
+        for k in range(n + 1):
+            tx = 20 + cell * k
+            g.line([(tx, base - 19), (tx + 1, base)], fill=(90, 90, 90), width=1)
+    parts = segment_digits(with_lines(img, comb))
+    assert len(parts) == n and all(p.ok for p in parts), [p.reason for p in parts]
+    for k, p in enumerate(parts):
+        assert corr(p.image, plain_reference(x[k])) > 0.8, k
+
+
+def test_a_boxy_0_on_a_comb_baseline_keeps_its_flanks():
+    """A 0 written as a box with rounded corners, standing a little above a comb field's
+    baseline: its straight flanks turn into its own arcs at both ends, as a box's sides turn
+    corners, but they turn no corner with any printed line (they stand over the baseline, not
+    at its end). They are strokes. Before, both flanks were removed as a box's sides."""
+    img = Image.new("RGB", (300, 110), (250, 250, 246))
+    g = ImageDraw.Draw(img)
+    g.line([(10, 90), (290, 90)], fill=(60, 60, 60), width=2)  # the comb: baseline, ticks
+    for tx in (10, 80, 150, 220, 290):
+        g.line([(tx, 72), (tx, 90)], fill=(60, 60, 60), width=2)
+    # the 0, in a pen about as broad as the print (a flank much bolder is a stroke anyway)
+    g.rounded_rectangle([(95, 30), (135, 80)], radius=9, outline=(10, 10, 10), width=3)
+    out = preprocess(img, keep_stages=True)
+    printed = out.stages["printed"] > 0
+    assert printed[86:95, 20:280].any(axis=0).mean() > 0.9  # the baseline is printed...
+    assert not printed[36:74, 90:140].any()  # ...the 0's flanks are not

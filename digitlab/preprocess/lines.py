@@ -404,6 +404,12 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params, turned:
     if ruled:
         thin = max(printed_thick(s) for s in ruled) + 1
         printed = [[s for s in pr if not s.side or s.thick <= thin] for pr in printed]
+        # ...and they turn a corner with a printed line at one end at least (a row's outer
+        # sides meet the lines across it where those end): the straight flank of a boxy 0 on
+        # a comb's baseline turns into its own arcs at both ends, and stands on the baseline
+        # (a T), not at its end
+        printed = [[s for s in pr if not s.side or any(
+            e in (1, -1) for e in _ends(s, printed[1 - k], tol(s)))] for k, pr in enumerate(printed)]
     # A comb's dividers may stand open at one end (cells open at the top): two or more alike
     # (length within 15%, thickness within a pixel), each meeting a printed line at one end,
     # are printed too; a lone stroke standing on a line (a 1 on ruled paper) is not.
@@ -517,12 +523,14 @@ def remove_remnants(mask: np.ndarray, removed: np.ndarray, lines: list[_Seg], p:
     touching = np.unique(lab[near & mask])
     ids = touching[touching > 0]
     # straight, solid pieces, printed like the lines (no thicker): (upright, long, short side);
-    # thin ones at least three times as long as wide
+    # thin ones at least three times as long as wide. (A hairline a pixel off upright spans
+    # two columns with one pixel a row: solid too.)
     solid = {}
     for i in ids:
         bw, bh, area = st[i, 2:5]
         long_, short = max(bw, bh), min(bw, bh)
-        if short * p.stub_aspect <= long_ and area >= 0.6 * long_ * short and short <= thick + 2:
+        if (short * p.stub_aspect <= long_ and short <= thick + 2
+                and (area >= 0.6 * long_ * short or (short <= 2 and area >= 0.9 * long_))):
             solid[int(i)] = (bool(bh >= bw), int(long_), int(short))
     thin = {i: v for i, v in solid.items() if 3 * v[2] <= v[1]}
     # ticks hanging off a lone line (a comb field's baseline), across it, are measured against
