@@ -129,6 +129,36 @@ def _fitted(segs: list[_Seg], runs: _Runs, ink: np.ndarray) -> list[_Seg]:
     return [_fit_line(part, m, ink) for s in segs for part, m in _split(s, runs.labels)]
 
 
+def _extend(seg: _Seg, on: np.ndarray) -> None:
+    """Lengthen a fitted line along its centre line as far as faint ink continues there (``on``:
+    0/1). A line drifting across its run, a page a degree askew, keeps in the straight-run
+    search only what runs straight: its ends, where it meets a row's outer sides at the
+    corners, would be left behind."""
+    h, w = on.shape
+    half = seg.thick / 2 + 1
+    horizontal = seg.horizontal
+    size = w if horizontal else h
+    start, stop = (seg.x0, seg.x1) if horizontal else (seg.y0, seg.y1)
+    base = seg.y0 if horizontal else seg.x0
+
+    def inked(a: int) -> bool:
+        c = base + seg.offset + seg.slope * (a - start)
+        lo, hi = max(0, int(np.floor(c - half))), int(np.ceil(c + half)) + 1
+        return bool((on[lo:hi, a] if horizontal else on[a, lo:hi]).any())
+
+    a0 = start
+    while a0 > 0 and inked(a0 - 1):
+        a0 -= 1
+    a1 = stop
+    while a1 < size and inked(a1):
+        a1 += 1
+    seg.offset += seg.slope * (a0 - start)  # (the centre line is measured from the start)
+    if horizontal:
+        seg.x0, seg.x1 = a0, a1
+    else:
+        seg.y0, seg.y1 = a0, a1
+
+
 def _band(seg: _Seg, shape: tuple[int, int], pad: float) -> tuple[slice, slice, np.ndarray]:
     """The pixels within ``pad`` px of the fitted line's own thickness, along its extent and
     half its thickness beyond each end (a pen's round cap): a window of the image and the
@@ -387,6 +417,9 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params, turned:
         taken = {id(s) for s in across + sides}
         cut = [s for s in segs if id(s) not in taken and _hugs_edge(s, pad, ih, iw, edge_px)]
         lines = _fitted(across + sides + cut, runs, ink)
+        for s in lines:
+            if not s.side and s.length >= p.line_span * extent:
+                _extend(s, on)
         bold = [s for s in lines if thick_max < s.thick <= frame_max]
         # a bold line across the image, many times longer than thick (a comb's baseline under
         # a short row of cells): no stroke of a digit is that long and straight
