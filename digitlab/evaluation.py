@@ -29,8 +29,9 @@ def evaluate_dir(model_dir: str | os.PathLike, dataset: Dataset, *, tta: bool = 
                  precision: str = "auto") -> dict:
     """Evaluate the model in ``model_dir`` on ``dataset``'s test split; returns the metrics dict.
     ``backend`` and ``precision``: as ``Predictor``'s (``auto`` runs ONNX Runtime where the
-    directory holds an export, the 8-bit one where it is there; test-time augmentation runs
-    with torch; PyTorch runs at the precision the model was trained at)."""
+    directory holds an export, the 8-bit one where it is there and the CPU is fast at it:
+    ``onnxrt.onnx_file``; test-time augmentation runs with torch; PyTorch runs at the
+    precision the model was trained at)."""
     model_dir = Path(model_dir)
     if dataset.test_images is None or len(dataset.test_images) == 0:
         raise DataError(f"dataset {dataset.name!r} has no test images")

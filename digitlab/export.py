@@ -92,7 +92,8 @@ def export_onnx(model_dir: str | os.PathLike | None = None, out: str | os.PathLi
     Raises ``ExportError`` (nothing written) when ONNX Runtime's answers differ from PyTorch's,
     ``ModelDirError`` for a bad model directory."""
     if quantize is not None and quantize not in QUANTIZE:
-        raise DigitlabError(f"unknown quantization {quantize!r}; choose from: {', '.join(QUANTIZE)}")
+        raise DigitlabError(f"unknown quantization {quantize!r}; choose from: "
+                            f"{', '.join(QUANTIZE)}")
     directory = Path(model_dir) if model_dir is not None else default_model_dir()
     out = Path(out) if out is not None else directory / (INT8_FILE if quantize else ONNX_FILE)
     if out.suffix.lower() != ".onnx":

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 from functools import lru_cache
@@ -33,6 +34,8 @@ import numpy as np
 
 from .artifacts import MAX_CLASS_NAME, MAX_CLASSES, MAX_WEIGHTS_BYTES, WEIGHTS
 from .errors import ConfigError, ModelDirError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -89,7 +92,8 @@ def int8_fast() -> bool:
     except OSError:
         return False
     return any(flag in _INT8_FLAGS for line in text.splitlines()
-               if line.startswith(("flags", "Features")) for flag in line.split(":", 1)[-1].split())
+               if line.startswith(("flags", "Features"))
+               for flag in line.split(":", 1)[-1].split())
 
 
 def available() -> bool:
@@ -128,8 +132,8 @@ def choose_backend(model_dir: str | os.PathLike, backend: str = "auto",
         return "torch"
     if backend == "onnxruntime" or precision == "int8":
         if not available():
-            raise ConfigError(f"{'precision int8' if precision == 'int8' else 'backend onnxruntime'}"
-                              f": ONNX Runtime is not installed (pip install onnxruntime)")
+            what = "precision int8" if precision == "int8" else "backend onnxruntime"
+            raise ConfigError(f"{what}: ONNX Runtime is not installed (pip install onnxruntime)")
         if not path.is_file():
             flag = " --quantize int8" if path.name == INT8_FILE else ""
             raise ModelDirError(f"{model_dir}: no {path.name} for the onnxruntime backend; "
@@ -211,7 +215,9 @@ class OnnxModel:
     def from_model_dir(cls, directory: str | os.PathLike, threads: int = 1,
                        precision: str = "auto") -> OnnxModel:
         """``DIR/model.onnx`` or ``DIR/model.int8.onnx`` (``onnx_file``), refused if it was
-        exported from other weights than ``DIR/model.safetensors`` (when that file is there)."""
+        exported from other weights than ``DIR/model.safetensors`` (when that file is there).
+        With ``auto``, a stale ``model.int8.onnx`` gives way to ``model.onnx`` (a model
+        retrained in place and exported again without ``--quantize``), with a warning."""
         directory = Path(directory)
         path = onnx_file(directory, precision)
         if not path.is_file():
@@ -221,6 +227,10 @@ class OnnxModel:
         model = cls(path, threads)
         weights = directory / WEIGHTS
         if weights.is_file() and model_id(weights) != model.model_id:
+            if precision == "auto" and path.name == INT8_FILE and (directory / ONNX_FILE).is_file():
+                log.warning("%s: exported from other weights than %s; running %s instead "
+                            "(export again with --quantize int8)", path, weights, ONNX_FILE)
+                return cls.from_model_dir(directory, threads, "fp32")
             raise ModelDirError(f"{path}: exported from other weights than {weights} (the model "
                                 f"was retrained or replaced); export it again")
         return model

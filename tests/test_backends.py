@@ -225,3 +225,19 @@ def test_int8_fast_reads_the_cpu_flags(monkeypatch, tmp_path):
         assert onnxrt.int8_fast() is fast, flags
     monkeypatch.setattr(builtins, "open", real_open)
     onnxrt.int8_fast.cache_clear()
+
+
+def test_a_stale_int8_file_gives_way_to_a_fresh_model_onnx(int8_dir, tmp_path, caplog,
+                                                            fast_int8):
+    # retrained in place (here: the shipped model's weights) and exported again, but not in
+    # 8 bits: auto runs the fresh model.onnx, not torch; asking for int8 is refused
+    moved = tmp_path / "m"
+    shutil.copytree(int8_dir, moved)
+    for name in ("model.safetensors", "config.json"):
+        shutil.copy(default_model_dir() / name, moved / name)
+    export_onnx(moved)
+    p = Predictor(moved)
+    assert (p.backend, p.precision) == ("onnxruntime", "fp32")
+    assert "model.int8.onnx: exported from other weights" in caplog.text
+    with pytest.raises(ModelDirError, match="exported from other weights"):
+        Predictor(moved, precision="int8")

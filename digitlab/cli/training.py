@@ -337,8 +337,9 @@ def register(sub) -> None:
     s.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
     s.add_argument("--precision", choices=("auto", "fp32", "int8"), default="auto",
                    help="in ONNX Runtime: auto (default) runs model.int8.onnx where the directory "
-                        "has one, else model.onnx; fp32: model.onnx; int8: model.int8.onnx. "
-                        "PyTorch runs at the precision the model was trained at")
+                        "has one and the CPU has 8-bit dot-product instructions, else model.onnx; "
+                        "fp32: model.onnx; int8: model.int8.onnx. PyTorch runs at the precision "
+                        "the model was trained at")
     s.add_argument("--no-write", action="store_true", help="do not write metrics.json / report files")
     s.set_defaults(func=cmd_evaluate)
 

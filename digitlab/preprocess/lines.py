@@ -442,7 +442,8 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params, turned:
         # a comb's baseline turns into its own arcs at both ends, and stands on the baseline
         # (a T), not at its end
         printed = [[s for s in pr if not s.side or any(
-            e in (1, -1) for e in _ends(s, printed[1 - k], tol(s)))] for k, pr in enumerate(printed)]
+            e in (1, -1) for e in _ends(s, printed[1 - k], tol(s)))]
+            for k, pr in enumerate(printed)]
     # A comb's dividers may stand open at one end (cells open at the top): two or more alike
     # (length within 15%, thickness within a pixel), each meeting a printed line at one end,
     # are printed too; a lone stroke standing on a line (a 1 on ruled paper) is not.
