@@ -116,6 +116,12 @@ def onnx_file(model_dir: str | os.PathLike, precision: str = "auto") -> Path:
     return fp32
 
 
+def _export_command(model_dir: str | os.PathLike, path: Path) -> str:
+    """The command that writes ``path`` (``onnx_file``'s answer) for ``model_dir``."""
+    flag = " --quantize int8" if path.name == INT8_FILE else ""
+    return f"digitlab export --model-dir {model_dir} --format onnx{flag}"
+
+
 def choose_backend(model_dir: str | os.PathLike, backend: str = "auto",
                    precision: str = "auto") -> str:
     """Which backend runs the model in ``model_dir``: ``torch`` or ``onnxruntime``. ``auto``
@@ -135,9 +141,8 @@ def choose_backend(model_dir: str | os.PathLike, backend: str = "auto",
             what = "precision int8" if precision == "int8" else "backend onnxruntime"
             raise ConfigError(f"{what}: ONNX Runtime is not installed (pip install onnxruntime)")
         if not path.is_file():
-            flag = " --quantize int8" if path.name == INT8_FILE else ""
             raise ModelDirError(f"{model_dir}: no {path.name} for the onnxruntime backend; "
-                                f"write one with `digitlab export --model-dir {model_dir}{flag}`")
+                                f"write one with `{_export_command(model_dir, path)}`")
         return "onnxruntime"
     return "onnxruntime" if path.is_file() and available() else "torch"
 
@@ -221,9 +226,8 @@ class OnnxModel:
         directory = Path(directory)
         path = onnx_file(directory, precision)
         if not path.is_file():
-            flag = " --quantize int8" if path.name == INT8_FILE else ""
-            raise ModelDirError(f"{directory}: no {path.name}; write one with `digitlab export "
-                                f"--model-dir {directory} --format onnx{flag}`")
+            raise ModelDirError(f"{directory}: no {path.name}; write one with "
+                                f"`{_export_command(directory, path)}`")
         model = cls(path, threads)
         weights = directory / WEIGHTS
         if weights.is_file() and model_id(weights) != model.model_id:

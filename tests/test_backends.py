@@ -76,13 +76,17 @@ def test_stale_export_falls_back_in_auto_only(exported_dir, tmp_path, caplog):
         Predictor(stale, backend="onnxruntime")
 
 
+def _says(capsys, *argv: str) -> str:
+    """The first line `digitlab predict ARGV` writes on stderr (it must succeed)."""
+    assert main(["predict", *argv]) == 0
+    return capsys.readouterr().err.splitlines()[0]
+
+
 def test_cli_says_which_backend_runs(exported_dir, plain_dir, tmp_path, capsys, mnist):
     img = tmp_path / "d.png"
     img.write_bytes(encode(on_paper(mnist.test_images[0].numpy(), 100)))
-    assert main(["predict", str(img), "--model-dir", str(exported_dir)]) == 0
-    assert capsys.readouterr().err.splitlines()[0].endswith("on onnxruntime")
-    assert main(["predict", str(img), "--model-dir", str(plain_dir)]) == 0
-    assert capsys.readouterr().err.splitlines()[0].endswith("on torch")
+    assert _says(capsys, str(img), "--model-dir", str(exported_dir)).endswith("on onnxruntime")
+    assert _says(capsys, str(img), "--model-dir", str(plain_dir)).endswith("on torch")
     assert main(["predict", str(img), "--model-dir", str(plain_dir), "--backend",
                  "onnxruntime"]) == 2
     assert "no model.onnx" in capsys.readouterr().err
@@ -196,10 +200,10 @@ def test_int8_stale_export_refused(int8_dir, tmp_path):
 def test_cli_and_server_say_int8(int8_dir, tmp_path, capsys, mnist, fast_int8):
     img = tmp_path / "d.png"
     img.write_bytes(encode(on_paper(mnist.test_images[0].numpy(), 100)))
-    assert main(["predict", str(img), "--model-dir", str(int8_dir)]) == 0
-    assert capsys.readouterr().err.splitlines()[0].endswith("on onnxruntime (int8)")
-    assert main(["predict", str(img), "--model-dir", str(int8_dir), "--precision", "fp32"]) == 0
-    assert capsys.readouterr().err.splitlines()[0].endswith("on onnxruntime")
+    assert _says(capsys, str(img), "--model-dir", str(int8_dir)).endswith(
+        "on onnxruntime (int8)")
+    assert _says(capsys, str(img), "--model-dir", str(int8_dir), "--precision", "fp32").endswith(
+        "on onnxruntime")
     from fastapi.testclient import TestClient
 
     from digitlab.server import Settings, create_app
