@@ -472,6 +472,27 @@ def test_a_stroke_with_a_dot_beyond_its_end_is_no_digit(slant):
         assert preprocess(img).ok, preprocess(img).reason
 
 
+@pytest.mark.parametrize("slant", [0.0, 0.2])
+def test_a_mark_with_a_dot_under_its_end_is_no_digit(slant):
+    # A question mark: a hook, not an upright stroke, ending low over its dot; and an
+    # exclamation mark whose dot lies too far below to join the stroke (the rule above saw
+    # neither: both were read as digits, a 7 and a 1).
+    question = _pen([(150, 130, 150, 185)], [(150, 225, 11)], slant)
+    d = ImageDraw.Draw(question)
+    d.arc([85, 30, 215, 136], 180, 90, fill=0, width=12)
+    far = _pen([(150, 40, 150, 200)], [(150, 284, 10)], slant)
+    for img in (question, far):
+        assert preprocess(img).reason == "a mark with a dot under its end (? or !), not a digit"
+    # the hook alone is read (a 7 or a 2: the model says), and so is a 7 with a full stop
+    # beside its foot, or a 1 with a speck far below it (smaller than the pen is wide)
+    hook = _pen([(150, 130, 150, 185)], [], slant)
+    ImageDraw.Draw(hook).arc([85, 30, 215, 136], 180, 90, fill=0, width=12)
+    seven = _pen([(90, 40, 210, 40), (210, 40, 140, 240)], [(185, 236, 8)], slant)
+    speck = _pen([(150, 40, 150, 200)], [(150, 240, 3)], slant)
+    for img in (hook, seven, speck):
+        assert preprocess(img).ok, preprocess(img).reason
+
+
 def test_a_ruled_line_with_only_specks_left_is_no_digit():
     # Once the line is erased nothing but one-pixel specks is left: a reason, not a crash
     # (this raised ValueError in both modes, a 500 in the web service).

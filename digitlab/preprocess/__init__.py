@@ -41,7 +41,7 @@ from .frames import find_frames
 from .ink import Ink, ink_map
 from .lines import find_printed, remove_remnants
 from .params import PARAMS, Params
-from .select import (RUNS_OFF, group_columns, keep_pieces, neighbour_reason, select_digit,
+from .select import (QUESTION_MARK, RUNS_OFF, dot_below, group_columns, keep_pieces, neighbour_reason, select_digit,
                      shape_reason, without_edge_slivers)
 from .skew import skew_angle, straighten
 
@@ -286,6 +286,9 @@ def preprocess(image: ImageSource, *, keep_stages: bool = False, params: Params 
             group = trimmed
             reason = shape_reason(an.comps, group, an.shape, an.crop, ink=an.ink.ink, p=p)
         reason = reason or neighbour_reason(an.comps, an.keep, group)
+        if not reason and dot_below(an.comps, an.keep, group,
+                                    an.comps.selection(group).stroke_width, an.printed):
+            reason = QUESTION_MARK
     same = an.mnist
     if reason:
         out = _empty(an, reason, keep_stages, p)

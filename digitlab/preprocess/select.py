@@ -137,6 +137,7 @@ def group_columns(c: Components, ids) -> list[list[int]]:
 
 
 RUNS_OFF = "the ink runs off the edge of the image"
+QUESTION_MARK = "a mark with a dot under its end (? or !), not a digit"
 
 
 def without_edge_slivers(c: Components, group: list[int], shape: tuple[int, int], p: Params
@@ -246,6 +247,44 @@ def dotted_stroke(c: Components, group: list[int], stroke: float) -> bool:
         return False
     centre = 0.5 * (c.x0[b] + c.x1[b])
     return bool(c.x0[a] - dw <= centre <= c.x1[a] + dw)
+
+
+def dot_below(c: Components, keep: np.ndarray, group: list[int], stroke: float,
+              printed: np.ndarray | None = None) -> bool:
+    """A mark whose lowest part is one stroke's end, with a round filled dot of about the pen's
+    width just below that end: a question mark (its hook is no upright stroke, which
+    ``dotted_stroke`` asks for), or an exclamation mark whose dot lies too far off to join the
+    mark's pieces. The dot is the smallest piece of the mark or a piece left out of it.
+    ``stroke``: the pen's width (px). A full stop after a digit sits beside its foot, not
+    under it; a stroke's end that a skipping pen broke off lies closer than the pen is wide,
+    and one that a removed printed line cut off has that line's print (``printed``, the mask of
+    what was removed) between it and the rest."""
+    pairs = [(int(i), group) for i in keep if i not in group]
+    if len(group) >= 2:
+        dot = min(group, key=lambda i: int(c.area[i]))
+        pairs.append((int(dot), [i for i in group if i != dot]))
+    for dot, mark in pairs:
+        x0, y0, x1, y1 = c.box(mark)
+        mh = y1 - y0
+        dw, dh = int(c.x1[dot] - c.x0[dot]), int(c.y1[dot] - c.y0[dot])
+        gap = int(c.y0[dot]) - y1
+        if (not 0.5 * dh <= dw <= 2.0 * dh or c.area[dot] < 0.5 * dw * dh
+                or not 0.6 * stroke <= max(dw, dh) <= min(2.5 * stroke, 0.4 * mh)
+                or not max(1.0, 0.8 * stroke) <= gap <= 0.6 * mh
+                or c.area[dot] > 0.25 * c.area[mark].sum()):
+            continue
+        k = max(2, int(round(stroke)))  # the mark's lowest rows: one stroke's end?
+        cols = np.nonzero(c.mask(mark, (x0, y1 - k, x1, y1)).any(axis=0))[0]
+        if cols[-1] - cols[0] + 1 > 2.5 * stroke:
+            continue
+        centre = 0.5 * (c.x0[dot] + c.x1[dot]) - x0
+        if not cols[0] - dw <= centre <= cols[-1] + 1 + dw:
+            continue
+        left, right = min(x0 + int(cols[0]), int(c.x0[dot])), max(x0 + int(cols[-1]) + 1,
+                                                                  int(c.x1[dot]))
+        if printed is None or not printed[y1 - k:int(c.y1[dot]), left:right].any():
+            return True
+    return False
 
 
 def neighbour_reason(c: Components, keep: np.ndarray, group: list[int]) -> str | None:
