@@ -41,8 +41,8 @@ from .frames import find_frames
 from .ink import Ink, ink_map
 from .lines import find_printed, remove_remnants
 from .params import PARAMS, Params
-from .select import (QUESTION_MARK, RUNS_OFF, dot_below, group_columns, keep_pieces, neighbour_reason, select_digit,
-                     shape_reason, without_edge_slivers)
+from .select import (QUESTION_MARK, RUNS_OFF, dot_below, group_columns, keep_pieces,
+                     neighbour_reason, select_digit, shape_reason, without_edge_slivers)
 from .skew import skew_angle, straighten
 
 # The images are small: OpenCV's thread fan-out costs more than it saves, and server workers
