@@ -484,12 +484,14 @@ def test_a_mark_with_a_dot_under_its_end_is_no_digit(slant):
     for img in (question, far):
         assert preprocess(img).reason == "a mark with a dot under its end (? or !), not a digit"
     # the hook alone is read (a 7 or a 2: the model says), and so is a 7 with a full stop
-    # beside its foot, or a 1 with a speck far below it (smaller than the pen is wide)
+    # beside its foot, a 7 whose stem's end broke off (a piece taller than wide, a pen's
+    # width below), or a 1 with a speck far below it (smaller than the pen is wide)
     hook = _pen([(150, 130, 150, 185)], [], slant)
     ImageDraw.Draw(hook).arc([85, 30, 215, 136], 180, 90, fill=0, width=12)
     seven = _pen([(90, 40, 210, 40), (210, 40, 140, 240)], [(185, 236, 8)], slant)
+    broken = _pen([(90, 40, 210, 40), (210, 40, 160, 190), (155, 206, 150, 220)], [], slant)
     speck = _pen([(150, 40, 150, 200)], [(150, 240, 3)], slant)
-    for img in (hook, seven, speck):
+    for img in (hook, seven, broken, speck):
         assert preprocess(img).ok, preprocess(img).reason
 
 

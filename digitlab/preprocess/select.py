@@ -256,9 +256,9 @@ def dot_below(c: Components, keep: np.ndarray, group: list[int], stroke: float,
     ``dotted_stroke`` asks for), or an exclamation mark whose dot lies too far off to join the
     mark's pieces. The dot is the smallest piece of the mark or a piece left out of it.
     ``stroke``: the pen's width (px). A full stop after a digit sits beside its foot, not
-    under it; a stroke's end that a skipping pen broke off lies closer than the pen is wide,
-    and one that a removed printed line cut off has that line's print (``printed``, the mask of
-    what was removed) between it and the rest."""
+    under it; a stroke's end that a skipping pen broke off is taller than wide or lies closer
+    than the pen is wide, and one that a removed printed line cut off has that line's print
+    (``printed``, the mask of what was removed) between it and the rest."""
     pairs = [(int(i), group) for i in keep if i not in group]
     if len(group) >= 2:
         dot = min(group, key=lambda i: int(c.area[i]))
@@ -268,7 +268,8 @@ def dot_below(c: Components, keep: np.ndarray, group: list[int], stroke: float,
         mh = y1 - y0
         dw, dh = int(c.x1[dot] - c.x0[dot]), int(c.y1[dot] - c.y0[dot])
         gap = int(c.y0[dot]) - y1
-        if (not 0.5 * dh <= dw <= 2.0 * dh or c.area[dot] < 0.5 * dw * dh
+        # (round: no taller than wide but for a pixel; a piece of a stroke running down is)
+        if (not dh - 1 <= dw <= 2.0 * dh or c.area[dot] < 0.5 * dw * dh
                 or not 0.6 * stroke <= max(dw, dh) <= min(2.5 * stroke, 0.4 * mh)
                 or not max(1.0, 0.8 * stroke) <= gap <= 0.6 * mh
                 or c.area[dot] > 0.25 * c.area[mark].sum()):
