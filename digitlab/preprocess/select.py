@@ -274,16 +274,16 @@ def dot_below(c: Components, keep: np.ndarray, group: list[int], stroke: float,
                 or not max(1.0, 0.8 * stroke) <= gap <= 0.6 * mh
                 or c.area[dot] > 0.25 * c.area[mark].sum()):
             continue
-        k = max(2, int(round(stroke)))  # the mark's lowest rows: one stroke's end?
-        cols = np.nonzero(c.mask(mark, (x0, y1 - k, x1, y1)).any(axis=0))[0]
-        if cols[-1] - cols[0] + 1 > 2.5 * stroke:
+        foot = max(y0, y1 - max(2, int(round(stroke))))  # its lowest rows: one stroke's end?
+        cols = np.nonzero(c.mask(mark, (x0, foot, x1, y1)).any(axis=0))[0]
+        if not len(cols) or cols[-1] - cols[0] + 1 > 2.5 * stroke:
             continue
         centre = 0.5 * (c.x0[dot] + c.x1[dot]) - x0
         if not cols[0] - dw <= centre <= cols[-1] + 1 + dw:
             continue
         left, right = min(x0 + int(cols[0]), int(c.x0[dot])), max(x0 + int(cols[-1]) + 1,
                                                                   int(c.x1[dot]))
-        if printed is None or not printed[y1 - k:int(c.y1[dot]), left:right].any():
+        if printed is None or not printed[foot:int(c.y1[dot]), left:right].any():
             return True
     return False
 
