@@ -41,7 +41,7 @@ from .frames import find_frames
 from .ink import Ink, ink_map
 from .lines import find_printed, remove_remnants
 from .params import PARAMS, Params
-from .select import (QUESTION_MARK, RUNS_OFF, dot_below, group_columns, keep_pieces,
+from .select import (DOTTED_MARK, RUNS_OFF, dot_below, group_columns, keep_pieces,
                      neighbour_reason, select_digit, shape_reason, without_edge_slivers)
 from .skew import skew_angle, straighten
 
@@ -288,7 +288,7 @@ def preprocess(image: ImageSource, *, keep_stages: bool = False, params: Params 
         reason = reason or neighbour_reason(an.comps, an.keep, group)
         if not reason and dot_below(an.comps, an.keep, group,
                                     an.comps.selection(group).stroke_width, an.printed):
-            reason = QUESTION_MARK
+            reason = DOTTED_MARK
     same = an.mnist
     if reason:
         out = _empty(an, reason, keep_stages, p)

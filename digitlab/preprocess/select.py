@@ -137,7 +137,7 @@ def group_columns(c: Components, ids) -> list[list[int]]:
 
 
 RUNS_OFF = "the ink runs off the edge of the image"
-QUESTION_MARK = "a mark with a dot under its end (? or !), not a digit"
+DOTTED_MARK = "a mark with a dot under its end (? or !), not a digit"
 
 
 def without_edge_slivers(c: Components, group: list[int], shape: tuple[int, int], p: Params
