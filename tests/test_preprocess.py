@@ -477,7 +477,7 @@ def test_a_mark_with_a_dot_under_its_end_is_no_digit(slant):
     # A question mark: a hook, not an upright stroke, ending low over its dot; and an
     # exclamation mark whose dot lies too far below to join the stroke. The rule above saw
     # neither: the model read this exclamation mark as a 1 (and question marks drawn otherwise,
-    # in renderer A's look-alikes, as 7s and 2s).
+    # in renderer A's look-alikes, as 7s).
     question = _pen([(150, 130, 150, 185)], [(150, 225, 11)], slant)
     d = ImageDraw.Draw(question)
     d.arc([85, 30, 215, 136], 180, 90, fill=0, width=12)
