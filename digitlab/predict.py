@@ -45,7 +45,7 @@ from .artifacts import WEIGHTS, default_model_dir, load_model, read_config
 from .errors import ConfigError, ImageError, ModelDirError
 from .imageformats import IMAGE_SUFFIXES
 from .io import atomic_path, write_json
-from .onnxrt import PREDICT_PRECISIONS, OnnxModel, choose_backend, softmax
+from .onnxrt import OnnxModel, choose_backend, softmax
 from .preprocess import ImageSource, Preprocessed, preprocess, segment_digits
 
 log = logging.getLogger(__name__)
@@ -135,12 +135,9 @@ class Predictor:
                  backend: str = "auto", threads: int | None = None):
         """``backend``: ``torch``, ``onnxruntime`` (the directory's ``model.onnx`` or
         ``model.int8.onnx``, without importing torch) or ``auto`` (ONNX Runtime where installed
-        and exported; see ``onnxrt.choose_backend``). ``precision``: see
-        ``onnxrt.PREDICT_PRECISIONS``; ``self.precision`` says what runs (``int8`` or ``fp32``
-        in ONNX Runtime). ``threads``: ONNX Runtime's intra-op threads (default 1)."""
-        if precision not in PREDICT_PRECISIONS:
-            raise ConfigError(f"unknown precision {precision!r}; choose from: "
-                              f"{', '.join(PREDICT_PRECISIONS)}")
+        and exported; see ``onnxrt.choose_backend``, which also refuses an unknown precision).
+        ``precision``: see ``onnxrt.PREDICT_PRECISIONS``; ``self.precision`` says what runs
+        (``int8`` or ``fp32`` in ONNX Runtime). ``threads``: ONNX Runtime's intra-op threads (default 1)."""
         self.model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
         self.backend = choose_backend(self.model_dir, backend, precision)
         self.precision = precision
@@ -181,6 +178,12 @@ class Predictor:
         if not 0.0 <= float(reject_threshold) <= 1.0:
             raise ConfigError(f"reject threshold must be in [0, 1], got {reject_threshold}")
         self.reject_threshold = float(reject_threshold)
+
+    @property
+    def runs(self) -> str:
+        """What runs the model, as the CLI's first line says it: ``torch``, ``onnxruntime`` or
+        ``onnxruntime (int8)``."""
+        return self.backend + (" (int8)" if self.precision == "int8" else "")
 
     # -- model -------------------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ def cmd_predict(args) -> int:
     predictor = Predictor(args.model_dir, reject_threshold=args.reject_threshold,
                           precision=args.precision, backend=args.backend)
     _err(f"model: {predictor.model_dir.name} ({predictor.config['architecture']}) on "
-         f"{predictor.backend}{' (int8)' if predictor.precision == 'int8' else ''}")
+         f"{predictor.runs}")
     bar = None
     if len(paths) > 3 and (expanded or sys.stderr.isatty()):
         from tqdm import tqdm

@@ -28,8 +28,7 @@ def cmd_serve(args) -> int:
         except OSError as exc:
             raise DigitlabError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     if args.log_format == "text":  # json: every line is a JSON object (uvicorn says it too)
-        runs = predictor.backend + (" (int8)" if predictor.precision == "int8" else "")
-        print(f"serving {model_dir} on {runs} at http://{args.host}:{args.port}/ (API docs "
+        print(f"serving {model_dir} on {predictor.runs} at http://{args.host}:{args.port}/ (API docs "
               f"at /docs), {args.workers} worker(s); Ctrl-C stops", flush=True)
         if feedback_db:
             print(f"storing feedback in {feedback_db}", flush=True)
