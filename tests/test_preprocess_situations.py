@@ -965,3 +965,46 @@ def test_a_boxy_0_on_a_comb_baseline_keeps_its_flanks():
     assert printed[86:95, 20:280].any(axis=0).mean() > 0.9  # the baseline is printed...
     assert not printed[36:74, 90:140].any()  # ...the 0's flanks are not
 
+
+
+@pytest.mark.parametrize("width, colour", [(1, (0, 0, 0)), (2, (120, 160, 210))])
+def test_a_digit_written_on_an_answer_line_is_read_without_the_line(digits, width, colour):
+    # an answer blank cut out around its printed line, two thirds of the picture wide: too
+    # short to run across it, its ends free; the digit stands on it (touching it) or just
+    # above it, away from its middle
+    x, _ = digits
+
+    def blank(g):
+        g.line([(40, 128), (200, 128)], fill=colour, width=width)
+    for at in (50, 90):
+        scores = read_like_plain(x[:20], lambda d: with_lines(
+            scene(d, (240, 170), 100, (at, 30)), blank), printed=True)
+        assert min(scores) > 0.8 and np.mean(scores) > 0.92, (at, scores)
+
+
+def test_a_number_written_on_an_answer_line_is_read_digit_by_digit(digits):
+    x, _ = digits
+    img = Image.new("RGB", (480, 150), (250, 250, 246))
+    for k in range(3):
+        img.paste(scene(x[k], (90, 100), 80, (5, 10)), (85 + 90 * k, 20))
+    parts = segment_digits(with_lines(  # (the line 62% of the picture wide)
+        img, lambda g: g.line([(60, 112), (360, 112)], fill=(0, 0, 0), width=2)))
+    assert len(parts) == 3 and all(p.ok for p in parts), [p.reason for p in parts]
+    for p, k in zip(parts, range(3)):
+        assert corr(p.image, plain_reference(x[k])) > 0.8
+
+
+def test_a_digits_own_bar_is_no_answer_line(mnist):
+    # a 2's base, a 7's or a 4's bar, a 1's foot drawn as long as the digit is wide: part of
+    # the digit, as bold as its other strokes (or, for a 4 or a 7, with the stem below)
+    x, y = mnist.test_images[:400].numpy(), mnist.test_labels[:400].numpy()
+    for d in x[np.isin(y, [1, 2, 4, 7])][:60]:
+        out = preprocess(scene(d, (200, 200), 120, (40, 40)), keep_stages=True)
+        assert out.ok and "printed" not in out.stages
+
+    def one_with_foot(g):  # a printed-style 1: stem and a foot as wide as the digit
+        g.line([(100, 40), (100, 160)], fill=(20, 20, 20), width=12)
+        g.line([(70, 160), (130, 160)], fill=(20, 20, 20), width=12)
+    img = with_lines(Image.new("RGB", (200, 200), (250, 250, 246)), one_with_foot)
+    out = preprocess(img, keep_stages=True)
+    assert out.ok and "printed" not in out.stages, out.reason

@@ -39,8 +39,9 @@ from .decode import (ImageSource, full_size, image_size, load_image, load_pixels
 from .fit import fit, to_u8
 from .frames import find_frames
 from .ink import Ink, ink_map
-from .lines import find_printed, remove_remnants
+from .lines import find_printed
 from .params import PARAMS, Params
+from .remnants import remove_remnants
 from .select import (DOTTED_MARK, RUNS_OFF, dot_below, group_columns, keep_pieces,
                      neighbour_reason, select_digit, shape_reason, without_edge_slivers)
 from .skew import skew_angle, straighten

@@ -11,7 +11,8 @@ hat, a 2's base) is none of these; a 4's bar turns a corner at one end and meets
 other. Only the line's own fitted band is taken out, and removed pixels with stroke ink on both
 sides across it are put back: a 7's stem keeps its crossing of a ruled line, a 4 its touch of
 the box. Ticks hanging off removed lines (comb fields) and the arcs of rounded corners go with
-them.
+them (``remnants``). A line written on, shorter than the page (an answer blank), is taken out
+under the writing it carries.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class _Seg:
     offset: float = 0.0
     level: float = 1.0  # the line's ink (a light grid line under a dark stroke is fainter)
     side: bool = False  # a side of a box (its ends turn corners), not a line across the page
+    written: bool = False  # a line written on, shorter than the page (``_answer_line``)
 
     @property
     def length(self) -> int:
@@ -99,7 +101,8 @@ def _split(seg: _Seg, lab: np.ndarray) -> list[tuple[_Seg, np.ndarray]]:
         lo, hi = max(0, idx[a] - 1), min(m.shape[0], idx[b] + 2)
         sub = np.zeros_like(m)
         sub[lo:hi] = m[lo:hi]
-        part = _Seg(seg.horizontal, seg.x0, seg.y0, seg.x1, seg.y1, seg.label, side=seg.side)
+        part = _Seg(seg.horizontal, seg.x0, seg.y0, seg.x1, seg.y1, seg.label, side=seg.side,
+                    written=seg.written)
         out.append((part, sub))
     return out
 
@@ -290,24 +293,70 @@ def _candidates(on: np.ndarray, loose: np.ndarray, window: _Window, horizontal: 
     return _Runs(horizontal, extent, segs, line, window)
 
 
+def _turns_at(s: _Seg, on: np.ndarray, tol: int, tick: int, end: int) -> bool:
+    """Is there ink running off across ``s``, at least ``tick`` px, within ``tol`` of its
+    start (``end`` 0) or its end (1)? ``on``: the 0/1 mask of faint ink."""
+    if s.horizontal:
+        x = s.x0 if end == 0 else s.x1 - 1
+        y = (s.y0 + s.y1) // 2
+        win = on[max(0, y - tick - tol):y + tick + tol + 1, max(0, x - tol):x + tol + 1]
+        run = win.sum(axis=0)
+    else:
+        y = s.y0 if end == 0 else s.y1 - 1
+        x = (s.x0 + s.x1) // 2
+        win = on[max(0, y - tol):y + tol + 1, max(0, x - tick - tol):x + tick + tol + 1]
+        run = win.sum(axis=1)
+    return run.size > 0 and run.max() >= tick + s.box_thick
+
+
 def _turns(s: _Seg, on: np.ndarray, tol: int, tick: int) -> bool:
     """Could ``s`` be a box's side: is there ink running off across it, at least ``tick`` px,
-    within ``tol`` of both its ends? (A cheap look before searching for the corners.) ``on``:
-    the 0/1 mask of faint ink."""
-    for end in (0, 1):
-        if s.horizontal:
-            x = s.x0 if end == 0 else s.x1 - 1
-            y = (s.y0 + s.y1) // 2
-            win = on[max(0, y - tick - tol):y + tick + tol + 1, max(0, x - tol):x + tol + 1]
-            run = win.sum(axis=0)
-        else:
-            y = s.y0 if end == 0 else s.y1 - 1
-            x = (s.x0 + s.x1) // 2
-            win = on[max(0, y - tol):y + tol + 1, max(0, x - tick - tol):x + tick + tol + 1]
-            run = win.sum(axis=1)
-        if run.size == 0 or run.max() < tick + s.box_thick:
-            return False
-    return True
+    within ``tol`` of both its ends? (A cheap look before searching for the corners.)"""
+    return _turns_at(s, on, tol, tick, 0) and _turns_at(s, on, tol, tick, 1)
+
+
+def _answer_lines(segs: list[_Seg], on: np.ndarray, tol: int, tick: int, p: Params
+                  ) -> list[_Seg]:
+    """The lines among ``segs`` that are written on, shorter than the page (an answer blank, a
+    signature line): horizontal, nothing running off across them within ``tol`` of either
+    end, under writing that stays within their length and falls short of one end by at least
+    ``answer_beyond`` of it, reaches below by at most ``answer_below`` of its height above
+    (strokes crossing the line), and printed finer than the pen wrote (at most
+    ``answer_thin`` of the writing's stroke width). A digit's own bar is none of these: a 4's
+    or a 7's bar has the stem below, a +'s bar as much ink below as above, a 2's base is as
+    bold as the rest of the 2. (Writing: the rows and columns of ``on`` with two pixels or
+    more, so that a speck of noise counts for nothing.)"""
+    out: list[_Seg] = []
+    segs = [s for s in segs if s.horizontal]
+    if not segs:
+        return out
+    # (OpenCV's row and column sums: several times cheaper than numpy's on small images)
+    rows = cv2.reduce(on, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel()
+    for s in segs:
+        top = max(0, s.y0 - 1)
+        above = np.flatnonzero(rows[:top] >= 2)
+        if above.size == 0:
+            continue
+        height = s.y0 - int(above[0])
+        deep = np.flatnonzero(rows[s.y1 + 1:] >= 2)
+        if deep.size and deep[-1] + 1 > p.answer_below * height:
+            continue
+        cols = cv2.reduce(on[:top], 0, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel()
+        if s.y1 + 1 < len(rows):
+            cols = cols + cv2.reduce(on[s.y1 + 1:], 0, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel()
+        xs = np.flatnonzero(cols >= 2)
+        if xs.size == 0:
+            continue
+        x0, x1 = int(xs[0]), int(xs[-1]) + 1
+        margin = max(2, int(p.answer_beyond * s.length))
+        if (x0 < s.x0 or x1 > s.x1 or max(x0 - s.x0, s.x1 - x1) < margin
+                or _turns_at(s, on, tol, tick, 0) or _turns_at(s, on, tol, tick, 1)):
+            continue
+        writing = on[int(above[0]):top, x0:x1].view(bool)
+        if s.box_thick <= p.answer_thin * cc.stroke_width(writing):
+            s.written = True
+            out.append(s)
+    return out
 
 
 def _corner(a: _Seg, b: _Seg, tol: int) -> tuple[int, int]:
@@ -416,7 +465,10 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params, turned:
         # a box cut by the image's edge: what is left of its side lies along that edge
         taken = {id(s) for s in across + sides}
         cut = [s for s in segs if id(s) not in taken and _hugs_edge(s, pad, ih, iw, edge_px)]
-        lines = _fitted(across + sides + cut, runs, ink)
+        # a line written on, shorter than the page
+        taken |= {id(s) for s in cut}
+        under = _answer_lines([s for s in segs if id(s) not in taken], on, tol_t, tick, p)
+        lines = _fitted(across + sides + cut + under, runs, ink)
         for s in lines:
             if not s.side and s.length >= p.line_span * extent:
                 _extend(s, on)
@@ -448,7 +500,8 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params, turned:
     # (length within 15%, thickness within a pixel), each meeting a printed line at one end,
     # are printed too; a lone stroke standing on a line (a 1 on ruled paper) is not.
     for k, runs in enumerate(found):
-        frame = printed[1 - k]
+        # (not a line written on: the strokes standing on it are the writing)
+        frame = [f for f in printed[1 - k] if not f.written]
         if not frame:
             continue
         thin = max(printed_thick(f) for f in frame) + 1  # printed alike, not a pen stroke
@@ -531,69 +584,3 @@ def _ends(s: _Seg, others: list[_Seg], tol: int) -> tuple[int, int]:
         if b and o.length > end[0]:
             end = (o.length, b)
     return start[1], end[1]
-
-
-def remove_remnants(mask: np.ndarray, removed: np.ndarray, lines: list[_Seg], p: Params
-                    ) -> np.ndarray:
-    """Pieces of print left beside removed lines: short straight ticks hanging off them (a comb
-    field), printed like them (no thicker: a 1 written beside a grid line is a pen stroke), and
-    small pieces at their ends (a box's rounded corners)."""
-    if not removed.any():
-        return np.zeros_like(mask)
-    n, lab, st = cc.with_stats(mask)
-    if n <= 1:
-        return np.zeros_like(mask)
-    ys, xs = np.nonzero(removed)
-    frame_h = int(ys.max() - ys.min() + 1)
-    frame_w = int(xs.max() - xs.min() + 1)
-    thick = max(s.thick for s in lines)
-    # a box's rounded corner: the arc between the ends of two sides
-    sides = [s for s in lines if s.side]
-    reach = [max(3.0, min(p.corner_tol * max(mask.shape), 0.2 * s.length)) for s in sides]
-    ends = [(x, y, r) for s, r in zip(sides, reach) for x, y in (
-        ((s.x0, (s.y0 + s.y1) / 2), (s.x1, (s.y0 + s.y1) / 2)) if s.horizontal
-        else (((s.x0 + s.x1) / 2, s.y0), ((s.x0 + s.x1) / 2, s.y1)))]
-    near = cv2.dilate(removed.view(np.uint8), np.ones((3, 3), np.uint8)) > 0
-    touching = np.unique(lab[near & mask])
-    ids = touching[touching > 0]
-    # straight, solid pieces, printed like the lines (no thicker): (upright, long, short side);
-    # thin ones at least three times as long as wide. (A hairline a pixel off upright spans
-    # two columns with one pixel a row: solid too.)
-    solid = {}
-    for i in ids:
-        bw, bh, area = st[i, 2:5]
-        long_, short = max(bw, bh), min(bw, bh)
-        if (short * p.stub_aspect <= long_ and short <= thick + 2
-                and (area >= 0.6 * long_ * short or (short <= 2 and area >= 0.9 * long_))):
-            solid[int(i)] = (bool(bh >= bw), int(long_), int(short))
-    thin = {i: v for i, v in solid.items() if 3 * v[2] <= v[1]}
-    # ticks hanging off a lone line (a comb field's baseline), across it, are measured against
-    # the image: there is no frame's height; two or more alike, printed the same (one stroke
-    # of a 1 standing on a ruled line has no twin). Not off a box's sides: the arcs of a
-    # printed 0 whose straight sides were taken for a box's are alike too (but a side alone
-    # is a comb's baseline, its end ticks turning its corners); nor where lines both ways
-    # give a frame's height to measure against (two 1s hanging from a row of cells' top).
-    # Such ticks may be stubby (a comb printed with a broad pen), only solid and alike.
-    across = {s.horizontal for s in lines if not s.side or len(lines) == 1}
-    boxed = len({s.horizontal for s in lines}) == 2
-    paired = set() if boxed else {
-        i for i, (up, long_, short) in solid.items()
-        if up in across and long_ <= p.tick_max * mask.shape[0 if up else 1]
-        and sum(u == up and _alike(ln, sh, long_, short) for u, ln, sh in solid.values()) >= 2}
-    drop = []
-    for i in ids:
-        x, y, bw, bh, area = st[i]
-        long_ = max(bw, bh)
-        tick = int(i) in paired or (
-            int(i) in thin and long_ <= p.tick_max * (frame_h if bh >= bw else frame_w))
-        # a corner's arc: small, thin, and all of it near the end of a box's side
-        cx, cy = x + bw / 2, y + bh / 2
-        corner = area <= 2 * (thick + 2) * long_ and any(
-            long_ <= 1.5 * r and abs(cx - ex) <= r and abs(cy - ey) <= r for ex, ey, r in ends)
-        if tick or corner:
-            drop.append(i)
-    if not drop:
-        return np.zeros_like(mask)
-    lut = np.zeros(n, bool)
-    lut[drop] = True
-    return lut[lab]

@@ -69,6 +69,13 @@ class Params:
     corner_tol: float = 0.1
     tee_tol: float = 0.03
     line_max_thick: float = 0.08
+    # A line shorter than that is written on (an answer blank) when the writing above it stays
+    # within its length and short of one end by `answer_beyond` of it, reaches below it by at
+    # most `answer_below` of its height above, its ends turn no corner, and it is at most
+    # `answer_thin` times as thick as the writing's strokes (printed finer than a pen writes)
+    answer_beyond: float = 0.05
+    answer_below: float = 0.3
+    answer_thin: float = 0.6
     # ... and they are found on the ink map where it exceeds this (faint grids included)
     line_faint: float = 0.12
     # A page turned askew by `skew_min_deg` to `skew_max_deg` (its long lines drift out of
