@@ -16,7 +16,7 @@ prints one table row per set.
     python benchmarks/realworld.py --renderer both --only-renderer   # issue 14's sets only
 
 The renderers are plain functions of (numpy Generator, ...) so tests reuse them. Issue 14's
-situations (form boxes, graph and ruled paper, low-res crops, look-alike junk, numbers in
+situations (form boxes, graph and ruled paper, low-res crops, answer lines, look-alike junk, numbers in
 boxes) come from two independent renderers with one interface (``SITUATIONS``, ``lookalike``,
 ``boxed_number``): renderer A, ``digitlab.synth``, which tuning and training use, is scored on
 MNIST *training* digits; renderer B, ``benchmarks/renderer_b.py``, written apart from it and
@@ -398,13 +398,16 @@ def load_renderers(which: str) -> dict[str, Any]:
 
 
 def renderer_sets(tag: str, module: Any, images: np.ndarray, labels: np.ndarray, n: int,
-                  seed: int, sources: dict[str, np.ndarray] | None = None
+                  seed: int, sources: dict[str, np.ndarray] | None = None, later: bool = True
                   ) -> dict[str, tuple[list[Any], list[Any], str]]:
     """One renderer's sets: each situation, look-alike junk and numbers in boxes, ``n`` images
     each from these digits. Every set has its own random stream, so the other sets' images do
-    not depend on which renderers run."""
+    not depend on which renderers run. ``later``: also renderer A's ``LATER_SITUATIONS``
+    (written after the shipped model and its rejection threshold were chosen)."""
     sets: dict[str, tuple[list[Any], list[Any], str]] = {}
-    for i, (name, render) in enumerate(module.SITUATIONS.items()):
+    situations = {**module.SITUATIONS, **(getattr(module, "LATER_SITUATIONS", {}) if later
+                                          else {})}
+    for i, (name, render) in enumerate(situations.items()):
         rng = np.random.default_rng([seed, 14, ord(tag), i])
         idx = rng.choice(len(images), n, replace=False)
         sets[f"{name}, renderer {tag}"] = ([render(rng, images[j]) for j in idx],
@@ -460,7 +463,8 @@ def sweep_sets(images, labels, n: int, seed: int) -> dict[str, tuple[list[Any], 
     A's look-alikes from a different seed than the benchmark's."""
     from digitlab import synth
     sets = build_sets(images, labels, n, seed + 1)
-    sets.update(renderer_sets("A", synth, images, labels, n, seed + 1))
+    # (the situations the shipped model's threshold was chosen on: not the later ones)
+    sets.update(renderer_sets("A", synth, images, labels, n, seed + 1, later=False))
     return {name: s for name, s in sets.items() if s[2] in ("digit", "junk")}
 
 

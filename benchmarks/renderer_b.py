@@ -12,7 +12,8 @@ Interface (renderer A exposes the same):
 
 - ``SITUATIONS``: set name -> ``f(rng, digit) -> bytes``; ``digit`` is an MNIST 28x28 uint8
   array (bright on dark), the result an encoded PNG or JPEG. Sets: "form box", "graph paper",
-  "ruled paper", "low-res crop".
+  "ruled paper", "low-res crop", "answer line" (renderer A keeps that one in
+  ``LATER_SITUATIONS``, out of its training pool).
 - ``lookalike(rng) -> bytes``: one image of something that is not a digit.
 - ``boxed_number(rng, digits) -> bytes``: the digits, in order, as a number in a row of boxes.
 
@@ -462,11 +463,41 @@ def low_res_crop(rng: np.random.Generator, digit: np.ndarray) -> bytes:
     return _encode(img, None)
 
 
+def _answer(rng: np.random.Generator, ink: Ink, pen: RGB) -> bytes:
+    dh = int(rng.integers(45, 180))
+    m = ink(dh)
+    length = m.shape[1] * rng.uniform(1.4, 4.0)
+    sheet, pad, _, _ = _sheet(rng, dh)
+    H = sheet.shape[0]
+    W = int(length + 2 * pad + dh * rng.uniform(0.1, 0.6))  # cut out around the line
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    c = np.ones((H, W, 3), np.float32) * sheet[0, 0]
+    x0 = pad + rng.uniform(0.02, 0.5) * max(1.0, W - 2 * pad - length)
+    x = int(x0 + rng.uniform(0.1, 0.9) * (length - m.shape[1]))
+    y = _place(rng, 0.1, 0.6, H, pad, m.shape[0])
+    base = y + m.shape[0] - rng.uniform(-0.1, 0.05) * dh  # the ink stands on the line
+    width = rng.uniform(0.8, 2.5)
+    along = np.clip(np.minimum(xx - x0, x0 + length - xx) + 0.5, 0.0, 1.0)
+    dark = rng.random() < 0.5
+    colour = _pick(rng, [(30, 30, 30), (90, 90, 90)] if dark else RULE_COLOURS)
+    _tint(c, _lines(yy, 10 * H, base, width) * along, colour, rng.uniform(0.6, 1.0))
+    paste(c, m, x, y, pen)
+    c = _rotate_crop(c, rng.uniform(-2, 2), pad, c[1, 1].copy())
+    return _finish(rng, c, 0.6)
+
+
+def answer_line(rng: np.random.Generator, digit: np.ndarray) -> bytes:
+    """A digit written on an answer blank's printed line, cut out around the line; scanned
+    or photographed."""
+    return _answer(rng, _digit_ink(rng, digit), _pen(rng))
+
+
 SITUATIONS: dict[str, Callable[[np.random.Generator, np.ndarray], bytes]] = {
     "form box": form_box,
     "graph paper": graph_paper,
     "ruled paper": ruled_paper,
     "low-res crop": low_res_crop,
+    "answer line": answer_line,
 }
 
 

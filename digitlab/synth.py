@@ -6,7 +6,8 @@ MNIST test digits: different line widths, box shapes, grid pitches, fonts and bl
 
 Situations (``SITUATIONS``: name -> function(rng, 28x28 uint8 digit) -> encoded image bytes):
 form boxes (a printed rectangle, sometimes a comb field's ticks), graph paper, ruled paper,
-low-resolution crops (8-16 px cells, ink touching the borders, sometimes upscaled and blurred).
+low-resolution crops (8-16 px cells, ink touching the borders, sometimes upscaled and blurred);
+``LATER_SITUATIONS`` (the same, outside the training pool): an answer blank's short line.
 ``lookalike`` renders a non-digit (letters, signs, arrows, a check mark, a smiley) from the
 training fonts (``glyphs.TRAINING_FONTS``) or as pen strokes; ``boxed_number`` writes several digits
 into a row of boxes. The training pool also writes some 7s crossed (``crossed_seven``), as
@@ -236,11 +237,37 @@ def low_res(rng: np.random.Generator, digit: np.ndarray) -> bytes:
     return _encode(rng, c, noise=rng.uniform(0, 3), jpeg=rng.random() < 0.2)
 
 
+def answer_line(rng: np.random.Generator, digit: np.ndarray) -> bytes:
+    """A digit written on a short printed line, an answer blank ("Age: __7__") cut out around
+    the line: the line 1.3-3.5 times as long as the digit is wide, 1-3 px, printed black,
+    grey or in a ruling colour; the digit standing on it or a little above or across it."""
+    h = int(rng.integers(40, 140))
+    m = pen(digit, h, rng.uniform(0.3, 0.6))
+    length = int(m.shape[1] * rng.uniform(1.3, 3.5))
+    H, W = int(h * rng.uniform(1.4, 2.0)), int(length * rng.uniform(1.15, 1.6))
+    c = np.ones((H, W, 3), np.float32) * np.asarray(_pick(rng, PAPERS), np.float32)
+    x0 = int((W - length) * rng.uniform(0.2, 0.8))
+    base = int(1.15 * h + (H - 1.15 * h - 6) * rng.uniform(0.2, 0.9))
+    _hline(c, base, x0, x0 + length, int(rng.integers(1, 4)),
+           np.asarray(_pick(rng, PRINT + GRID), np.float32))
+    x = x0 + int((length - m.shape[1]) * rng.uniform(0.15, 0.85))
+    blend(c, m, x, max(0, base - h + int(h * rng.uniform(-0.15, 0.1))), _pick(rng, PENS))
+    c = _shade(rng, c, rng.uniform(0.0, 0.3))
+    return _encode(rng, c, noise=rng.uniform(1, 4), blur=rng.uniform(0, 0.8),
+                   jpeg=rng.random() < 0.4)
+
+
 SITUATIONS: dict[str, Callable[[np.random.Generator, np.ndarray], bytes]] = {
     "form box": form_box,
     "graph paper": graph_paper,
     "ruled paper": ruled_paper,
     "low-res crop": low_res,
+}
+# Situations written after the shipped model was trained: scored by the benchmark and used to
+# tune preprocessing, but not in the training pool (``situation_pool``), whose recipe the
+# shipped model records.
+LATER_SITUATIONS: dict[str, Callable[[np.random.Generator, np.ndarray], bytes]] = {
+    "answer line": answer_line,
 }
 
 

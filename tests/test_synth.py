@@ -18,10 +18,10 @@ def digits(mnist):
     return mnist.train_images[:40].numpy(), mnist.train_labels[:40].numpy()
 
 
-@pytest.mark.parametrize("name", list(synth.SITUATIONS))
+@pytest.mark.parametrize("name", list(synth.SITUATIONS) + list(synth.LATER_SITUATIONS))
 def test_situations_render_decodable_images_deterministically(digits, name):
     x, _ = digits
-    render = synth.SITUATIONS[name]
+    render = {**synth.SITUATIONS, **synth.LATER_SITUATIONS}[name]
     a = render(np.random.default_rng(3), x[0])
     assert a == render(np.random.default_rng(3), x[0])
     assert a != render(np.random.default_rng(4), x[0])
