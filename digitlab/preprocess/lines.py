@@ -41,7 +41,7 @@ class _Seg:
     offset: float = 0.0
     level: float = 1.0  # the line's ink (a light grid line under a dark stroke is fainter)
     side: bool = False  # a side of a box (its ends turn corners), not a line across the page
-    written: bool = False  # a line written on, shorter than the page (``_answer_line``)
+    written: bool = False  # a line written on, shorter than the page (``_answer_lines``)
 
     @property
     def length(self) -> int:
