@@ -16,9 +16,9 @@ prints one table row per set.
     python benchmarks/realworld.py --renderer both --only-renderer   # issue 14's sets only
 
 The renderers are plain functions of (numpy Generator, ...) so tests reuse them. Issue 14's
-situations (form boxes, graph and ruled paper, low-res crops, answer lines, look-alike junk, numbers in
-boxes) come from two independent renderers with one interface (``SITUATIONS``, ``lookalike``,
-``boxed_number``): renderer A, ``digitlab.synth``, which tuning and training use, is scored on
+situations (form boxes, graph and ruled paper, low-res crops, answer lines, look-alike junk,
+numbers in boxes) come from two independent renderers with one interface (``SITUATIONS``,
+``lookalike``, ``boxed_number``): renderer A, ``digitlab.synth``, which tuning and training use, is scored on
 MNIST *training* digits; renderer B, ``benchmarks/renderer_b.py``, written apart from it and
 used for scoring only, on MNIST *test* digits (``--renderer a|b|both|none``, default b).
 """
@@ -405,8 +405,9 @@ def renderer_sets(tag: str, module: Any, images: np.ndarray, labels: np.ndarray,
     not depend on which renderers run. ``later``: also renderer A's ``LATER_SITUATIONS``
     (written after the shipped model and its rejection threshold were chosen)."""
     sets: dict[str, tuple[list[Any], list[Any], str]] = {}
-    situations = {**module.SITUATIONS, **(getattr(module, "LATER_SITUATIONS", {}) if later
-                                          else {})}
+    situations = dict(module.SITUATIONS)
+    if later:
+        situations.update(getattr(module, "LATER_SITUATIONS", {}))
     for i, (name, render) in enumerate(situations.items()):
         rng = np.random.default_rng([seed, 14, ord(tag), i])
         idx = rng.choice(len(images), n, replace=False)

@@ -137,7 +137,8 @@ class Predictor:
         ``model.int8.onnx``, without importing torch) or ``auto`` (ONNX Runtime where installed
         and exported; see ``onnxrt.choose_backend``, which also refuses an unknown precision).
         ``precision``: see ``onnxrt.PREDICT_PRECISIONS``; ``self.precision`` says what runs
-        (``int8`` or ``fp32`` in ONNX Runtime). ``threads``: ONNX Runtime's intra-op threads (default 1)."""
+        (``int8`` or ``fp32`` in ONNX Runtime). ``threads``: ONNX Runtime's intra-op threads
+        (default 1)."""
         self.model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
         self.backend = choose_backend(self.model_dir, backend, precision)
         self.precision = precision

@@ -28,8 +28,8 @@ def cmd_serve(args) -> int:
         except OSError as exc:
             raise DigitlabError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     if args.log_format == "text":  # json: every line is a JSON object (uvicorn says it too)
-        print(f"serving {model_dir} on {predictor.runs} at http://{args.host}:{args.port}/ (API docs "
-              f"at /docs), {args.workers} worker(s); Ctrl-C stops", flush=True)
+        print(f"serving {model_dir} on {predictor.runs} at http://{args.host}:{args.port}/ "
+              f"(API docs at /docs), {args.workers} worker(s); Ctrl-C stops", flush=True)
         if feedback_db:
             print(f"storing feedback in {feedback_db}", flush=True)
     settings = Settings(model_dir=str(model_dir), torch_threads=args.threads,
