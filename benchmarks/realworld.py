@@ -18,9 +18,10 @@ prints one table row per set.
 The renderers are plain functions of (numpy Generator, ...) so tests reuse them. Issue 14's
 situations (form boxes, graph and ruled paper, low-res crops, answer lines, look-alike junk,
 numbers in boxes) come from two independent renderers with one interface (``SITUATIONS``,
-``lookalike``, ``boxed_number``): renderer A, ``digitlab.synth``, which tuning and training use, is scored on
-MNIST *training* digits; renderer B, ``benchmarks/renderer_b.py``, written apart from it and
-used for scoring only, on MNIST *test* digits (``--renderer a|b|both|none``, default b).
+``lookalike``, ``boxed_number``): renderer A, ``digitlab.synth``, which tuning and training
+use, is scored on MNIST *training* digits; renderer B, ``benchmarks/renderer_b.py``, written
+apart from it and used for scoring only, on MNIST *test* digits (``--renderer a|b|both|none``,
+default b).
 """
 
 from __future__ import annotations
