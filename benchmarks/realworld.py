@@ -584,6 +584,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --sweep: also score these model directories on the same "
                          "preprocessed validation images, one row each at the rule's threshold")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--precision", choices=("auto", "fp32", "int8"), default="auto",
+                    help="what runs the model (digitlab predict's --precision): auto runs the "
+                         "8-bit model.int8.onnx only on a CPU with 8-bit dot-product "
+                         "instructions, so name it to score the 8-bit model elsewhere")
     ap.add_argument("--all-digits", nargs="+", metavar="STYLE", choices=USER_STYLES,
                     help="instead: render all 10,000 test digits in these user styles and "
                          "compare with the same digits at 28x28 (no sampling error)")
@@ -603,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
     from digitlab.data import load_dataset
     from digitlab.predict import Predictor
 
-    predictor = Predictor(args.model_dir)
+    predictor = Predictor(args.model_dir, precision=args.precision)
     ds = load_dataset("mnist")
     from digitlab.glyphs import missing_font_packages
     # (renderer A's look-alikes and printed digits, in the sweep and its rows, use these fonts)
@@ -638,7 +642,8 @@ def main(argv: list[str] | None = None) -> int:
     base = predictor.predict(list(x))
     mnist_acc = float(np.mean([first_choice(p) == t for p, t in zip(base, y)]))
     mnist_rej = float(np.mean([p.rejected for p in base]))
-    print(f"model: {predictor.model_dir}  reject threshold {predictor.reject_threshold:.2f}")
+    print(f"model: {predictor.model_dir} ({predictor.backend}, {predictor.precision})  "
+          f"reject threshold {predictor.reject_threshold:.2f}")
     print(f"MNIST test (10,000, 28x28): accuracy {mnist_acc:.2%}, rejected {mnist_rej:.2%}\n")
     if args.all_digits:
         all_digits(predictor, x, y, args.all_digits, args.seed, base)
