@@ -222,8 +222,7 @@ class OnnxModel:
         """``DIR/model.onnx`` or ``DIR/model.int8.onnx`` (``onnx_file``), refused if it was
         exported from other weights than ``DIR/model.safetensors`` (when that file is there).
         With ``auto``, a stale ``model.int8.onnx`` gives way to ``model.onnx`` (a model
-        retrained in place and exported again without ``--quantize``), with a warning; so is
-        asking for int8 on a CPU without 8-bit dot-product instructions (``int8_fast``)."""
+        retrained in place and exported again without ``--quantize``), with a warning."""
         directory = Path(directory)
         path = onnx_file(directory, precision)
         if not path.is_file():
@@ -238,10 +237,6 @@ class OnnxModel:
                 return cls.from_model_dir(directory, threads, "fp32")
             raise ModelDirError(f"{path}: exported from other weights than {weights} (the model "
                                 f"was retrained or replaced); export it again")
-        if precision == "int8" and not int8_fast():  # asked for speed that is not there
-            log.warning("%s: this CPU has no 8-bit dot-product instructions (VNNI, AMX or ARM's "
-                        "dot product): the 8-bit model is no faster here than the float %s",
-                        path, ONNX_FILE)
         return model
 
     def logits(self, x: np.ndarray) -> np.ndarray:

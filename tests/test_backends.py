@@ -192,20 +192,6 @@ def test_int8_reads_as_the_float_model(int8_dir, mnist, fast_int8):
         evaluate_dir(int8_dir, mnist, write=False, backend="auto", precision="int8", tta=True)
 
 
-def test_int8_on_a_cpu_without_8bit_instructions_says_it_gains_nothing(int8_dir, monkeypatch, caplog):
-    # asked for, the 8-bit file runs anyway, but the user learns that it gains nothing here
-    monkeypatch.setattr(onnxrt, "int8_fast", lambda: False)
-    with caplog.at_level("WARNING", logger="digitlab.onnxrt"):
-        assert Predictor(int8_dir, precision="int8").precision == "int8"
-    assert "no 8-bit dot-product instructions" in caplog.text and "no faster" in caplog.text
-    caplog.clear()
-    monkeypatch.setattr(onnxrt, "int8_fast", lambda: True)
-    with caplog.at_level("WARNING", logger="digitlab.onnxrt"):
-        Predictor(int8_dir, precision="int8")
-        Predictor(int8_dir, precision="fp32")
-    assert "dot-product" not in caplog.text
-
-
 def test_int8_stale_export_refused(int8_dir, plain_dir, tmp_path):
     stale = tmp_path / "stale"
     shutil.copytree(int8_dir, stale)
