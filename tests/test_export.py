@@ -19,7 +19,7 @@ from digitlab.artifacts import (build_config, default_model_dir, load_model, mak
 from digitlab.errors import ConfigError, DigitlabError, ModelDirError
 from digitlab.export import ExportError, export_onnx, mnist_test_images
 from digitlab.models import create_model
-from digitlab.onnxrt import META_CLASSES, OnnxModel
+from digitlab.onnxrt import META_CLASSES, OnnxModel, model_id
 
 N_CHECK = 300  # images the tests compare on (the export itself checks 1,000)
 
@@ -200,6 +200,22 @@ def test_cli_export(small_model_dir, tmp_path, capsys):
     assert ".onnx" in capsys.readouterr().err
 
 
+def _largest_int8_weight(path) -> int:
+    """The largest magnitude among an 8-bit ONNX file's quantized weights."""
+    weights = [onnx.numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer
+               if t.data_type == onnx.TensorProto.INT8 and t.name.endswith("weight_quantized")]
+    assert weights
+    return max(int(np.abs(w.astype(np.int16)).max()) for w in weights)
+
+
+def test_the_shipped_int8_file_has_7_bit_weights():
+    # a CPU without VNNI adds pairs of u8 x s8 products in 16 bits, which saturate with
+    # full-range weights (docs/server.md, "Why 7-bit weights"); and it is the shipped weights'
+    shipped = default_model_dir() / "model.int8.onnx"
+    assert _largest_int8_weight(shipped) <= 64
+    assert OnnxModel(shipped).model_id == model_id(default_model_dir() / "model.safetensors")
+
+
 def test_int8_export(tmp_path, capsys):
     model_dir = tmp_path / "m"  # the shipped model's weights and config, nothing exported
     model_dir.mkdir()
@@ -216,11 +232,7 @@ def test_int8_export(tmp_path, capsys):
     assert q.precision == "int8" and q.model_id == report.model_id
     graph = onnx.load(str(out)).graph
     assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in graph.node}
-    # weights in 7 bits: a CPU without VNNI adds pairs of u8 x s8 products in 16 bits, which
-    # saturate with full-range weights (docs/server.md, "Why 7-bit weights")
-    weights = [onnx.numpy_helper.to_array(t) for t in graph.initializer
-               if t.data_type == onnx.TensorProto.INT8 and t.name.endswith("weight_quantized")]
-    assert weights and max(int(np.abs(w.astype(np.int16)).max()) for w in weights) <= 64
+    assert _largest_int8_weight(out) <= 64
     export_onnx(model_dir)
     assert OnnxModel(model_dir / "model.onnx").precision == "fp32"
     assert out.stat().st_size < 0.4 * (model_dir / "model.onnx").stat().st_size
