@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from digitlab.onnxrt import PREDICT_PRECISIONS
 from digitlab.synth import blend
 
 PAPERS = [(255, 255, 255), (250, 248, 240), (245, 240, 200), (225, 235, 250), (235, 235, 235),
@@ -584,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --sweep: also score these model directories on the same "
                          "preprocessed validation images, one row each at the rule's threshold")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
-    ap.add_argument("--precision", choices=("auto", "fp32", "int8"), default="auto",
+    ap.add_argument("--precision", choices=PREDICT_PRECISIONS, default="auto",
                     help="what runs the model (digitlab predict's --precision): auto runs the "
                          "8-bit model.int8.onnx only on a CPU with 8-bit dot-product "
                          "instructions, so name it to score the 8-bit model elsewhere")
