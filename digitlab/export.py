@@ -43,8 +43,8 @@ from .errors import DigitlabError
 from .io import atomic_path
 from .onnxrt import (FORMAT, FORMAT_VERSION, INPUT_NAME, INT8_FILE, META_ARCHITECTURE,
                      META_CLASSES, META_FORMAT, META_FORMAT_VERSION, META_INPUT, META_KIND,
-                     META_MODEL_ID, META_PRECISION, META_VERSION, ONNX_FILE, OUTPUT_NAME,
-                     OnnxModel, model_id, softmax)
+                     META_MODEL_ID, META_PRECISION, META_VERSION, META_WEIGHT_BITS, ONNX_FILE,
+                     OUTPUT_NAME, OnnxModel, model_id, softmax)
 
 # ONNX Runtime 1.20 and later run opset 21; it has every operator the zoo needs.
 OPSET = 21
@@ -112,7 +112,9 @@ def export_onnx(model_dir: str | os.PathLike | None = None, out: str | os.PathLi
         META_INPUT: json.dumps(cfg.get("input") or {}),
         META_ARCHITECTURE: str(cfg["architecture"]), META_KIND: str(cfg.get("kind", "single")),
         META_VERSION: __version__,
-        **({META_PRECISION: quantize} if quantize else {}),
+        # (7-bit weights: _quantize_int8; onnxrt runs an unmarked 8-bit file's float twin on
+        # a CPU without VNNI)
+        **({META_PRECISION: quantize, META_WEIGHT_BITS: "7"} if quantize else {}),
     })
     payload = proto.SerializeToString()
 

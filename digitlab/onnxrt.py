@@ -14,9 +14,13 @@ matches its directory's weights (a model retrained into the same directory).
 
 ``digitlab export --quantize int8`` writes ``model.int8.onnx`` beside it: the same graph with
 8-bit weights and activations (ONNX Runtime's static quantization), about 2.5x faster on a CPU
-with 8-bit dot-product instructions (x86 VNNI or AMX, ARM's dot product), and no faster
-without them. ``onnx_file`` says which of the two a precision runs: ``auto`` takes the 8-bit
-one where it is there and the CPU has those instructions (``int8_fast``).
+with 8-bit dot-product instructions (x86 VNNI or AMX, ARM's dot product) and 1.1-1.5x on x86
+CPUs with AVX2 alone (docs/server.md, 8-bit model). ``onnx_file`` says which of the two a
+precision runs: ``auto`` takes the 8-bit one where it is there and the CPU is fast at it
+(``int8_fast``). Without VNNI, x86 CPUs add pairs of 8-bit products in 16 bits, which
+saturate with full-range weights: ``digitlab export`` writes 7-bit ones and marks the file so
+(``weight_bits``), and on such a CPU ``auto`` runs an earlier, unmarked 8-bit file's
+``model.onnx`` instead.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ META_ARCHITECTURE = "digitlab.architecture"      # e.g. "cnn", "ensemble"
 META_KIND = "digitlab.kind"                      # "single" | "ensemble"
 META_VERSION = "digitlab.version"                # digitlab version that exported it
 META_PRECISION = "digitlab.precision"            # "int8" for a quantized export (else absent)
+META_WEIGHT_BITS = "digitlab.weight_bits"        # "7": an 8-bit export's weights fit 7 bits
 
 MAX_ONNX_BYTES = 2 * MAX_WEIGHTS_BYTES  # the weights plus the graph
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -72,28 +77,37 @@ BACKEND_HELP = ("what runs the model: onnxruntime (the directory's model.onnx or
 # with native bf16: runtime.bf16_enabled).
 PREDICT_PRECISIONS = ("auto", "fp32", "bf16", "int8")
 PRECISION_HELP = ("auto (default): in ONNX Runtime the 8-bit model.int8.onnx where the "
-                  "directory has one and the CPU has 8-bit dot-product instructions, else "
-                  "model.onnx; in PyTorch batches of 32+ digits under bf16 autocast where the "
+                  "directory has one and the CPU is fast at it (x86 with AVX2 or VNNI, ARM with "
+                  "dot product), else model.onnx; in PyTorch batches of 32+ digits under bf16 autocast where the "
                   "hardware is fast at it. fp32: model.onnx or float32 PyTorch; bf16: autocast "
                   "(PyTorch); int8: model.int8.onnx")
 # /proc/cpuinfo flags of 8-bit dot-product instructions: x86 AVX-512 VNNI, AVX-VNNI, AMX; ARM's
-# dot product (asimddp). Without them, ONNX Runtime's 8-bit convolutions are no faster than
-# float ones (measured on an AVX2 machine: docs/records.md#prediction-speed-against-its-targets).
-_INT8_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"}
+# dot product (asimddp). Without them, an x86 CPU with AVX2 still runs ONNX Runtime's 8-bit
+# convolutions 1.1-1.5x faster than float ones with 7-bit weights (docs/server.md, 8-bit
+# model); other CPUs keep the float model.
+_INT8_DOT_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"}
 
 
 @lru_cache(maxsize=1)
-def int8_fast() -> bool:
-    """Whether this CPU has 8-bit dot-product instructions (Linux: /proc/cpuinfo; elsewhere
-    False, so that ``auto`` keeps the float model)."""
+def cpu_int8() -> str | None:
+    """How this CPU runs 8-bit models: ``dot`` (8-bit dot-product instructions), ``avx2``
+    (pairs of 8-bit products summed in 16 bits: exact with 7-bit weights), or None (neither,
+    or no /proc/cpuinfo to tell: ``auto`` keeps the float model)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             text = f.read(1 << 20)
     except OSError:
-        return False
-    return any(flag in _INT8_FLAGS for line in text.splitlines()
-               if line.startswith(("flags", "Features"))
-               for flag in line.split(":", 1)[-1].split())
+        return None
+    flags = {flag for line in text.splitlines() if line.startswith(("flags", "Features"))
+             for flag in line.split(":", 1)[-1].split()}
+    if flags & _INT8_DOT_FLAGS:
+        return "dot"
+    return "avx2" if "avx2" in flags else None
+
+
+def int8_fast() -> bool:
+    """Whether this CPU runs the 8-bit model faster than the float one (``cpu_int8``)."""
+    return cpu_int8() is not None
 
 
 def available() -> bool:
@@ -216,6 +230,14 @@ class OnnxModel:
         """``int8`` for a quantized export, else ``fp32``."""
         return "int8" if self.metadata.get("precision") == "int8" else "fp32"
 
+    @property
+    def weight_bits(self) -> int | None:
+        """An 8-bit export's weight range: 7 where the file says so (``digitlab export`` since
+        7-bit weights), else 8; None for a float one."""
+        if self.precision != "int8":
+            return None
+        return 7 if self.metadata.get("weight_bits") == "7" else 8
+
     @classmethod
     def from_model_dir(cls, directory: str | os.PathLike, threads: int = 1,
                        precision: str = "auto") -> OnnxModel:
@@ -237,6 +259,16 @@ class OnnxModel:
                 return cls.from_model_dir(directory, threads, "fp32")
             raise ModelDirError(f"{path}: exported from other weights than {weights} (the model "
                                 f"was retrained or replaced); export it again")
+        if model.weight_bits == 8 and cpu_int8() == "avx2":
+            # an export from before 7-bit weights: this CPU's 16-bit sums saturate on it
+            if precision == "auto" and (directory / ONNX_FILE).is_file():
+                log.warning("%s: full-range 8-bit weights, which this CPU (no VNNI) computes "
+                            "inexactly; running %s instead (export again with --quantize "
+                            "int8 for 7-bit weights)", path, ONNX_FILE)
+                return cls.from_model_dir(directory, threads, "fp32")
+            log.warning("%s: full-range 8-bit weights, which this CPU (no VNNI) computes "
+                        "inexactly: answers may differ from the float model's; export again "
+                        "with --quantize int8 for 7-bit weights", path)
         return model
 
     def logits(self, x: np.ndarray) -> np.ndarray:

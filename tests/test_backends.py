@@ -145,7 +145,7 @@ def int8_dir(tmp_path_factory):
 
 @pytest.fixture
 def fast_int8(monkeypatch):
-    """As on a CPU with 8-bit dot-product instructions (some development hosts have them)."""
+    """As on a CPU fast at 8 bits (x86 with AVX2 or VNNI: most development hosts)."""
     monkeypatch.setattr(onnxrt, "int8_fast", lambda: True)
 
 
@@ -219,17 +219,53 @@ def test_int8_fast_reads_the_cpu_flags(monkeypatch, tmp_path):
     import builtins
 
     real_open = builtins.open
-    for key, flags, fast in (("flags", "fpu sse avx2 avx512f", False),  # x86 without VNNI
-                             ("flags", "fpu avx2 avx_vnni", True),
-                             ("Features", "fp asimd asimddp", True)):  # ARM
+    for key, flags, kind in (("flags", "fpu sse avx2 avx512f", "avx2"),  # x86 without VNNI
+                             ("flags", "fpu avx2 avx_vnni", "dot"),
+                             ("flags", "fpu sse4_2 avx", None),  # x86 without AVX2
+                             ("Features", "fp asimd asimddp", "dot"),  # ARM
+                             ("Features", "fp asimd", None)):
         cpuinfo = tmp_path / "cpuinfo"
         cpuinfo.write_text(f"processor\t: 0\n{key}\t\t: {flags}\n\n")
         monkeypatch.setattr(builtins, "open", lambda path, *a, **k: real_open(
             cpuinfo if path == "/proc/cpuinfo" else path, *a, **k))
-        onnxrt.int8_fast.cache_clear()
-        assert onnxrt.int8_fast() is fast, flags
+        onnxrt.cpu_int8.cache_clear()
+        assert (onnxrt.cpu_int8(), onnxrt.int8_fast()) == (kind, kind is not None), flags
     monkeypatch.setattr(builtins, "open", real_open)
-    onnxrt.int8_fast.cache_clear()
+    onnxrt.cpu_int8.cache_clear()
+
+
+def _without_weight_bits(path):
+    """``path`` as digitlab exported 8-bit files before 7-bit weights: no weight_bits mark."""
+    import onnx
+    proto = onnx.load(path)
+    keep = [p for p in proto.metadata_props if p.key != onnxrt.META_WEIGHT_BITS]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    onnx.save(proto, path)
+
+
+def test_an_unmarked_int8_file_gives_way_on_a_cpu_without_vnni(int8_dir, tmp_path, monkeypatch,
+                                                               caplog):
+    assert onnxrt.OnnxModel(int8_dir / "model.int8.onnx").weight_bits == 7
+    old = tmp_path / "old"
+    shutil.copytree(int8_dir, old)
+    _without_weight_bits(old / "model.int8.onnx")
+    assert onnxrt.OnnxModel(old / "model.int8.onnx").weight_bits == 8
+    monkeypatch.setattr(onnxrt, "cpu_int8", lambda: "avx2")
+    with caplog.at_level("WARNING", logger="digitlab.onnxrt"):
+        assert Predictor(int8_dir).precision == "int8"  # 7-bit weights: exact here
+        assert not caplog.records
+        assert Predictor(old).precision == "fp32"  # full-range ones: the float twin
+    assert "full-range 8-bit weights" in caplog.text and "running model.onnx" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="digitlab.onnxrt"):
+        assert Predictor(old, precision="int8").precision == "int8"  # asked for: run, warned
+    assert "answers may differ" in caplog.text
+    monkeypatch.setattr(onnxrt, "cpu_int8", lambda: "dot")  # VNNI: 8-bit weights are exact
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="digitlab.onnxrt"):
+        assert Predictor(old).precision == "int8"
+    assert not caplog.records
 
 
 def test_a_stale_int8_file_gives_way_to_a_fresh_model_onnx(int8_dir, plain_dir, tmp_path,

@@ -213,7 +213,9 @@ def test_the_shipped_int8_file_has_7_bit_weights():
     # full-range weights (docs/server.md, "Why 7-bit weights"); and it is the shipped weights'
     shipped = default_model_dir() / "model.int8.onnx"
     assert _largest_int8_weight(onnx.load(str(shipped)).graph) <= 64
-    assert OnnxModel(shipped).model_id == model_id(default_model_dir() / "model.safetensors")
+    q = OnnxModel(shipped)
+    assert q.model_id == model_id(default_model_dir() / "model.safetensors")
+    assert q.weight_bits == 7  # marked so: auto runs it on a CPU without VNNI too
 
 
 def test_int8_export(tmp_path, capsys):
@@ -229,12 +231,13 @@ def test_int8_export(tmp_path, capsys):
     assert sorted(p.name for p in model_dir.iterdir() if p.suffix == ".onnx") == [
         "model.int8.onnx"]  # model.onnx untouched (absent here), no temporary file
     q = OnnxModel(out)
-    assert q.precision == "int8" and q.model_id == report.model_id
+    assert q.precision == "int8" and q.model_id == report.model_id and q.weight_bits == 7
     graph = onnx.load(str(out)).graph
     assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in graph.node}
     assert _largest_int8_weight(graph) <= 64
     export_onnx(model_dir)
     assert OnnxModel(model_dir / "model.onnx").precision == "fp32"
+    assert OnnxModel(model_dir / "model.onnx").weight_bits is None
     assert out.stat().st_size < 0.4 * (model_dir / "model.onnx").stat().st_size
 
     assert cli.main(["export", "--model-dir", str(model_dir), "--quantize", "int8", "--out",
