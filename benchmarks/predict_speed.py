@@ -12,8 +12,14 @@ into a temporary folder and imported from there by a child process running this 
 4. ``digitlab predict one.png`` in a new process (imports and model load included): median s;
 5. ``digitlab predict DIR --output out.csv`` on 3,000 100x100 PNGs (new process): images/s.
 
+Each row is measured in its own child process, this checkout's and the baseline's in turns
+(``--turns`` times each, row by row), and each side keeps its best: this machine's speed
+drifts over the minutes of a run, and measuring every row of one tree before the other's
+let that drift decide ratios (the same preprocessing code once measured 0.62x against
+itself).
+
     python benchmarks/predict_speed.py --baseline 6219ef4
-    python benchmarks/predict_speed.py --n-folder 500 --repeats 5     # a quick look
+    python benchmarks/predict_speed.py --n-folder 500 --repeats 5 --turns 1     # a quick look
 """
 
 from __future__ import annotations
@@ -87,46 +93,58 @@ def median_of(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def measure(work: Path, repeats: int, n_folder: int) -> dict[str, float]:
-    """Every row for the digitlab importable in this process; files are written into ``work``."""
+def measure(work: Path, repeats: int, n_folder: int, rows: list[str]) -> dict[str, float]:
+    """``rows`` (ROWS' keys) for the digitlab importable in this process. Input files are
+    written into ``work`` once and shared by every child that measures there (the same bytes
+    for both trees)."""
     from digitlab.data import load_dataset
     from digitlab.predict import Predictor
     from digitlab.preprocess import preprocess
 
     x = load_dataset("mnist").test_images.numpy()
-    pngs = [small_png(a) for a in x[:50]]
     out: dict[str, float] = {}
 
-    def prep_all():
-        for b in pngs:
+    def prep_all(items):
+        for b in items:
             preprocess(b)
-    out["prep"] = median_of(prep_all, repeats) / len(pngs) * 1e6
-    canvases = [canvas_png(a) for a in x[:20]]
+    if "prep" in rows:
+        pngs = [small_png(a) for a in x[:50]]
+        out["prep"] = median_of(lambda: prep_all(pngs), repeats) / len(pngs) * 1e6
+    if "canvas" in rows:
+        canvases = [canvas_png(a) for a in x[:20]]
+        out["canvas"] = median_of(lambda: prep_all(canvases), repeats) / len(canvases) * 1e6
 
-    def canvas_all():
-        for b in canvases:
-            preprocess(b)
-    out["canvas"] = median_of(canvas_all, repeats) / len(canvases) * 1e6
+    if {"photo12", "photo1"} & set(rows):
+        predictor = Predictor()
+        big = work / "big.jpg"
+        if not big.exists():
+            Image.fromarray(photo(x[0], (4000, 3000))).save(big, quality=90)
+        if "photo12" in rows:
+            out["photo12"] = median_of(lambda: predictor.predict_one(big),
+                                       max(3, repeats // 3)) * 1e3
+        img = Image.fromarray(photo(x[0]))
+        if "photo1" in rows:
+            out["photo1"] = median_of(lambda: predictor.predict_one(img), repeats) * 1e3
 
-    predictor = Predictor()
-    Image.fromarray(photo(x[0], (4000, 3000))).save(work / "big.jpg", quality=90)
-    out["photo12"] = median_of(lambda: predictor.predict_one(work / "big.jpg"),
-                               max(3, repeats // 3)) * 1e3
-    img = Image.fromarray(photo(x[0]))
-    out["photo1"] = median_of(lambda: predictor.predict_one(img), repeats) * 1e3
+    if "cli1" in rows:
+        one = work / "one.png"
+        if not one.exists():
+            Image.fromarray(photo(x[0])).save(one)
+        cmd = [sys.executable, "-m", "digitlab.cli", "predict", str(one)]
+        out["cli1"] = median_of(lambda: subprocess.run(cmd, check=True, capture_output=True), 3)
 
-    img.save(work / "one.png")
-    cmd = [sys.executable, "-m", "digitlab.cli", "predict", str(work / "one.png")]
-    out["cli1"] = median_of(lambda: subprocess.run(cmd, check=True, capture_output=True), 3)
-
-    folder = work / "pngs"
-    folder.mkdir(exist_ok=True)
-    for i in range(n_folder):
-        (folder / f"{i:05d}.png").write_bytes(small_png(x[i % len(x)]))
-    cmd = [sys.executable, "-m", "digitlab.cli", "predict", str(folder), "--output",
-           str(work / "out.csv")]
-    out["folder"] = n_folder / median_of(lambda: subprocess.run(cmd, check=True,
-                                                                capture_output=True), 1)
+    if "folder" in rows:
+        folder = work / f"pngs{n_folder}"
+        if not folder.exists():
+            tmp = work / "pngs.partial"
+            tmp.mkdir()
+            for i in range(n_folder):
+                (tmp / f"{i:05d}.png").write_bytes(small_png(x[i % len(x)]))
+            tmp.rename(folder)
+        cmd = [sys.executable, "-m", "digitlab.cli", "predict", str(folder), "--output",
+               str(work / "out.csv")]
+        out["folder"] = n_folder / median_of(lambda: subprocess.run(cmd, check=True,
+                                                                    capture_output=True), 1)
     return out
 
 
@@ -142,12 +160,12 @@ def baseline_tree(rev: str, tmp: Path) -> Path:
     return dest
 
 
-def run_child(code: Path | None, work: Path, args) -> dict[str, float]:
+def run_child(code: Path | None, work: Path, args, row: str) -> dict[str, float]:
     env = dict(os.environ)
     if code is not None:  # import digitlab from the baseline's tree, not this checkout
         env["PYTHONPATH"] = str(code) + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [sys.executable, str(HERE), "--child", str(work), "--repeats", str(args.repeats),
-           "--n-folder", str(args.n_folder)]
+           "--n-folder", str(args.n_folder), "--row", row]
     res = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env,
                          cwd=str(code) if code is not None else None)
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -158,31 +176,39 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline", metavar="REV", help="also measure this commit's code")
     ap.add_argument("--n-folder", type=int, default=3000, help="PNGs in the folder test")
     ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--turns", type=int, default=3, metavar="N",
+                    help="with --baseline: measure each row N times per tree, the trees in "
+                         "turns row by row, and keep each side's best (default 3)")
     ap.add_argument("--child", metavar="DIR", help=argparse.SUPPRESS)
+    ap.add_argument("--row", choices=[key for key, *_ in ROWS], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.turns < 1:
+        ap.error("--turns must be at least 1")
     if args.child:
         import digitlab
         print(f"digitlab from {Path(digitlab.__file__).parent}", file=sys.stderr)
-        print(json.dumps(measure(Path(args.child), args.repeats, args.n_folder)))
+        rows = [args.row] if args.row else [key for key, *_ in ROWS]
+        print(json.dumps(measure(Path(args.child), args.repeats, args.n_folder, rows)))
         return 0
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         code = baseline_tree(args.baseline, tmp) if args.baseline else None
-        results: dict[str, dict[str, float]] = {}
-        # new, baseline, new, baseline: each row's best of two, taken in turns
-        for turn in range(2 if code else 1):
-            for name, tree in (("this", None), ("base", code)):
-                if name == "base" and tree is None:
-                    continue
-                work = tmp / f"{name}{turn}"
-                work.mkdir()
-                got = run_child(tree, work, args)
-                prev = results.get(name)
-                results[name] = got if prev is None else {
-                    k: (max(v, prev[k]) if k == "folder" else min(v, prev[k]))
-                    for k, v in got.items()}
-                shutil.rmtree(work, ignore_errors=True)
+        trees = [("this", None)] + ([("base", code)] if code else [])
+        work = tmp / "work"
+        work.mkdir()
+        results: dict[str, dict[str, float]] = {name: {} for name, _ in trees}
+        # row by row, the trees in turns (this, baseline, this, baseline, ...), so that the
+        # machine's drift over the minutes of a run falls on both sides of each ratio alike;
+        # each side's best run of each row
+        for key, label, *_ in ROWS:
+            for _ in range(args.turns if code else 1):
+                for name, tree in trees:
+                    v = run_child(tree, work, args, key)[key]
+                    prev = results[name].get(key)
+                    results[name][key] = v if prev is None else (
+                        max(v, prev) if key == "folder" else min(v, prev))
+            print(f"measured: {label}", file=sys.stderr, flush=True)
 
     print(f"{os.cpu_count()} CPUs; this checkout vs {args.baseline or '(no baseline)'}; "
           f"{args.n_folder} PNGs in the folder test\n")
