@@ -77,10 +77,10 @@ BACKEND_HELP = ("what runs the model: onnxruntime (the directory's model.onnx or
 # with native bf16: runtime.bf16_enabled).
 PREDICT_PRECISIONS = ("auto", "fp32", "bf16", "int8")
 PRECISION_HELP = ("auto (default): in ONNX Runtime the 8-bit model.int8.onnx where the "
-                  "directory has one and the CPU is fast at it (x86 with AVX2 or VNNI, ARM with "
-                  "dot product), else model.onnx; in PyTorch batches of 32+ digits under bf16 autocast where the "
-                  "hardware is fast at it. fp32: model.onnx or float32 PyTorch; bf16: autocast "
-                  "(PyTorch); int8: model.int8.onnx")
+                  "directory has one and the CPU is fast at it (x86 with AVX2 or VNNI, ARM "
+                  "with dot product), else model.onnx; in PyTorch batches of 32+ digits under "
+                  "bf16 autocast where the hardware is fast at it. fp32: model.onnx or float32 "
+                  "PyTorch; bf16: autocast (PyTorch); int8: model.int8.onnx")
 # /proc/cpuinfo flags of 8-bit dot-product instructions: x86 AVX-512 VNNI, AVX-VNNI, AMX; ARM's
 # dot product (asimddp). Without them, an x86 CPU with AVX2 still runs ONNX Runtime's 8-bit
 # convolutions 1.1-1.5x faster than float ones with 7-bit weights (docs/server.md, 8-bit
