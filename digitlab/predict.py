@@ -57,8 +57,9 @@ DEFAULT_REJECT_THRESHOLD = 0.45
 _PARALLEL_MIN = 8  # below this many images a thread pool costs more than it saves
 _PARALLEL_MIN_PIXELS = 200 * 200  # ...and for images smaller than this
 # From this many files on, preprocessing runs in worker processes: small images are Python-bound
-# (threads would fight over the GIL) and a fork costs a few milliseconds.
-_PROCESS_MIN = 512
+# (threads would fight over the GIL), and starting two workers costs about as much as
+# preprocessing 50 small PNGs (docs/predict.md#speed: 1.10x at 128 files, 1.29x at 256).
+_PROCESS_MIN = 128
 _CPUS = min(4, os.cpu_count() or 1)  # default workers (os.cpu_count costs ~0.1 ms a call)
 
 
