@@ -28,7 +28,6 @@ import argparse
 import io
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -122,8 +121,8 @@ def measure(work: Path, repeats: int, n_folder: int, rows: list[str]) -> dict[st
         if "photo12" in rows:
             out["photo12"] = median_of(lambda: predictor.predict_one(big),
                                        max(3, repeats // 3)) * 1e3
-        img = Image.fromarray(photo(x[0]))
         if "photo1" in rows:
+            img = Image.fromarray(photo(x[0]))
             out["photo1"] = median_of(lambda: predictor.predict_one(img), repeats) * 1e3
 
     if "cli1" in rows:

@@ -244,7 +244,8 @@ class OnnxModel:
         """``DIR/model.onnx`` or ``DIR/model.int8.onnx`` (``onnx_file``), refused if it was
         exported from other weights than ``DIR/model.safetensors`` (when that file is there).
         With ``auto``, a stale ``model.int8.onnx`` gives way to ``model.onnx`` (a model
-        retrained in place and exported again without ``--quantize``), with a warning."""
+        retrained in place and exported again without ``--quantize``), with a warning, and so
+        does one with full-range weights on a CPU without VNNI (``weight_bits``)."""
         directory = Path(directory)
         path = onnx_file(directory, precision)
         if not path.is_file():
@@ -252,23 +253,21 @@ class OnnxModel:
                                 f"`{_export_command(directory, path)}`")
         model = cls(path, threads)
         weights = directory / WEIGHTS
-        if weights.is_file() and model_id(weights) != model.model_id:
-            if precision == "auto" and path.name == INT8_FILE and (directory / ONNX_FILE).is_file():
-                log.warning("%s: exported from other weights than %s; running %s instead "
-                            "(export again with --quantize int8)", path, weights, ONNX_FILE)
-                return cls.from_model_dir(directory, threads, "fp32")
+        stale = weights.is_file() and model_id(weights) != model.model_id
+        # an 8-bit export from before 7-bit weights: this CPU's 16-bit sums saturate on it
+        inexact = model.weight_bits == 8 and cpu_int8() == "avx2"
+        if not (stale or inexact):
+            return model
+        why = (f"exported from other weights than {weights}" if stale else
+               "full-range 8-bit weights, which this CPU (no VNNI) computes inexactly")
+        fix = "export again with --quantize int8" + ("" if stale else " for 7-bit weights")
+        if precision == "auto" and path.name == INT8_FILE and (directory / ONNX_FILE).is_file():
+            log.warning("%s: %s; running %s instead (%s)", path, why, ONNX_FILE, fix)
+            return cls.from_model_dir(directory, threads, "fp32")
+        if stale:
             raise ModelDirError(f"{path}: exported from other weights than {weights} (the model "
                                 f"was retrained or replaced); export it again")
-        if model.weight_bits == 8 and cpu_int8() == "avx2":
-            # an export from before 7-bit weights: this CPU's 16-bit sums saturate on it
-            if precision == "auto" and (directory / ONNX_FILE).is_file():
-                log.warning("%s: full-range 8-bit weights, which this CPU (no VNNI) computes "
-                            "inexactly; running %s instead (export again with --quantize "
-                            "int8 for 7-bit weights)", path, ONNX_FILE)
-                return cls.from_model_dir(directory, threads, "fp32")
-            log.warning("%s: full-range 8-bit weights, which this CPU (no VNNI) computes "
-                        "inexactly: answers may differ from the float model's; export again "
-                        "with --quantize int8 for 7-bit weights", path)
+        log.warning("%s: %s: answers may differ from the float model's; %s", path, why, fix)
         return model
 
     def logits(self, x: np.ndarray) -> np.ndarray:
