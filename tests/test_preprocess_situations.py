@@ -1008,3 +1008,27 @@ def test_a_digits_own_bar_is_no_answer_line(mnist):
     img = with_lines(Image.new("RGB", (200, 200), (250, 250, 246)), one_with_foot)
     out = preprocess(img, keep_stages=True)
     assert out.ok and "printed" not in out.stages, out.reason
+
+
+@pytest.mark.parametrize("stem_x, width", [(215, 14), (225, 14), (225, 18)])
+def test_a_bold_stem_beside_a_thin_box_side_is_a_stroke(stem_x, width):
+    """A bold, boxy 9 in a thinly printed, tinted box with round corners, its stem near the
+    box's right side: the stem's ends turn into the loop and the tail the same way, like a
+    box's side, and it was taken out with the box (the rest read as "a horizontal line").
+    A box's sides are printed alike: a side far bolder than every line across it is a
+    stroke."""
+    img = Image.new("RGB", (300, 300), (245, 243, 235))
+    draw = ImageDraw.Draw(img)
+    draw.rounded_rectangle((50, 40, 250, 260), radius=20, fill=(226, 226, 220),
+                           outline=(50, 50, 50), width=3)
+    draw.line([(stem_x, 160), (100, 160), (100, 80), (stem_x, 80), (stem_x, 220), (110, 220)],
+              fill=(30, 30, 30), width=width, joint="curve")
+    out = preprocess(img, keep_stages=True)
+    assert out.ok, out.reason
+    assert "printed" in out.stages  # the box goes
+    ink = out.image > 128
+    rows, cols = np.nonzero(ink)
+    # the stem: a column on the right as tall as the whole digit; the loop and the tail
+    assert ink[:, 14:].sum(axis=0).max() >= 0.9 * (rows.max() - rows.min())
+    assert ink[rows.min() + 1, :].sum() >= 0.7 * (cols.max() - cols.min())  # the loop's top
+    assert ink[rows.max() - 1, :].sum() >= 0.7 * (cols.max() - cols.min())  # the tail

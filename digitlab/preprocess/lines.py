@@ -481,6 +481,12 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params, turned:
             (ruler if long_ else framing).append(s)
         printed[k] = [s for s in lines if s.thick <= thick_max] + ruler + _bold_frame(
             framing, lines, pad, ih if horizontal else iw, p.frame_edge, p.frame_twin)
+    # a box's sides are printed alike: a side more than `side_bold` times as thick as every
+    # line of the other direction (the box's other sides) is a stroke turning into curves at
+    # both ends, the bold stem of a 9 in a thinly printed box
+    crossed = [max((printed_thick(o) for o in pr), default=0.0) for pr in printed]
+    printed = [[s for s in pr if not s.side or not crossed[1 - k]
+                or s.thick <= p.side_bold * crossed[1 - k] + 1] for k, pr in enumerate(printed)]
     # where lines run across the image (a row of cells), boxes' sides are printed like them:
     # a bold 8's straight flanks turning its loops' corners inside a thinly printed cell are
     # strokes

@@ -69,6 +69,9 @@ class Params:
     corner_tol: float = 0.1
     tee_tol: float = 0.03
     line_max_thick: float = 0.08
+    # A box's side more than `side_bold` times as thick as every line across its direction,
+    # plus a pixel, is a stroke (a box's sides are printed alike)
+    side_bold: float = 2.0
     # A line shorter than that is written on (an answer blank) when the writing above it stays
     # within its length and short of one end by `answer_beyond` of it, reaches below it by at
     # most `answer_below` of its height above, its ends turn no corner, and it is at most
