@@ -1032,3 +1032,31 @@ def test_a_bold_stem_beside_a_thin_box_side_is_a_stroke(stem_x, width):
     assert ink[:, 14:].sum(axis=0).max() >= 0.9 * (rows.max() - rows.min())
     assert ink[rows.min() + 1, :].sum() >= 0.7 * (cols.max() - cols.min())  # the loop's top
     assert ink[rows.max() - 1, :].sum() >= 0.7 * (cols.max() - cols.min())  # the tail
+
+
+@pytest.mark.parametrize("digit, width", [(4, 7), (4, 9), (7, 7), (7, 9)])
+def test_a_bold_stroke_spanning_a_tightly_cut_cell_is_no_printed_line(digit, width):
+    """A bold 4 or 7 filling a cell cut tightly from a form, its box thin along the edges: the
+    4's stem runs across 80% of the cell's height and the 7's bar across its width, as a
+    printed line does, and each was taken out (the 4 read as nothing, the 7 as a 1). A form's
+    lines are printed alike: a lone line far bolder than every other one found is a stroke."""
+    def cell(box: bool) -> Image.Image:  # (without: the digit on a page, far from its edges)
+        ox, oy = (0, 0) if box else (60, 75)
+        img = Image.new("RGB", (120 + 2 * ox, 150 + 2 * oy), (250, 250, 250))
+        draw = ImageDraw.Draw(img)
+        if box:
+            draw.rectangle((0, 0, 119, 149), outline=(70, 70, 70), width=2)
+
+        def line(points, **kw):
+            draw.line([(x + ox, y + oy) for x, y in points], fill=(20, 40, 180), width=width, **kw)
+        if digit == 4:
+            line([(40, 20), (22, 95), (108, 95)], joint="curve")
+            line([(85, 18), (85, 142)])
+        else:
+            line([(10, 14), (110, 14), (60, 140)], joint="curve")
+        return img
+
+    out = preprocess(cell(True), keep_stages=True)
+    assert out.ok, out.reason
+    assert "printed" in out.stages  # the box goes
+    assert corr(out.image, preprocess(cell(False)).image) > 0.9

@@ -17,6 +17,7 @@ under the writing it carries.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -487,6 +488,12 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params, turned:
     crossed = [max((printed_thick(o) for o in pr), default=0.0) for pr in printed]
     printed = [[s for s in pr if not s.side or not crossed[1 - k]
                 or s.thick <= p.side_bold * crossed[1 - k] + 1] for k, pr in enumerate(printed)]
+    # ... and so are a form's lines: a lone line far bolder than every other one found, with
+    # no twin printed like it and too short for a bold ruler, is a stroke spanning a tightly
+    # cut cell (a 4's stem, a 7's bar)
+    printed = [[s for s in pr if s.side or not _lone_bold(s, pr, printed[1 - k], p.side_bold,
+                                                           p.line_bold, printed_thick)]
+               for k, pr in enumerate(printed)]
     # where lines run across the image (a row of cells), boxes' sides are printed like them:
     # a bold 8's straight flanks turning its loops' corners inside a thinly printed cell are
     # strokes
@@ -546,6 +553,19 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params, turned:
         crossing = cv2.morphologyEx(rest, cv2.MORPH_CLOSE, kernel) > 0
         removed |= line & ~crossing
     return removed, printed[0] + printed[1]
+
+
+def _lone_bold(s: _Seg, same: list[_Seg], across: list[_Seg], bold: float, ruler: float,
+               thick: Callable[[_Seg], float]) -> bool:
+    """Is ``s`` more than ``bold`` times as thick (plus a pixel) as every other line found, at
+    least two of them, with none of its own direction within a pixel of its thickness, and
+    shorter than ``ruler`` times its thickness?"""
+    others = [o for o in same if o is not s] + across
+    if len(others) < 2 or s.length >= ruler * s.thick:
+        return False
+    if any(abs(thick(o) - thick(s)) <= 1 for o in same if o is not s):
+        return False
+    return s.thick > bold * max(thick(o) for o in others) + 1
 
 
 def _alike(length: float, thick: float, like_length: float, like_thick: float) -> bool:
