@@ -371,6 +371,37 @@ def test_tiny_tight_crops_are_read(digits, side, dark):
     assert np.mean(scores) > (0.75 if side < 12 else 0.85), scores
 
 
+@pytest.mark.parametrize("dark", [True, False])
+def test_bold_digits_cut_out_tightly_from_a_bigger_picture_are_read(digits, dark):
+    """A bold digit cut out close round its ink (3% margins), 150 px tall: too big to be taken
+    for a crop, and its ink covers so much of the picture that the page's median pixel, which
+    the paper level is measured from, was ink: "noise: no stroke stands out of the background"
+    for most of these 20. A picture like that is read as the cell it is."""
+    x, _ = digits
+    scores = []
+    for d in x[:20]:
+        bold = cv2.dilate(d, np.ones((2, 2), np.uint8))
+        ys, xs = np.nonzero(bold > 30)
+        crop = bold[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+        h, w = crop.shape
+        big = cv2.resize(crop, (round(w * 150 / h), 150), interpolation=cv2.INTER_CUBIC)
+        big = np.pad(big, 5)  # the margins; bright ink on black, as MNIST
+        img = 255 - big if dark else big
+        out = preprocess(np.repeat(img[:, :, None], 3, axis=2))
+        assert out.ok, out.reason
+        scores.append(corr(out.image, plain_reference(bold)))
+    assert np.mean(scores) > 0.9 and min(scores) > 0.8, scores
+
+
+def test_noise_is_not_read_as_a_tightly_cut_digit():
+    """Salt-and-pepper noise on a page is still noise when read as a cell: it breaks up into
+    many pieces, a digit cut out tightly into one or two."""
+    rng = np.random.default_rng(0)
+    page = np.full((200, 240), 235, np.uint8)
+    page[rng.random(page.shape) < 0.2] = 20
+    assert preprocess(page).reason.startswith("noise")
+
+
 def test_a_bold_light_ring_on_dark_paper_is_not_a_printed_frame():
     """A tight crop of a bold light 0 on dark paper: the border is all dark and the band just
     inside it mostly light, as round a printed frame, but the corners inside are dark paper."""

@@ -26,6 +26,10 @@ class Params:
     # crop is padded by `crop_pad` of its long side, so that a digit filling the frame is read.
     crop_px: int = 40
     crop_long_px: int = 96
+    # A bigger picture in which the ink covers so much that no paper level stands out is read
+    # as a crop too (a bold digit cut out tightly) when that finds at most `cell_pieces`
+    # pieces of ink (noise breaks up into many)
+    cell_pieces: int = 3
     tiny_px: int = 32
     tiny_target_px: int = 64
     crop_pad: float = 0.2
