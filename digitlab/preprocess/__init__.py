@@ -108,10 +108,10 @@ def _analyse(source: ImageSource, p: Params) -> _Analysis:
     if not crop and an.reason and an.reason.startswith("noise"):
         # a page's median pixel is its paper; a bold digit cut out tightly covers most of the
         # picture, and its ink was taken for a noisy background: read it as the cell it is
-        drawn = unblocked(img, p)
-        cell = _analyse_pixels(drawn, full, True, p)
+        cell_img = unblocked(img, p)
+        cell = _analyse_pixels(cell_img, full, True, p)
         if cell.reason is None and np.count_nonzero(cell.comps.strong > 0) <= p.cell_pieces:
-            an = cell
+            an, drawn = cell, cell_img
     if drawn is not img:
         an.unblocked = drawn
     return an

@@ -399,13 +399,11 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params, turned:
     # Straight runs first, judged by their boxes; only those taken for printed lines are fitted
     # (most digits have a long stroke or two: a 1's stem, a 7's bar, and no line at all).
     ink8 = cv2.convertScaleAbs(ink, alpha=255.0)
-    # a tinted cell (or a shadow) is a broad faint plateau on the ink map, not a line: take out
-    # what a square wider than any printed line covers where that is fainter than ink (below
-    # the hysteresis's low level: a white top-hat limited to the tint, so strokes and the grid
-    # lines under them stay whole), so that the lines round a tinted cell stand out and the
-    # tint itself never runs as a line
-    # (an opening is an erosion, then a dilation: around strokes thinner than the square, the
-    # erosion leaves nothing, and there is no plateau)
+    # a tinted cell (or a shadow) is a broad faint plateau on the ink map, not a line: a white
+    # top-hat limited to the tint (what a square wider than any line covers, where fainter than
+    # the hysteresis's low level) takes it out, strokes and the lines under them whole, so the
+    # lines round a tinted cell stand out and the tint never runs as a line (around strokes
+    # thinner than the square, the opening's erosion leaves nothing: no plateau)
     wide = cc.square(2 * thick_max + 1)
     core = cv2.erode(ink8, wide)
     if cv2.countNonZero(core):
@@ -482,18 +480,11 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params, turned:
             (ruler if long_ else framing).append(s)
         printed[k] = [s for s in lines if s.thick <= thick_max] + ruler + _bold_frame(
             framing, lines, pad, ih if horizontal else iw, p.frame_edge, p.frame_twin)
-    # a box's sides are printed alike: a side more than `side_bold` times as thick as every
-    # line of the other direction (the box's other sides) is a stroke turning into curves at
-    # both ends, the bold stem of a 9 in a thinly printed box
-    crossed = [max((printed_thick(o) for o in pr), default=0.0) for pr in printed]
-    printed = [[s for s in pr if not s.side or not crossed[1 - k]
-                or s.thick <= p.side_bold * crossed[1 - k] + 1] for k, pr in enumerate(printed)]
-    # ... and so are a form's lines: a lone line far bolder than every other one found, with
-    # no twin printed like it and too short for a bold ruler, is a stroke spanning a tightly
-    # cut cell (a 4's stem, a 7's bar)
-    printed = [[s for s in pr if s.side or not _lone_bold(s, pr, printed[1 - k], p.side_bold,
-                                                           p.line_bold, printed_thick)]
-               for k, pr in enumerate(printed)]
+    # a form's lines are printed with one pen: a side, then a lone line, far bolder than the
+    # lines it is judged by is a stroke (a 9's stem by its box, a 4's across a tight cell)
+    for sides in (True, False):
+        printed = [[s for s in pr if s.side != sides or not _bold_stroke(
+            s, pr, printed[1 - k], p, printed_thick)] for k, pr in enumerate(printed)]
     # where lines run across the image (a row of cells), boxes' sides are printed like them:
     # a bold 8's straight flanks turning its loops' corners inside a thinly printed cell are
     # strokes
@@ -555,17 +546,14 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params, turned:
     return removed, printed[0] + printed[1]
 
 
-def _lone_bold(s: _Seg, same: list[_Seg], across: list[_Seg], bold: float, ruler: float,
-               thick: Callable[[_Seg], float]) -> bool:
-    """Is ``s`` more than ``bold`` times as thick (plus a pixel) as every other line found, at
-    least two of them, with none of its own direction within a pixel of its thickness, and
-    shorter than ``ruler`` times its thickness?"""
-    others = [o for o in same if o is not s] + across
-    if len(others) < 2 or s.length >= ruler * s.thick:
-        return False
-    if any(abs(thick(o) - thick(s)) <= 1 for o in same if o is not s):
-        return False
-    return s.thick > bold * max(thick(o) for o in others) + 1
+def _bold_stroke(s: _Seg, same: list[_Seg], across: list[_Seg], p: Params,
+                 thick: Callable[[_Seg], float]) -> bool:
+    """Is ``s`` a pen's stroke: a side `side_bold` times bolder (plus a pixel) than every line
+    across it, or a lone line that bold against all others (2+), twinless, and no ruler?"""
+    others = across if s.side else [o for o in same if o is not s] + across
+    return bool(others) and s.thick > p.side_bold * max(map(thick, others)) + 1 and (s.side or (
+        len(others) >= 2 and s.length < p.line_bold * s.thick
+        and all(abs(thick(o) - thick(s)) > 1 for o in same if o is not s)))
 
 
 def _alike(length: float, thick: float, like_length: float, like_thick: float) -> bool:
