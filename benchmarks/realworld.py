@@ -369,15 +369,12 @@ def build_sets(images: np.ndarray, labels: np.ndarray, n: int, seed: int,
     if include_clean:
         idx = rng.choice(len(images), min(n * 4, len(images)), replace=False)
         sets["clean_mnist (28x28 arrays)"] = (list(images[idx]), list(labels[idx]), "digit")
-    for style in USER_STYLES:
-        idx = rng.choice(len(images), n, replace=False)
-        sets[style] = ([user_digit(rng, images[i], style) for i in idx],
-                       [int(labels[i]) for i in idx], "digit")
-        sources[style] = idx
-    for k, style in enumerate(LATER_STYLES if later else ()):
-        own = np.random.default_rng([seed, 15, k])
-        idx = own.choice(len(images), n, replace=False)
-        sets[style] = ([user_digit(own, images[i], style) for i in idx],
+    styles = [(style, rng) for style in USER_STYLES] + [
+        (style, np.random.default_rng([seed, 15, k]))
+        for k, style in enumerate(LATER_STYLES if later else ())]
+    for style, r in styles:
+        idx = r.choice(len(images), n, replace=False)
+        sets[style] = ([user_digit(r, images[i], style) for i in idx],
                        [int(labels[i]) for i in idx], "digit")
         sources[style] = idx
     fonts = find_fonts()
