@@ -272,28 +272,52 @@ LATER_SITUATIONS: dict[str, Callable[[np.random.Generator, np.ndarray], bytes]] 
 
 
 def boxed_number(rng: np.random.Generator, digits: list[np.ndarray]) -> bytes:
-    """Digits in a row of boxes (a comb field on a form)."""
+    """Digits in a row of boxes on a form: cells sharing their sides, separate boxes with
+    gaps between them (square or rounded), or a comb field (a baseline with ticks); thin or
+    bold lines, sometimes printed in a light tone or in tinted cells, a digit now and then
+    touching its cell's lines; a little askew, blurred or saved as JPEG at times."""
     side = int(rng.integers(40, 110))
-    t = int(rng.integers(1, 3))
+    t = int(rng.integers(1, 3 + side // 60))
     n = len(digits)
+    style = rng.choice(["cells", "cells", "boxes", "comb"])
+    gap = int(side * rng.uniform(0.1, 0.4)) if style == "boxes" else 0
+    pitch = side + gap
     margin = int(side * rng.uniform(0.1, 0.5))
-    W, H = n * side + 2 * margin, side + 2 * margin
-    c = np.ones((H, W, 3), np.float32) * np.asarray(_pick(rng, PAPERS), np.float32)
+    W, H = n * pitch - gap + 2 * margin, side + 2 * margin
+    paper_c = np.asarray(_pick(rng, PAPERS), np.float32)
+    c = np.ones((H, W, 3), np.float32) * paper_c
     ink = np.asarray(_pick(rng, PRINT), np.float32)
-    _hline(c, margin, margin, margin + n * side, t, ink)
-    _hline(c, margin + side - t, margin, margin + n * side, t, ink)
-    for k in range(n + 1):
-        _vline(c, margin + k * side - (t if k == n else 0), margin, margin + side, t, ink)
+    if rng.random() < 0.25:  # printed in a light tone
+        ink = ink + (paper_c - ink) * rng.uniform(0.3, 0.6)
+    x0, y0, x1, y1 = margin, margin, margin + n * pitch - gap, margin + side
+    if style != "comb" and rng.random() < 0.15:  # tinted cells
+        for k in range(n):
+            c[y0:y1, x0 + k * pitch:x0 + k * pitch + side] = paper_c * rng.uniform(0.85, 0.95)
+    if style == "cells":
+        _hline(c, y0, x0, x1, t, ink)
+        _hline(c, y1 - t, x0, x1, t, ink)
+        for k in range(n + 1):
+            _vline(c, x0 + k * side - (t if k == n else 0), y0, y1, t, ink)
+    elif style == "boxes":
+        r = int(side * rng.uniform(0.05, 0.2)) if rng.random() < 0.3 else 0
+        for k in range(n):
+            _frame(c, x0 + k * pitch, y0, x0 + k * pitch + side, y1, t, r, ink)
+    else:  # a comb: the baseline and a tick at every division
+        tick = int(side * rng.uniform(0.15, 0.4))
+        _hline(c, y1 - t, x0, x1, t, ink)
+        for k in range(n + 1):
+            _vline(c, x0 + k * side - (t if k == n else 0), y1 - tick, y1, t, ink)
     colour = _pick(rng, PENS)
     for k, d in enumerate(digits):
-        h = int(side * rng.uniform(0.55, 0.85))
+        h = int(side * rng.uniform(0.55, 0.85 if rng.random() < 0.85 else 1.0))
         m = pen(d, h, rng.uniform(0.3, 0.6))
-        x = margin + k * side + int((side - m.shape[1]) * rng.uniform(0.25, 0.75))
-        y = margin + int((side - h) * rng.uniform(0.2, 0.8))
+        x = x0 + k * pitch + int((side - m.shape[1]) * rng.uniform(0.25, 0.75))
+        y = y0 + int((side - h) * rng.uniform(0.2, 0.8))
         blend(c, m, x, y, colour)
     if rng.random() < 0.3:
         c = _tilt(rng, c, 2.0)
-    return _encode(rng, c, noise=rng.uniform(0, 3), blur=rng.uniform(0, 0.6))
+    return _encode(rng, c, noise=rng.uniform(0, 3), blur=rng.uniform(0, 0.6),
+                   jpeg=rng.random() < 0.2)
 
 
 def _glyph(rng: np.random.Generator, size: int, ch: str | None = None) -> Image.Image:
