@@ -324,6 +324,56 @@ def test_a_number_in_separate_bold_boxes_is_read_without_the_boxes(digits, n):
         assert corr(p.image, plain_reference(x[k])) > 0.8, k
 
 
+def _row_of_boxes(x: np.ndarray, cell: int, gap: int, margin: int, width: int,
+                  tint: tuple[int, int, int] | None = None) -> Image.Image:
+    """The digits of ``x``, each in its own printed box (``width`` px lines, ``gap`` px apart,
+    ``margin`` px from the picture's edges), the cells tinted ``tint`` if given."""
+    n = len(x)
+    a = np.full((cell + 2 * margin, n * (cell + gap) - gap + 2 * margin, 3), (250, 250, 246),
+                np.uint8)
+    for k in range(n):
+        x0 = margin + k * (cell + gap)
+        if tint:
+            a[margin:margin + cell, x0:x0 + cell] = tint
+        d = np.asarray(scene(x[k], (cell - 20, cell - 20), int(cell * 0.55), (2, 2)))
+        y0 = margin + 10
+        a[y0:y0 + cell - 20, x0 + 10:x0 + cell - 10] = np.minimum(
+            a[y0:y0 + cell - 20, x0 + 10:x0 + cell - 10], d)
+
+    def boxes(g):
+        for k in range(n):
+            x0 = margin + k * (cell + gap)
+            g.rectangle([x0, margin, x0 + cell - 1, margin + cell - 1], outline=(40, 40, 40),
+                        width=width)
+    return with_lines(Image.fromarray(a), boxes)
+
+
+def test_a_row_of_bold_boxes_close_round_the_picture_leaves_dark_ink_on_paper(digits):
+    """Five bold boxes a few px from the picture's edges: every border segment is part box
+    line, part paper, all alike, so the paper level fitted to them was a grey and the paper
+    inside the boxes read as light ink on dark ("blank: no ink found"). The page's median
+    disagrees with that border, and the class with room in it (the paper) settles it."""
+    x, _ = digits
+    parts = segment_digits(_row_of_boxes(x[:5], cell=56, gap=12, margin=3, width=3))
+    assert len(parts) == 5 and all(p.ok for p in parts), [p.reason for p in parts]
+    assert {p.polarity for p in parts} == {"dark-on-light"}
+    for k, p in enumerate(parts):
+        assert corr(p.image, plain_reference(x[k])) > 0.8, k
+
+
+def test_a_wide_row_of_tinted_boxes_is_read(digits):
+    """Tinted cells in separate boxes along a strip five times as wide as it is tall: the
+    paper level's blocks (a fifth of the long side) were taller than the strip, took in its
+    white margins, and the tint read as faint ink all along ("noise: no stroke stands out of
+    the background"). Blocks are now at most half the short side."""
+    x, _ = digits
+    parts = segment_digits(_row_of_boxes(x[10:15], cell=60, gap=10, margin=14, width=2,
+                                         tint=(215, 215, 205)))
+    assert len(parts) == 5 and all(p.ok for p in parts), [p.reason for p in parts]
+    for k, p in enumerate(parts):
+        assert corr(p.image, plain_reference(x[10 + k])) > 0.8, k
+
+
 @pytest.mark.parametrize("ones", [((27, 70), (30, 73)),   # ending near the lines
                                   ((21, 62), (21, 60))])  # hanging from the top line
 def test_straight_ones_ending_near_a_row_of_boxes_lines_are_digits_not_dividers(digits, ones):

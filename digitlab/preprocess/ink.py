@@ -116,7 +116,7 @@ def _wider_class(bright: np.ndarray, ratio: float) -> bool | None:
     return None
 
 
-def _dark_ink_page(g: np.ndarray, border_spread: float) -> bool:
+def _dark_ink_page(g: np.ndarray, border_spread: float, wider_ratio: float) -> bool:
     """Polarity of a page: is the ink darker than the paper?
 
     The paper is what the border shows: a plane fitted to the medians of 16 border segments
@@ -144,16 +144,31 @@ def _dark_ink_page(g: np.ndarray, border_spread: float) -> bool:
     spread = float(np.sort(res)[8])
     # the masses on the same low-resolution view (averaged, not strided: a strided sample can
     # miss every 1 px line of a grid; a small digit is still some dozens of pixels there)
+    median = _median(small, None)
     if spread > border_spread:
-        margin = 0.04
-        r = small - _median(small, None)
-    else:
-        margin = max(0.04, 4.0 * spread)
-        xx, yy = _plane_grid(small.shape)
-        r = small - (coef[0] + coef[1] * xx + coef[2] * yy)
-    dark_mass = float(np.maximum(-r - margin, 0.0).sum())
-    bright_mass = float(np.maximum(r - margin, 0.0).sum())
-    return dark_mass > bright_mass
+        return _darker_ink(small - median, 0.04)
+    xx, yy = _plane_grid(small.shape)
+    dark = _darker_ink(small - (coef[0] + coef[1] * xx + coef[2] * yy), max(0.04, 4.0 * spread))
+    if dark != _darker_ink(small - median, 0.04):
+        # the border and the page's median disagree: a row of bold boxes printed round the
+        # page darkens every border segment alike, and the paper inside reads as light ink.
+        # The paper is the class with room in it (the ink is strokes), if one clearly is.
+        # (at full resolution: a 64 px view blurs a row of small boxes into grey; the plane
+        # taken off, as the median does not follow uneven light)
+        gx, gy = _plane_grid(g.shape)
+        u8 = cv2.convertScaleAbs(g - (coef[0] + coef[1] * gx + coef[2] * gy), alpha=127.5,
+                                 beta=127.5)
+        _, bright = cv2.threshold(u8, 0, 1, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+        wider = _wider_class(bright.astype(bool), wider_ratio)
+        if wider is not None:
+            return wider
+    return dark
+
+
+def _darker_ink(r: np.ndarray, margin: float) -> bool:
+    """Is there more contrast mass below the paper level than above it (``r``: the image less
+    the paper level; ``margin``: the paper's own spread)?"""
+    return float(np.maximum(-r - margin, 0.0).sum()) > float(np.maximum(r - margin, 0.0).sum())
 
 
 def _median(v: np.ndarray, where: np.ndarray | None) -> float:
@@ -264,7 +279,9 @@ def _paper_field(g: np.ndarray, dark: bool, tint_max: float) -> np.ndarray:
     than any stroke, a 3x3 median over blocks (a block entirely inside a bold stroke takes its
     neighbours' level; a stray bright speck is ignored), upsampled bilinearly."""
     h, w = g.shape
-    block = max(4, max(h, w) // 5)
+    # (at most half the short side: on a wide strip of tinted cells, blocks as tall as the
+    # strip take in its white margins, and the tint reads as faint ink all along)
+    block = max(4, min(max(h, w) // 5, min(h, w) // 2))
     ph, pw = -h % block, -w % block
     p = cv2.copyMakeBorder(g, 0, ph, 0, pw, cv2.BORDER_REPLICATE) if ph or pw else g
     nh, nw = p.shape[0] // block, p.shape[1] // block
@@ -333,7 +350,7 @@ def ink_map(a: np.ndarray, crop: bool, p: Params, tiny: bool = False) -> Ink:
         core = cv2.erode(paper.view(np.uint8), np.ones((5, 5), np.uint8)) > 0
         grain = 0.0 if tiny or not core.any() else _grain(g, level, core)
     else:
-        dark = _dark_ink_page(lum, p.border_spread)
+        dark = _dark_ink_page(lum, p.border_spread, p.crop_wider)
         g = lum if a.shape[2] == 1 else _channel(
             a, dark, _border_paper(lum, p.dark_ring) if dark else None)
         # (in place: the field is this call's own)
