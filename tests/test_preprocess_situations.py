@@ -374,27 +374,34 @@ def test_a_wide_row_of_tinted_boxes_is_read(digits):
         assert corr(p.image, plain_reference(x[10 + k])) > 0.8, k
 
 
-@pytest.mark.parametrize("ones", [((27, 70), (30, 73)),   # ending near the lines
-                                  ((21, 62), (21, 60))])  # hanging from the top line
-def test_straight_ones_ending_near_a_row_of_boxes_lines_are_digits_not_dividers(digits, ones):
+@pytest.mark.parametrize("ones", [((7, 50), (10, 53)),   # ending near the lines
+                                  ((1, 42), (1, 40))])  # hanging from the top line
+@pytest.mark.parametrize("margin", [20, 4])
+def test_straight_ones_ending_near_a_row_of_boxes_lines_are_digits_not_dividers(digits, ones,
+                                                                                 margin):
     """Two thin upright 1s in a row of five boxes, each ending a few px short of the row's top
     or bottom line (about a tenth of the cell; a thirtieth of the strip's width), or hanging
     from the top line two thirds of the way down: they stay digits. A divider meets its
-    lines; one a digit broke open at one end is as long as the row's other dividers."""
+    lines; one a digit broke open at one end is as long as the row's other dividers, whether
+    those are found as dividers or, in a strip the row fills (``margin`` 4), as lines across
+    it (before, two such 1s were taken for open dividers there)."""
     x, _ = digits
     cell, n = 60, 5
-    img = Image.new("RGB", (n * cell + 40, cell + 40), (250, 250, 250))
+    img = Image.new("RGB", (n * cell + 2 * margin, cell + 2 * margin), (250, 250, 250))
     for k, i in ((0, 0), (2, 1), (4, 2)):
-        img.paste(scene(x[i], (cell - 8, cell - 8), 40, (6, 6)), (20 + cell * k + 4, 24))
+        img.paste(scene(x[i], (cell - 8, cell - 8), 40, (6, 6)), (margin + cell * k + 4,
+                                                                  margin + 4))
     draw = ImageDraw.Draw(img)
-    for k, (top, bottom) in zip((1, 3), ones):  # the lines: y 20 and 80
-        xc = 20 + cell * k + cell // 2
-        draw.line([(xc, top), (xc, bottom)], fill=(20, 20, 20), width=2)
+    for k, (top, bottom) in zip((1, 3), ones):  # the lines: y margin and margin + 60
+        xc = margin + cell * k + cell // 2
+        draw.line([(xc, margin + top), (xc, margin + bottom)], fill=(20, 20, 20), width=2)
 
     def comb(g):
-        g.rectangle([20, 20, 20 + n * cell, 20 + cell], outline=(0, 0, 0), width=2)
+        g.rectangle([margin, margin, margin + n * cell, margin + cell], outline=(0, 0, 0),
+                    width=2)
         for k in range(1, n):
-            g.line([(20 + cell * k, 20), (20 + cell * k, 20 + cell)], fill=(0, 0, 0), width=2)
+            g.line([(margin + cell * k, margin), (margin + cell * k, margin + cell)],
+                   fill=(0, 0, 0), width=2)
     parts = segment_digits(with_lines(img, comb))
     assert len(parts) == n and all(p.ok for p in parts), [p.reason for p in parts]
     for p in (parts[1], parts[3]):  # a 1: one upright bar down the middle of the 28x28

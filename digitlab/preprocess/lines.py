@@ -1,18 +1,17 @@
 """Printed structure: form boxes, comb fields, ruled lines and grids found and taken out.
 
-Printed lines are long, straight and thin: a morphological opening with a long line kernel on
-the grey ink map keeps exactly the runs at least that long (a slight tilt is tolerated by first
-thickening the ink across the line by a pixel each way; faint grids are found too). A candidate
-is printed structure when it runs across most of the image (ruled paper, graph paper, the box
-of a tight cell crop), when both its ends turn corners the same way (the sides of a box, rounded
-corners included), or when both its ends meet such lines at T-junctions (the dividers of a row
-of cells; two or more alike may stand open at one end). A digit's own bar (a 7's top, a 5's
-hat, a 2's base) is none of these; a 4's bar turns a corner at one end and meets a T at the
-other. Only the line's own fitted band is taken out, and removed pixels with stroke ink on both
-sides across it are put back: a 7's stem keeps its crossing of a ruled line, a 4 its touch of
-the box. Ticks hanging off removed lines (comb fields) and the arcs of rounded corners go with
-them (``remnants``). A line written on, shorter than the page (an answer blank), is taken out
-under the writing it carries.
+Printed lines are long, straight and thin: a morphological opening with a long line kernel on the
+grey ink map keeps exactly the runs at least that long (a slight tilt is tolerated by first
+thickening the ink across the line by a pixel each way; faint grids are found too). A candidate is
+printed structure when it runs across most of the image (ruled paper, graph paper, the box of a
+tight cell crop), when both its ends turn corners the same way (the sides of a box, rounded corners
+included), or when both its ends meet such lines at T-junctions (the dividers of a row of cells;
+two or more alike may stand open at one end). A digit's own bar (a 7's top, a 5's hat, a 2's base)
+is none of these; a 4's bar turns a corner at one end and meets a T at the other. Only the line's
+own fitted band is taken out, and removed pixels with stroke ink on both sides across it are put
+back: a 7's stem keeps its crossing of a ruled line, a 4 its touch of the box. Ticks hanging off
+removed lines (comb fields) and the arcs of rounded corners go with them (``remnants``). A line
+written on, shorter than the page (an answer blank), is taken out under the writing it carries.
 """
 
 from __future__ import annotations
@@ -518,10 +517,11 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params, turned:
         # touches both the divider and the line)
         chosen = [s for s, e in zip(rest, ends) if 0 not in e and s.length > 2 * thin]
         hanging = [s for s, e in zip(rest, ends) if (e[0] == 0) != (e[1] == 0)]
-        # (beside dividers meeting lines at both ends, an open one is as long as they are: a
-        # divider a digit broke, not two 1s ending near a line)
+        # (beside dividers meeting lines at both ends, here or in pass 1, an open one is as long
+        # as they are: a divider a digit broke, not 1s or a narrow 8's flanks near a line)
+        like = chosen + printed[k]
         alike = [s for s in hanging if sum(_alike_segs(o, s) for o in hanging) >= 2
-                 and (not chosen or any(_alike_segs(s, o) for o in chosen))]
+                 and (not like or any(_alike_segs(s, o) for o in like))]
         # (as thin as a line may be, or printed like a bold frame: a comb's broad baseline)
         bound = min(thin, max(thick_max, max(f.thick for f in frame) + 1), frame_max)
         printed[k] += [s for s in _fitted(chosen + alike, runs, ink) if s.thick <= bound]
