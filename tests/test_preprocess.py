@@ -623,3 +623,23 @@ def test_segment_digits_drops_small_marks_and_reports_blank(digits):
     assert len(segment_digits(img)) == 2
     blank = segment_digits(np.full((100, 300), 255, np.uint8))
     assert len(blank) == 1 and blank[0].reason.startswith("blank")
+
+
+@pytest.mark.parametrize("mark", ["faint line", "short dash"])
+def test_segment_digits_drops_faint_strokes_and_short_dashes_beside_digits(digits, mark):
+    """A stray mark beside a digit of a number: a faint line as tall as the digits (a pencil
+    stroke, what is left of a box printed in a light tone; under 0.7 as dark as the digits at
+    their darkest) or a short dash (under half the tallest digit's height and a fifth of the
+    digits' median area, though over the 35% of its height that any mark must reach). Before,
+    each was read as one more digit, a 1."""
+    x, _ = digits
+    img = strip([x[i] for i in (0, 1, 2)])  # digits 90 px tall from y 40, 40 px apart
+    d = ImageDraw.Draw(img)
+    if mark == "faint line":
+        d.line([(img.width - 30, 50), (img.width - 30, 120)], fill=130, width=3)
+    else:
+        d.line([(img.width - 30, 95), (img.width - 30, 125)], fill=0, width=3)
+    parts = segment_digits(img)
+    assert len(parts) == 3, [p.bbox for p in parts]
+    for p, i in zip(parts, (0, 1, 2)):
+        assert corr(p.image, x[i]) > 0.8

@@ -43,7 +43,8 @@ from .lines import find_printed
 from .params import PARAMS, Params
 from .remnants import remove_remnants
 from .select import (DOTTED_MARK, RUNS_OFF, dot_below, group_columns, keep_pieces,
-                     neighbour_reason, select_digit, shape_reason, without_edge_slivers)
+                     neighbour_reason, number_marks, select_digit, shape_reason,
+                     without_edge_slivers)
 from .skew import skew_angle, straighten
 
 # The images are small: OpenCV's thread fan-out costs more than it saves, and server workers
@@ -324,11 +325,8 @@ def segment_digits(image: ImageSource, *, keep_stages: bool = False, params: Par
     an = _analyse(image, p)
     if an.reason:
         return [_empty(an, an.reason, keep_stages, p)]
-    groups = group_columns(an.comps, an.keep)
     c = an.comps
-    heights = [int(max(c.y1[g]) - min(c.y0[g])) for g in groups]
-    tallest = max(heights)
-    groups = [g for g, gh in zip(groups, heights) if gh >= 0.35 * tallest]
+    groups = number_marks(c, group_columns(c, an.keep), an.ink.ink, p)
     out = [_digit_from(an, g, keep_stages,
                        shape_reason(c, g, an.shape, an.crop, True, ink=an.ink.ink, p=p), p)
            for g in groups]

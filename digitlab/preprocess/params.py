@@ -137,6 +137,13 @@ class Params:
     # Ticks hanging off a lone line, two or more alike, may be as stubby as `stub_aspect` times
     # longer than wide (a comb field printed with a broad pen)
     stub_aspect: float = 1.5
+    # Number mode: a row's digits are at least `mark_tall` of the tallest one tall, more than
+    # `speck_area` of their median area where shorter than `speck_tall` of it, and at least
+    # `faint_mark` as dark as the others (the ink map's 90th percentile over each)
+    mark_tall: float = 0.35
+    speck_tall: float = 0.5
+    speck_area: float = 0.2
+    faint_mark: float = 0.7
     # Selection: pieces of a digit lie within piece_reach of its size of each other, or
     # big_piece_reach for a piece big_piece x the main stroke's area; small pieces chained to
     # it by gaps under dash_gap of its size join it (a fine pen's dashes).

@@ -136,6 +136,27 @@ def group_columns(c: Components, ids) -> list[list[int]]:
     return groups
 
 
+def number_marks(c: Components, groups: list[list[int]], ink: np.ndarray, p: Params
+                 ) -> list[list[int]]:
+    """The groups of a row that are digits: as tall as ``mark_tall`` of the tallest; if
+    shorter than ``speck_tall`` of it, more than ``speck_area`` of the groups' median area (a
+    speck, a comma, half a broken 1 that the other half reads for); and as dark as
+    ``faint_mark`` of the others at their darkest (the 90th percentile of the ink map: a stray
+    pencil mark, what is left of a box printed in a light tone)."""
+    if len(groups) < 2:
+        return groups
+    heights = [int(max(c.y1[g]) - min(c.y0[g])) for g in groups]
+    areas = [int(c.area[g].sum()) for g in groups]
+    tallest, median_area = max(heights), float(np.median(areas))
+    keep = [g for g, gh, ga in zip(groups, heights, areas) if gh >= p.mark_tall * tallest
+            and (gh >= p.speck_tall * tallest or ga > p.speck_area * median_area)]
+    if len(keep) < 2:
+        return keep
+    dark = [float(np.percentile(ink[c.mask(g)], 90)) for g in keep]
+    top = float(np.median(dark))
+    return [g for g, d in zip(keep, dark) if d >= p.faint_mark * top]
+
+
 RUNS_OFF = "the ink runs off the edge of the image"
 DOTTED_MARK = "a mark with a dot under its end (? or !), not a digit"
 
