@@ -628,7 +628,7 @@ def test_segment_digits_drops_small_marks_and_reports_blank(digits):
 @pytest.mark.parametrize("mark", ["faint line", "short dash"])
 def test_segment_digits_drops_faint_strokes_and_short_dashes_beside_digits(digits, mark):
     """A stray mark beside a digit of a number: a faint line as tall as the digits (a pencil
-    stroke, what is left of a box printed in a light tone; under 0.7 as dark as the digits at
+    stroke, what is left of a box printed in a light tone; under 0.6 as dark as the digits at
     their darkest) or a short dash (under half the tallest digit's height and a fifth of the
     digits' median area, though over the 35% of its height that any mark must reach). Before,
     each was read as one more digit, a 1."""

@@ -143,7 +143,7 @@ class Params:
     mark_tall: float = 0.35
     speck_tall: float = 0.5
     speck_area: float = 0.2
-    faint_mark: float = 0.7
+    faint_mark: float = 0.6
     # Selection: pieces of a digit lie within piece_reach of its size of each other, or
     # big_piece_reach for a piece big_piece x the main stroke's area; small pieces chained to
     # it by gaps under dash_gap of its size join it (a fine pen's dashes).
