@@ -374,6 +374,36 @@ def test_a_wide_row_of_tinted_boxes_is_read(digits):
         assert corr(p.image, plain_reference(x[10 + k])) > 0.8, k
 
 
+@pytest.mark.parametrize("width, slant", [(5, 10), (6, 12), (7, 14)])
+def test_sevens_slanting_from_line_to_line_of_a_row_of_cells_keep_their_stems(width, slant):
+    """Bold 7s in a row of cells the strip fills, each stem slanting from the top line down
+    onto the bottom one (about 12 degrees), 1s standing in the cells between: the stems ran
+    across the strip's height, line to line, and were taken for dividers (two or three digits
+    read instead of five). Printed lines run parallel, and a stroke slanting from them by a
+    tenth or more, drifting 4 px or more, is none."""
+    cell, n, margin = 50, 5, 3
+    img = Image.new("RGB", (n * cell + 2 * margin, cell + 2 * margin), (250, 250, 250))
+    d = ImageDraw.Draw(img)
+    d.rectangle([margin, margin, margin + n * cell, margin + cell], outline=(0, 0, 0), width=2)
+    for k in range(1, n):
+        d.line([(margin + cell * k, margin), (margin + cell * k, margin + cell)], fill=(0, 0, 0),
+               width=2)
+    pen = (20, 40, 140)
+    for k in (0, 2, 4):
+        x0 = margin + cell * k
+        d.line([(x0 + 12, margin + 8), (x0 + 38, margin + 8)], fill=pen, width=width)
+        d.line([(x0 + 38, margin + 2), (x0 + 38 - slant, margin + cell - 1)], fill=pen,
+               width=width)
+    for k in (1, 3):
+        d.line([(margin + cell * k + 25, margin + 10), (margin + cell * k + 25, margin + 40)],
+               fill=pen, width=width)
+    parts = segment_digits(img)
+    assert len(parts) == n and all(p.ok for p in parts), [p.bbox for p in parts]
+    for p in parts[::2]:  # each 7 whole: its bar and its stem, nothing of the cell's lines
+        x0, y0, x1, y1 = p.bbox
+        assert x1 - x0 >= 24 and y1 - y0 >= cell - 6
+
+
 @pytest.mark.parametrize("ones", [((7, 50), (10, 53)),   # ending near the lines
                                   ((1, 42), (1, 40))])  # hanging from the top line
 @pytest.mark.parametrize("margin", [20, 4])

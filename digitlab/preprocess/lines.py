@@ -25,6 +25,7 @@ import numpy as np
 
 from . import components as cc
 from .params import Params
+from .window import Window
 
 
 @dataclass
@@ -189,59 +190,6 @@ def _line_kernel(horizontal: bool, length: int) -> np.ndarray:
     return cc.frozen(np.ones((1, length) if horizontal else (length, 1), np.uint8))
 
 
-# OpenCV's morphology handles rows in 32-byte vectors and the rest pixel by pixel: on 8-bit
-# images a multiple of this many pixels wide, a long kernel runs up to twice as fast.
-_VECTOR = 32
-
-
-@dataclass
-class _Window:
-    """Where runs are searched for: the faint ink's bounding box, with at least a pixel of
-    empty margin on each side that is not the image's edge, widened to a multiple of
-    ``_VECTOR`` columns where the image (or empty columns added beyond an empty edge) allows.
-    Every run lies in the box, and an empty margin ends a run as the empty image around it
-    does, so the runs found in the window are those of the whole image."""
-
-    rows: slice
-    cols: slice
-    pad: tuple[int, int]  # empty columns added left and right of ``cols``
-    shape: tuple[int, int]  # the image's
-
-    @classmethod
-    def around(cls, on: np.ndarray) -> _Window:
-        h, w = on.shape
-        x, y, bw, bh = cv2.boundingRect(on)
-        c0, c1 = max(0, x - 1), min(w, x + bw + 1)
-        width = -(-(c1 - c0) // _VECTOR) * _VECTOR
-        pad = (0, 0)
-        if width <= w:  # wider within the image, to the right first
-            c1 = min(w, c0 + width)
-            c0 = c1 - width
-        else:
-            c0, c1 = 0, w
-            if x + bw < w:  # (the image's last column is empty)
-                pad = (0, width - w)
-            elif x > 0:
-                pad = (width - w, 0)
-        return cls(slice(max(0, y - 1), min(h, y + bh + 1)), slice(c0, c1), pad, (h, w))
-
-    def cut(self, on: np.ndarray) -> np.ndarray:
-        near = on[self.rows, self.cols]
-        if self.pad != (0, 0):
-            near = cv2.copyMakeBorder(near, 0, 0, *self.pad, cv2.BORDER_CONSTANT, value=0)
-        return near
-
-    def paste(self, a: np.ndarray) -> np.ndarray:
-        """A window's array (labels) over the whole image, zero outside the window."""
-        full = np.zeros(self.shape, a.dtype)
-        full[self.rows, self.cols] = a[:, self.pad[0]:a.shape[1] - self.pad[1]]
-        return full
-
-    @property
-    def origin(self) -> tuple[int, int]:
-        return self.cols.start - self.pad[0], self.rows.start
-
-
 @dataclass
 class _Runs:
     """The straight runs found in one direction: their boxes (``segs``, in image pixels) and
@@ -252,7 +200,7 @@ class _Runs:
     extent: int
     segs: list[_Seg]
     line: np.ndarray
-    window: _Window
+    window: Window
     _labels: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -271,7 +219,7 @@ def _loose(on: np.ndarray, horizontal: bool) -> np.ndarray:
     return cv2.dilate(on, _line_kernel(not horizontal, 3))
 
 
-def _candidates(on: np.ndarray, loose: np.ndarray, window: _Window, horizontal: bool,
+def _candidates(on: np.ndarray, loose: np.ndarray, window: Window, horizontal: bool,
                 length: int, extent: int = 0) -> _Runs:
     """Straight runs at least ``length`` px long. ``on``: the grey ink map above the faint
     level in ``window`` (0/1: a faint or JPEG-speckled ruled line is continuous there, though
@@ -412,7 +360,7 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params, turned:
     _, on = cv2.threshold(ink8, int(p.line_faint * 255), 1, cv2.THRESH_BINARY)
     if not cv2.countNonZero(on):
         return np.zeros((h, w), bool), []
-    window = _Window.around(on)
+    window = Window.around(on)
     near = window.cut(on)
     loose = [_loose(near, True), _loose(near, False)]
     found = [_candidates(near, loose[k], window, horizontal,
@@ -467,6 +415,9 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params, turned:
         taken |= {id(s) for s in cut}
         under = _answer_lines([s for s in segs if id(s) not in taken], on, tol_t, tick, p)
         lines = _fitted(across + sides + cut + under, runs, ink)
+        if len(lines) >= 3:  # printed lines run parallel: a 7's stem slanting line to line not
+            along = float(np.median([s.slope for s in lines]))
+            lines = [s for s in lines if not _slanted(s, along, p)]
         for s in lines:
             if not s.side and s.length >= p.line_span * extent:
                 _extend(s, on)
@@ -522,9 +473,12 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params, turned:
         like = chosen + printed[k]
         alike = [s for s in hanging if sum(_alike_segs(o, s) for o in hanging) >= 2
                  and (not like or any(_alike_segs(s, o) for o in like))]
-        # (as thin as a line may be, or printed like a bold frame: a comb's broad baseline)
+        # (as thin as a line may be, or printed like a bold frame: a comb's broad baseline;
+        # square to the lines, as printed: a slanted 7 touching both lines is not)
         bound = min(thin, max(thick_max, max(f.thick for f in frame) + 1), frame_max)
-        printed[k] += [s for s in _fitted(chosen + alike, runs, ink) if s.thick <= bound]
+        square = -float(np.median([f.slope for f in frame]))
+        printed[k] += [s for s in _fitted(chosen + alike, runs, ink) if s.thick <= bound
+                       and not _slanted(s, square, p)]
     removed = np.zeros((h, w), bool)
     for k, runs in enumerate(found):
         horizontal = runs.horizontal
@@ -554,6 +508,13 @@ def _bold_stroke(s: _Seg, same: list[_Seg], across: list[_Seg], p: Params,
     return bool(others) and s.thick > p.side_bold * max(map(thick, others)) + 1 and (s.side or (
         len(others) >= 2 and s.length < p.line_bold * s.thick
         and all(abs(thick(o) - thick(s)) > 1 for o in same if o is not s)))
+
+
+def _slanted(s: _Seg, slope: float, p: Params) -> bool:
+    """Does ``s`` slant away from ``slope`` by ``line_slant`` or more, drifting
+    ``skew_line_drift`` px or more along its length (printed lines are parallel or square)?"""
+    off = abs(s.slope - slope)
+    return off >= p.line_slant and off * s.length >= p.skew_line_drift
 
 
 def _alike(length: float, thick: float, like_length: float, like_thick: float) -> bool:

@@ -101,6 +101,10 @@ class Params:
     # not straightened) counts as a pixel thicker when lines printed like it are compared
     # with it
     drift_px: float = 3.0
+    # Printed lines run parallel (or square) to each other: one slanting from them by
+    # `line_slant` (about 6 degrees) or more, and drifting `skew_line_drift` px or more along
+    # its run, is a stroke (a 7's stem from line to line)
+    line_slant: float = 0.1
     # Lines up to `frame_max_thick` thick are printed too when within `frame_edge` of an edge
     # with a twin (bold or not, but at least 1/`frame_twin` as thick: a 7's bar near the top of
     # a thinly printed box has none) about as long near the opposite one (a small cell's frame)
