@@ -361,6 +361,19 @@ def test_a_row_of_bold_boxes_close_round_the_picture_leaves_dark_ink_on_paper(di
         assert corr(p.image, plain_reference(x[k])) > 0.8, k
 
 
+@pytest.mark.parametrize("seed, i", [(1156, 156), (1337, 137)])
+def test_a_bold_digit_on_dense_graph_paper_stays_dark_ink(mnist, seed, i):
+    """Where a page's border and its median disagree on the polarity, the class with room in
+    it decides only if it also covers most of the page: on graph paper, a bold digit is wider
+    than the small squares between the lines, but the squares are most of the page, and the
+    border's answer (dark ink) stands. (Renderer A's graph paper; without that check, these
+    two read as light ink on dark.)"""
+    from digitlab import synth
+    d = cv2.dilate(mnist.test_images[i].numpy(), np.ones((3, 3), np.uint8))
+    out = preprocess(synth.graph_paper(np.random.default_rng(seed), d))
+    assert out.ok and out.polarity == "dark-on-light", (out.reason, out.polarity)
+
+
 def test_a_wide_row_of_tinted_boxes_is_read(digits):
     """Tinted cells in separate boxes along a strip five times as wide as it is tall: the
     paper level's blocks (a fifth of the long side) were taller than the strip, took in its

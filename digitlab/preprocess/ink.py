@@ -152,7 +152,9 @@ def _dark_ink_page(g: np.ndarray, border_spread: float, wider_ratio: float) -> b
     if dark != _darker_ink(small - median, 0.04):
         # the border and the page's median disagree: a row of bold boxes printed round the
         # page darkens every border segment alike, and the paper inside reads as light ink.
-        # The paper is the class with room in it (the ink is strokes), if one clearly is.
+        # The paper is the class with room in it (the ink is strokes), if one clearly is and
+        # it covers most of the page too (on graph paper, a bold digit is wider than the
+        # squares between the lines, which are most of the page: the border stands)
         # (at full resolution: a 64 px view blurs a row of small boxes into grey; the plane
         # taken off, as the median does not follow uneven light)
         gx, gy = _plane_grid(g.shape)
@@ -160,7 +162,7 @@ def _dark_ink_page(g: np.ndarray, border_spread: float, wider_ratio: float) -> b
                                  beta=127.5)
         _, bright = cv2.threshold(u8, 0, 1, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
         wider = _wider_class(bright.astype(bool), wider_ratio)
-        if wider is not None:
+        if wider is not None and wider == (2 * cv2.countNonZero(bright) > bright.size):
             return wider
     return dark
 
