@@ -317,7 +317,8 @@ def segment_digits(image: ImageSource, *, keep_stages: bool = False, params: Par
     """Split a row of digits (a whole number) into MNIST-style digits, left to right.
 
     Pieces overlapping horizontally stay one digit; printed lines and boxes are removed; marks
-    much smaller than the digits (dots, commas, specks) are dropped. Never empty: when no
+    much smaller than the digits (dots, commas, specks) or much fainter (a stray pencil
+    stroke, a light-toned box's remnant) are dropped (``number_marks``). Never empty: when no
     digit is found, the one element has ``reason`` set. Raises ``ImageError`` for unreadable
     input.
     """

@@ -125,7 +125,9 @@ def _dark_ink_page(g: np.ndarray, border_spread: float, wider_ratio: float) -> b
     (mass, not quantiles: a small digit is < 1% of a photo). When the segments stray from the
     plane by more than ``border_spread`` (a cell cut out tightly, its box and a bold digit
     both along the edges: white, ink and box segments), the border shows no paper level, and
-    the whole image's median stands in for the plane: the paper is most of a page.
+    the whole image's median stands in for the plane: the paper is most of a page. Where the
+    plane and the median disagree, the class with room in it (``_wider_class``, by
+    ``wider_ratio``) decides, if it also covers most of the page.
     """
     h, w = g.shape
     # The paper level from the border, seen at low resolution (a printed frame along the edge
@@ -154,9 +156,9 @@ def _dark_ink_page(g: np.ndarray, border_spread: float, wider_ratio: float) -> b
         # page darkens every border segment alike, and the paper inside reads as light ink.
         # The paper is the class with room in it (the ink is strokes), if one clearly is and
         # it covers most of the page too (on graph paper, a bold digit is wider than the
-        # squares between the lines, which are most of the page: the border stands)
-        # (at full resolution: a 64 px view blurs a row of small boxes into grey; the plane
-        # taken off, as the median does not follow uneven light)
+        # squares between the lines, which are most of the page: the border stands). Split
+        # at full resolution (a 64 px view blurs a row of small boxes into grey), the plane
+        # taken off (the median does not follow uneven light).
         gx, gy = _plane_grid(g.shape)
         u8 = cv2.convertScaleAbs(g - (coef[0] + coef[1] * gx + coef[2] * gy), alpha=127.5,
                                  beta=127.5)

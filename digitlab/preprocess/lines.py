@@ -415,7 +415,7 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params, turned:
         taken |= {id(s) for s in cut}
         under = _answer_lines([s for s in segs if id(s) not in taken], on, tol_t, tick, p)
         lines = _fitted(across + sides + cut + under, runs, ink)
-        if len(lines) >= 3:  # printed lines run parallel: a 7's stem slanting line to line not
+        if len(lines) >= 3:  # printed lines run parallel (a 7's stem from line to line: not)
             along = float(np.median([s.slope for s in lines]))
             lines = [s for s in lines if not _slanted(s, along, p)]
         for s in lines:
