@@ -364,9 +364,10 @@ def test_a_row_of_bold_boxes_close_round_the_picture_leaves_dark_ink_on_paper(di
 @pytest.mark.parametrize("seed, i", [(1156, 156), (1337, 137)])
 def test_a_bold_digit_on_dense_graph_paper_stays_dark_ink(mnist, seed, i):
     """Where a page's border and its median disagree on the polarity, the class with room in
-    it decides only if it also covers most of the page: on graph paper, a bold digit is wider
-    than the small squares between the lines, but the squares are most of the page, and the
-    border's answer (dark ink) stands. (Renderer A's graph paper; without that check, these
+    it decides only where the border finds light ink, and only if it also covers most of the
+    page: on graph paper, a bold digit is wider than the small squares between the lines, but
+    the squares are most of the page, and the border's answer (dark ink) stands. (Renderer
+    A's graph paper; with the tie-break asked both ways round and neither condition, these
     two read as light ink on dark.)"""
     from digitlab import synth
     d = cv2.dilate(mnist.test_images[i].numpy(), np.ones((3, 3), np.uint8))

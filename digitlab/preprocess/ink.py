@@ -126,8 +126,8 @@ def _dark_ink_page(g: np.ndarray, border_spread: float, wider_ratio: float) -> b
     plane by more than ``border_spread`` (a cell cut out tightly, its box and a bold digit
     both along the edges: white, ink and box segments), the border shows no paper level, and
     the whole image's median stands in for the plane: the paper is most of a page. Where the
-    plane and the median disagree, the class with room in it (``_wider_class``, by
-    ``wider_ratio``) decides, if it also covers most of the page.
+    plane finds light ink and the median dark, the class with room in it (``_wider_class``,
+    by ``wider_ratio``) decides, if it also covers most of the page.
     """
     h, w = g.shape
     # The paper level from the border, seen at low resolution (a printed frame along the edge
@@ -146,14 +146,14 @@ def _dark_ink_page(g: np.ndarray, border_spread: float, wider_ratio: float) -> b
     spread = float(np.sort(res)[8])
     # the masses on the same low-resolution view (averaged, not strided: a strided sample can
     # miss every 1 px line of a grid; a small digit is still some dozens of pixels there)
-    median = _median(small, None)
     if spread > border_spread:
-        return _darker_ink(small - median, 0.04)
+        return _darker_ink(small - _median(small, None), 0.04)
     xx, yy = _plane_grid(small.shape)
     dark = _darker_ink(small - (coef[0] + coef[1] * xx + coef[2] * yy), max(0.04, 4.0 * spread))
-    if dark != _darker_ink(small - median, 0.04):
-        # the border and the page's median disagree: a row of bold boxes printed round the
-        # page darkens every border segment alike, and the paper inside reads as light ink.
+    if not dark and _darker_ink(small - _median(small, None), 0.04):
+        # light ink by the border, dark by the page's median: a row of bold boxes printed
+        # round the page darkens every border segment alike, and the paper inside reads as
+        # light ink (only this way round: most pages are dark ink, and pay nothing here).
         # The paper is the class with room in it (the ink is strokes), if one clearly is and
         # it covers most of the page too (on graph paper, a bold digit is wider than the
         # squares between the lines, which are most of the page: the border stands). Split
