@@ -163,7 +163,7 @@ def _dark_ink_page(g: np.ndarray, border_spread: float, wider_ratio: float) -> b
         u8 = cv2.convertScaleAbs(g - (coef[0] + coef[1] * gx + coef[2] * gy), alpha=127.5,
                                  beta=127.5)
         _, bright = cv2.threshold(u8, 0, 1, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
-        wider = _wider_class(bright.astype(bool), wider_ratio)
+        wider = _wider_class(bright.view(bool), wider_ratio)
         if wider is not None and wider == (2 * cv2.countNonZero(bright) > bright.size):
             return wider
     return dark
