@@ -299,6 +299,46 @@ def test_a_number_on_a_comb_field_is_read_without_its_ticks(digits, n, width):
         assert corr(p.image, plain_reference(x[k])) > 0.8, k
 
 
+def _soft_comb(size: tuple[int, int], base: int, x0: int, cell: int, n: int, tick: int
+               ) -> np.ndarray:
+    """How much ink a comb field of ``n`` cells puts on each pixel: a 2 px baseline and 2 px
+    ticks ``tick`` px tall, with a soft pixel each side a sixth as dark, as a scan at this
+    size has them."""
+    w, h = size
+    ink = np.zeros((h, w), np.float32)
+    x1 = x0 + n * cell + 2
+    ink[base - 1:base + 3, x0 - 1:x1 + 1] = 1 / 6
+    for k in range(n + 1):
+        x = x0 + cell * k
+        ink[base - tick - 1:base + 3, x - 1:x + 3] = 1 / 6
+    ink[base:base + 2, x0:x1] = 1.0
+    for k in range(n + 1):
+        x = x0 + cell * k
+        ink[base - tick:base + 2, x:x + 2] = 1.0
+    return ink
+
+
+@pytest.mark.parametrize("first", [0, 2, 4])
+def test_a_number_on_a_comb_with_short_soft_ticks_is_read_without_it(digits, first):
+    """Two digits over a grey comb field whose ticks are short (10 px over the line) and
+    soft-edged, the baseline under 80% of the width: each tick's box is 5 px wide (its soft
+    edges, and the line it meets) though the tick is 2 px, and it must still count as a
+    corner, so that the baseline goes as a side. Before, the ticks were measured by their
+    boxes, the field stayed, and the two digits and the field were read as one."""
+    x, _ = digits
+    x, n, tick, cell, margin = x[first:], 2, 10, 74, 21
+    size = (n * cell + 2 * margin + 2, 117)
+    img = Image.new("RGB", size, (236, 236, 236))
+    for k in range(n):
+        img.paste(scene(x[k], (cell - 10, 70), 55, (5, 5)), (margin + cell * k + 5, 18))
+    comb = _soft_comb(size, 92, margin, cell, n, tick)[:, :, None]
+    page = np.minimum(np.asarray(img), (236 - comb * (236 - 88)).astype(np.uint8))
+    parts = segment_digits(page)
+    assert len(parts) == n and all(p.ok for p in parts), [p.reason for p in parts]
+    for k, p in enumerate(parts):
+        assert corr(p.image, plain_reference(x[k])) > 0.8, k
+
+
 @pytest.mark.parametrize("n", [3, 5])
 def test_a_number_in_separate_bold_boxes_is_read_without_the_boxes(digits, n):
     """Digits each in its own bold box, the boxes apart along a row and filling the strip's
