@@ -241,18 +241,18 @@ def _candidates(on: np.ndarray, loose: np.ndarray, window: Window, horizontal: b
     return _Runs(horizontal, extent, segs, line, window)
 
 
-def _tick_thick(s: _Seg, runs: _Runs) -> float:
+def _tick_thick(s: _Seg, runs: _Runs, p: Params) -> float:
     """A short run's thickness, as a tick it would be: its pixels over its length, where its
-    box is at most 1.5 px thicker than that (a comb's short tick, 2 px with a soft pixel each
-    side, has a 5 px box where it meets its line and measures about 4.3), else its box's. A
-    run whose box is wider than that leans or bends: the top of a 0 runs straight for the
-    opening's few pixels in a box twice its thickness, and a bold 7's hook leans, and neither
-    is a printed tick."""
+    box is at most ``tick_lean`` px thicker than that (a comb's short tick, 2 px with a soft
+    pixel each side, has a 5 px box where it meets its line and measures about 4.3), else its
+    box's. A run whose box is wider than that leans or bends: the top of a 0 runs straight
+    for the opening's few pixels in a box twice its thickness, and a bold 7's hook leans, and
+    neither is a printed tick."""
     if s.box_thick <= 2:
         return float(s.box_thick)
     x, y = runs.window.origin
     mean = cv2.countNonZero(runs.line[s.y0 - y:s.y1 - y, s.x0 - x:s.x1 - x]) / s.length
-    return mean if s.box_thick <= mean + 1.5 else float(s.box_thick)
+    return mean if s.box_thick <= mean + p.tick_lean else float(s.box_thick)
 
 
 def _turns_at(s: _Seg, on: np.ndarray, tol: int, tick: int, end: int) -> bool:
@@ -397,7 +397,7 @@ def find_printed(ink: np.ndarray, mask: np.ndarray, pad: int, p: Params, turned:
                          default=0)
             runs = _candidates(near, loose[k], window, horizontal,
                                max(5, int(p.tick_min * extent), across + 1))
-            short[k] = [s for s in runs.segs if s.length >= 3 * _tick_thick(s, runs)]
+            short[k] = [s for s in runs.segs if s.length >= 3 * _tick_thick(s, runs, p)]
 
     # a frame's lines may be bolder than that in a small cell, when they come in pairs at
     # opposite edges (a stroke crossing a tiny crop has no twin)

@@ -138,6 +138,10 @@ class Params:
     # thin and straight.
     tick_min: float = 0.08
     tick_max: float = 0.4
+    # A tick is three times longer than thick, its thickness its pixels over its length where
+    # its box is at most `tick_lean` px thicker than that (soft edges, the flare where it meets
+    # its line), else its box's (a run leaning or bending: a 7's hook, a 0's top)
+    tick_lean: float = 1.5
     # Ticks hanging off a lone line, two or more alike, may be as stubby as `stub_aspect` times
     # longer than wide (a comb field printed with a broad pen)
     stub_aspect: float = 1.5
