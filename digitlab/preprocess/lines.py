@@ -248,7 +248,7 @@ def _tick_thick(s: _Seg, runs: _Runs, p: Params) -> float:
     box's. A run whose box is wider than that leans or bends: the top of a 0 runs straight
     for the opening's few pixels in a box twice its thickness, and a bold 7's hook leans, and
     neither is a printed tick."""
-    if s.box_thick <= 2:
+    if s.box_thick <= 2:  # (thin already, by its box: no count needed)
         return float(s.box_thick)
     x, y = runs.window.origin
     mean = cv2.countNonZero(runs.line[s.y0 - y:s.y1 - y, s.x0 - x:s.x1 - x]) / s.length

@@ -146,21 +146,22 @@ def number_marks(c: Components, groups: list[list[int]], ink: np.ndarray, p: Par
     if len(groups) < 2:
         return groups
     # (each group's selection: made once, and the one the digit is later cut out with)
-    sels = {id(g): c.selection(g) for g in groups}
-    heights = [sels[id(g)].box[3] - sels[id(g)].box[1] for g in groups]
+    sels = [c.selection(g) for g in groups]
+    heights = [sel.box[3] - sel.box[1] for sel in sels]
     areas = [int(c.area[g].sum()) for g in groups]
     tallest, median_area = max(heights), float(np.median(areas))
-    keep = [g for g, gh, ga in zip(groups, heights, areas) if gh >= p.mark_tall * tallest
+    keep = [(g, sel) for g, sel, gh, ga in zip(groups, sels, heights, areas)
+            if gh >= p.mark_tall * tallest
             and (gh >= p.speck_tall * tallest or ga > p.speck_area * median_area)]
     if len(keep) < 2:
-        return keep
+        return [g for g, _ in keep]
 
     def darkest(sel) -> float:
         x0, y0, x1, y1 = sel.box
         return float(np.percentile(ink[y0:y1, x0:x1][sel.mask], 90))
-    dark = [darkest(sels[id(g)]) for g in keep]
+    dark = [darkest(sel) for _, sel in keep]
     top = float(np.median(dark))
-    return [g for g, d in zip(keep, dark) if d >= p.faint_mark * top]
+    return [g for (g, _), d in zip(keep, dark) if d >= p.faint_mark * top]
 
 
 RUNS_OFF = "the ink runs off the edge of the image"
